@@ -1,0 +1,42 @@
+/* The clattn_context object, shared by every host module. */
+#ifndef CLATTN_CONTEXT_H
+#define CLATTN_CONTEXT_H
+#include "clattn.h"
+
+#include <pthread.h>
+
+struct clattn_program_cache; /* program.c */
+
+struct clattn_context {
+    cl_context context;  /* retained */
+    cl_device_id device; /* retained */
+    cl_platform_id platform;
+    clattn_device_info info;
+    cl_uint mem_base_align_bytes;
+
+    clattn_log_fn log;
+    void *log_user;
+    clattn_log_level log_level;
+
+    /* Guards `programs` and the arguments of cached cl_kernels (set and enqueued together). */
+    pthread_mutex_t lock;
+    struct clattn_program_cache *programs;
+};
+
+/* Sends a printf-style message to the context's log callback, if any and if `level` passes. */
+void clattn__log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* The checks every enqueueing call starts with: a context, a queue of its context and device, and
+ * a well-formed wait list. */
+clattn_status clattn__check_call(const clattn_context *ctx, cl_command_queue queue,
+                                 cl_uint num_wait, const cl_event *wait_list);
+/* CL_SUCCESS when `queue` belongs to the context's cl_context and device. */
+clattn_status clattn__check_queue(const clattn_context *ctx, cl_command_queue queue);
+/* Checks the (num_wait, wait_list) pair of an enqueueing call. */
+clattn_status clattn__check_wait_list(cl_uint num_wait, const cl_event *wait_list);
+
+#endif

@@ -1,0 +1,32 @@
+/* Batched matrix products on the device. gemm.c is the only file that knows CLBlast. */
+#ifndef CLATTN_GEMM_H
+#define CLATTN_GEMM_H
+#include "context.h"
+
+#include <stdbool.h>
+
+/* One operand of a batch of products over items (i0 < d0, i1 < d1). Item (i0, i1) is the
+ * rows x cols matrix at element offset + i0*batch_stride[0] + (i1/head_div)*batch_stride[1],
+ * with element (r, c) at + r*rs + c*cs. head_div > 1 lets several query heads share one kv head. */
+typedef struct clattn_operand {
+    cl_mem buffer;
+    size_t offset;
+    size_t batch_stride[2];
+    size_t head_div;
+    size_t rows, cols;
+    size_t rs, cs;
+} clattn_operand;
+
+/* Whether a rows x cols matrix with strides (rs, cs) can be a GEMM operand or result: one of the
+ * two dims must be contiguous and the rows (or columns) must not overlap. */
+bool clattn__gemm_layout_ok(size_t rows, size_t cols, size_t rs, size_t cs);
+
+/* For every item: C = alpha * A * B + beta * C, with A m x k, B k x n, C m x n (m, n, k > 0).
+ * Waits for the wait list (through a barrier: CLBlast takes none); *event_out completes when all
+ * items are written. */
+clattn_status clattn__gemm(clattn_context *ctx, cl_command_queue queue, size_t d0, size_t d1,
+                           float alpha, const clattn_operand *A, const clattn_operand *B,
+                           float beta, const clattn_operand *C, cl_uint num_wait,
+                           const cl_event *wait_list, cl_event *event_out);
+
+#endif

@@ -1,0 +1,152 @@
+/* Scaled dot-product attention: picks a path and runs it. The unfused path is the composite
+ * scores -> mask -> softmax -> weighted sum, with the score matrix in a workspace (or in the
+ * caller's probabilities view, when it asks for them). */
+#include "steps.h"
+#include "tensor.h"
+
+#include <string.h>
+
+clattn_sdpa_params clattn_sdpa_params_default(void)
+{
+    clattn_sdpa_params p;
+    memset(&p, 0, sizeof p);
+    p.scale = CLATTN_SCALE_DEFAULT;
+    p.mask = clattn_mask_params_default();
+    p.path = CLATTN_PATH_AUTO;
+    return p;
+}
+
+/* Checks what the steps cannot see on their own: the params, how Q, K, V and O agree, and where
+ * the scores will live. On success *ws_bytes is the workspace the call needs (0: none). */
+static clattn_status sdpa_check(clattn_context *ctx, const clattn_tensor *Q,
+                                const clattn_tensor *K, const clattn_tensor *V,
+                                const clattn_tensor *O, const clattn_sdpa_params *p,
+                                size_t *ws_bytes)
+{
+    for (size_t i = 0; i < sizeof p->reserved / sizeof p->reserved[0]; i++)
+        if (p->reserved[i])
+            return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (p->path != CLATTN_PATH_AUTO && p->path != CLATTN_PATH_UNFUSED &&
+        p->path != CLATTN_PATH_FUSED)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (p->path == CLATTN_PATH_FUSED)
+        return CLATTN_ERROR_UNSUPPORTED_PATH; /* no fused kernel in this version */
+
+    clattn_status st;
+    if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check(ctx, K, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check(ctx, V, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
+        (p->probs && (st = clattn__view_check(ctx, p->probs, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS) ||
+        (p->lse && (st = clattn__view_check(ctx, p->lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
+        return st;
+    const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2], Lk = K->dims[2];
+    if (K->dims[0] != B || K->dims[3] != Q->dims[3] || V->dims[0] != B ||
+        V->dims[1] != K->dims[1] || V->dims[2] != Lk || O->dims[0] != B || O->dims[1] != Hq ||
+        O->dims[2] != Lq || O->dims[3] != V->dims[3])
+        return CLATTN_ERROR_INVALID_SHAPE;
+    if (p->probs && (p->probs->dims[0] != B || p->probs->dims[1] != Hq ||
+                     p->probs->dims[2] != Lq || p->probs->dims[3] != Lk))
+        return CLATTN_ERROR_INVALID_SHAPE;
+
+    *ws_bytes = 0;
+    if (p->probs)
+        return CL_SUCCESS;
+    size_t n = sizeof(float);
+    const size_t sdims[4] = {B, Hq, Lq, Lk};
+    for (int d = 0; d < 4; d++)
+        if (!clattn__mul(n, sdims[d], &n))
+            return CLATTN_ERROR_SIZE_OVERFLOW;
+    if (p->workspace) {
+        size_t end;
+        if (p->workspace_offset % sizeof(float) != 0)
+            return CLATTN_ERROR_INVALID_ARGUMENT;
+        if (!clattn__add(p->workspace_offset, n, &end))
+            return CLATTN_ERROR_SIZE_OVERFLOW;
+        st = clattn__buffer_check(ctx, p->workspace, end);
+        if (st != CL_SUCCESS)
+            return st == CLATTN_ERROR_VIEW_OUT_OF_BOUNDS ? CLATTN_ERROR_WORKSPACE_TOO_SMALL : st;
+    } else if (n > ctx->info.max_mem_alloc_size) {
+        return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
+    }
+    *ws_bytes = n;
+    return CL_SUCCESS;
+}
+
+clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tensor *Q,
+                                         const clattn_tensor *K, const clattn_tensor *V,
+                                         const clattn_tensor *O, const clattn_sdpa_params *params,
+                                         size_t *bytes)
+{
+    if (!ctx || !bytes)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
+    p.workspace = NULL; /* the question is how much, not whether the given one fits */
+    size_t n = 0;
+    clattn_status st = sdpa_check(ctx, Q, K, V, O, &p, &n);
+    if (st == CLATTN_ERROR_ALLOCATION_TOO_LARGE)
+        st = CL_SUCCESS; /* a caller's own buffer may still be that large */
+    if (st == CL_SUCCESS)
+        *bytes = n;
+    return st;
+}
+
+clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,
+                          const clattn_tensor *K, const clattn_tensor *V, const clattn_tensor *O,
+                          const clattn_sdpa_params *params, cl_uint num_wait,
+                          const cl_event *wait_list, cl_event *event_out)
+{
+    clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
+    if (st != CL_SUCCESS)
+        return st;
+    const clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
+    size_t ws_bytes = 0;
+    if ((st = sdpa_check(ctx, Q, K, V, O, &p, &ws_bytes)) != CL_SUCCESS)
+        return st;
+
+    const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2], Lk = K->dims[2];
+    if (B * Hq * Lq == 0 || (clattn__view_empty(O) && !p.probs && !p.lse))
+        return clattn__no_op(queue, num_wait, wait_list, event_out);
+
+    /* Where the scores live: the caller's probabilities view, its workspace, or our own buffer
+     * (released below; OpenCL keeps it alive until the queued steps that use it are done). */
+    clattn_tensor S = {NULL, 0, CLATTN_F32, {B, Hq, Lq, Lk}, {Hq * Lq * Lk, Lq * Lk, Lk, 1}};
+    cl_mem own = NULL;
+    if (p.probs) {
+        S = *p.probs;
+    } else if (p.workspace) {
+        S.buffer = p.workspace;
+        S.offset = p.workspace_offset / sizeof(float);
+    } else if (ws_bytes > 0) {
+        cl_int err;
+        own = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, ws_bytes, NULL, &err);
+        if (err != CL_SUCCESS)
+            return err;
+        S.buffer = own;
+    }
+
+    /* Every step validates (and builds its kernels) before the first one is enqueued. */
+    if ((st = clattn__scores_check(ctx, Q, K, &S)) == CL_SUCCESS &&
+        (st = clattn__mask_check(ctx, S.dims, &p.mask)) == CL_SUCCESS &&
+        (st = clattn__softmax_check(ctx, &S, &S, p.lse)) == CL_SUCCESS)
+        st = clattn__weighted_sum_check(ctx, &S, V, O);
+
+    clattn_chain chain = clattn__chain_start(num_wait, wait_list);
+    cl_event e = NULL;
+#define STEP(call)                                                                                 \
+    if (st == CL_SUCCESS) {                                                                        \
+        e = NULL;                                                                                  \
+        st = (call);                                                                               \
+        if (st == CL_SUCCESS)                                                                      \
+            clattn__chain_push(&chain, e);                                                         \
+    }
+    STEP(clattn__scores_enqueue(ctx, queue, Q, K, &S, p.scale, chain.nw, chain.wl, &e))
+    STEP(clattn__mask_enqueue(ctx, queue, &S, &p.mask, chain.nw, chain.wl, &e))
+    STEP(clattn__softmax_enqueue(ctx, queue, &S, &S, p.lse, chain.nw, chain.wl, &e))
+    STEP(clattn__weighted_sum_enqueue(ctx, queue, &S, V, O, chain.nw, chain.wl, &e))
+#undef STEP
+    if (own)
+        clReleaseMemObject(own);
+    clattn__chain_end(&chain, st == CL_SUCCESS ? event_out : NULL);
+    return st;
+}

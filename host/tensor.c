@@ -1,0 +1,75 @@
+/* View validation: shapes, strides, checked size arithmetic, buffer bounds. */
+#include "tensor.h"
+
+size_t clattn_dtype_size(clattn_dtype dtype)
+{
+    switch (dtype) {
+    case CLATTN_F32: return 4;
+    case CLATTN_F16: return 2;
+    }
+    return 0;
+}
+
+clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t bytes)
+{
+    if (!buf)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    cl_context owner = NULL;
+    size_t size = 0;
+    cl_int err = clGetMemObjectInfo(buf, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetMemObjectInfo(buf, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err != CL_SUCCESS)
+        return err;
+    if (owner != ctx->context)
+        return CLATTN_ERROR_CONTEXT_MISMATCH;
+    return bytes <= size ? CL_SUCCESS : CLATTN_ERROR_VIEW_OUT_OF_BOUNDS;
+}
+
+clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,
+                                 clattn_view_role role)
+{
+    if (!t)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (t->dtype != CLATTN_F32)
+        return t->dtype == CLATTN_F16 ? CLATTN_ERROR_UNSUPPORTED_DTYPE : CLATTN_ERROR_INVALID_ARGUMENT;
+    size_t count = 1;
+    for (int d = 0; d < 4; d++)
+        if (!clattn__mul(count, t->dims[d], &count))
+            return CLATTN_ERROR_SIZE_OVERFLOW;
+    if (count == 0)
+        return CL_SUCCESS;
+
+    /* Last element reached = offset + sum((dims - 1) * strides). */
+    size_t last = t->offset;
+    for (int d = 0; d < 4; d++) {
+        size_t step;
+        if (!clattn__mul(t->dims[d] - 1, t->strides[d], &step) || !clattn__add(last, step, &last))
+            return CLATTN_ERROR_SIZE_OVERFLOW;
+        if (role == CLATTN_VIEW_OUTPUT && t->dims[d] > 1 && t->strides[d] == 0)
+            return CLATTN_ERROR_INVALID_STRIDE;
+    }
+    size_t bytes;
+    if (!clattn__add(last, 1, &bytes) || !clattn__mul(bytes, clattn_dtype_size(t->dtype), &bytes))
+        return CLATTN_ERROR_SIZE_OVERFLOW;
+    return clattn__buffer_check(ctx, t->buffer, bytes);
+}
+
+bool clattn__view_rows_flat(const clattn_tensor *t, size_t *step)
+{
+    /* Walk dims 2, 1, 0: each must continue the run of rows the inner ones formed. */
+    size_t s = clattn__stride(t, 2);
+    size_t rows = t->dims[2];
+    for (int d = 1; d >= 0; d--) {
+        if (t->dims[d] == 1)
+            continue;
+        if (rows == 1) {
+            s = t->strides[d];
+        } else if (t->strides[d] != rows * s) {
+            return false;
+        }
+        rows *= t->dims[d];
+    }
+    *step = s;
+    return true;
+}

@@ -1,0 +1,53 @@
+/* Tensor-view validation and checked size arithmetic. */
+#ifndef CLATTN_TENSOR_H
+#define CLATTN_TENSOR_H
+#include "context.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* a * b and a + b into *out; false (and *out untouched) on size_t overflow. */
+static inline bool clattn__mul(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return false;
+    *out = a * b;
+    return true;
+}
+static inline bool clattn__add(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a)
+        return false;
+    *out = a + b;
+    return true;
+}
+
+typedef enum clattn_view_role { CLATTN_VIEW_INPUT = 0, CLATTN_VIEW_OUTPUT = 1 } clattn_view_role;
+
+/* Checks one view: present, CLATTN_F32, element count and extent without overflow, buffer from the
+ * context and large enough for every element the view reaches. An output view may not reach one
+ * element twice through a stride of 0. A view with a dim of 0 is empty and reaches nothing; its
+ * buffer may be NULL. */
+clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,
+                                 clattn_view_role role);
+
+static inline bool clattn__view_empty(const clattn_tensor *t)
+{
+    return t->dims[0] == 0 || t->dims[1] == 0 || t->dims[2] == 0 || t->dims[3] == 0;
+}
+
+/* Checks that `buf` belongs to the context and holds at least `bytes` bytes. */
+clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t bytes);
+
+/* The view's stride along `dim`, or 0 when the dim has size 1 (any stride reaches the same
+ * element): kernels and the GEMM batching then see broadcast and size-1 dims alike. */
+static inline size_t clattn__stride(const clattn_tensor *t, int dim)
+{
+    return t->dims[dim] == 1 ? 0 : t->strides[dim];
+}
+
+/* True when dims 0..2 can be walked as one dim of dims[0]*dims[1]*dims[2] rows spaced `*step`
+ * apart (so a batched matrix product becomes one). */
+bool clattn__view_rows_flat(const clattn_tensor *t, size_t *step);
+
+#endif

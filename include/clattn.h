@@ -1,0 +1,343 @@
+/*
+ * clattn — Transformer attention on any OpenCL 1.2+ device.
+ *
+ * The whole public API. Everything here is C11 and usable from C++.
+ *
+ * Conventions (see DESIGN.md):
+ *  - Tokens are ROWS (row-major, as in PyTorch): Q = X·W_Qᵀ, scores S = scale·Q·Kᵀ have one row per
+ *    query and one column per key, and the softmax runs along each row. Documents that write tokens
+ *    as column vectors (Q = W_Q·X, softmax per column) describe the same computation transposed.
+ *  - The caller's OpenCL objects (cl_context, cl_device_id, cl_command_queue, cl_mem) are passed by
+ *    value. The library retains what it keeps and releases only its own references.
+ *  - Every call that enqueues work ends like clEnqueue*: (queue, num_wait, wait_list, event_out).
+ *    It returns once the work is enqueued and never waits on or flushes the caller's queue. It is
+ *    correct on in-order and out-of-order queues.
+ *  - Every argument is validated before anything is enqueued. On an error return nothing was
+ *    enqueued, the caller's buffers are untouched, and *event_out is left unchanged.
+ *  - Nothing in the library prints, exits or aborts. Diagnostics (kernel build logs) go to the log
+ *    callback given in clattn_context_params.
+ *  - Status: 0 is success, OpenCL error codes (< 0, > -1000) pass through unchanged, library codes
+ *    are <= -1000.
+ */
+#ifndef CLATTN_H
+#define CLATTN_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Marks the exported functions; everything else in the shared library is hidden. */
+#if defined(CLATTN_BUILDING_LIBRARY) && defined(__GNUC__)
+#define CLATTN_API __attribute__((visibility("default")))
+#else
+#define CLATTN_API
+#endif
+
+#define CLATTN_VERSION_MAJOR 0
+#define CLATTN_VERSION_MINOR 1
+#define CLATTN_VERSION_PATCH 0
+
+/* Library version as "MAJOR.MINOR.PATCH". Static storage. */
+CLATTN_API const char *clattn_version(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Status codes
+ * ----------------------------------------------------------------------------------------------*/
+
+/* X(name, value, message): the one list that the enum, clattn_status_name() and
+ * clattn_status_string() are generated from. */
+#define CLATTN_STATUS_LIST(X)                                                                         \
+    X(CLATTN_SUCCESS, 0, "success")                                                                   \
+    X(CLATTN_ERROR_INVALID_ARGUMENT, -1000, "invalid argument (null handle, pointer or bad enum)")    \
+    X(CLATTN_ERROR_INVALID_SHAPE, -1001, "tensor shapes do not agree with each other")                \
+    X(CLATTN_ERROR_INVALID_STRIDE, -1002, "output view has overlapping elements (stride 0)")          \
+    X(CLATTN_ERROR_VIEW_OUT_OF_BOUNDS, -1003, "tensor view runs past the end of its buffer")          \
+    X(CLATTN_ERROR_SIZE_OVERFLOW, -1004, "element count or byte size overflows size_t")               \
+    X(CLATTN_ERROR_CONTEXT_MISMATCH, -1005, "buffer or queue belongs to another context or device")   \
+    X(CLATTN_ERROR_UNSUPPORTED_DTYPE, -1006, "data type not supported by this operation")             \
+    X(CLATTN_ERROR_UNSUPPORTED_LAYOUT, -1007, "a matrix operand has no unit stride in either dim")    \
+    X(CLATTN_ERROR_UNSUPPORTED_PATH, -1008, "the requested attention path cannot run this call")      \
+    X(CLATTN_ERROR_HEAD_MISMATCH, -1009, "query heads are not a multiple of key/value heads")         \
+    X(CLATTN_ERROR_MASK_SHAPE, -1010, "mask does not broadcast to [B, H, Lq, Lk]")                    \
+    X(CLATTN_ERROR_BUILD_FAILED, -1011, "an OpenCL kernel failed to build (log sent to callback)")    \
+    X(CLATTN_ERROR_KERNEL_NOT_FOUND, -1012, "no kernel source of that name")                          \
+    X(CLATTN_ERROR_BLAS, -1013, "CLBlast returned an error")                                          \
+    X(CLATTN_ERROR_OUT_OF_HOST_MEMORY, -1014, "host memory allocation failed")                        \
+    X(CLATTN_ERROR_ALLOCATION_TOO_LARGE, -1015, "needed buffer exceeds CL_DEVICE_MAX_MEM_ALLOC_SIZE")  \
+    X(CLATTN_ERROR_WORKSPACE_TOO_SMALL, -1016, "caller-given workspace is smaller than needed")       \
+    X(CLATTN_ERROR_NO_DEVICE, -1017, "no usable OpenCL device found")                                 \
+    X(CLATTN_ERROR_DEVICE_NOT_FOUND, -1018, "CLATTN_DEVICE names no device")                         \
+    X(CLATTN_ERROR_UNSUPPORTED_DEVICE, -1019, "the device cannot run a kernel this call needs")
+
+typedef int32_t clattn_status;
+
+enum clattn_status_code {
+#define CLATTN_X_ENUM(name, value, msg) name = value,
+    CLATTN_STATUS_LIST(CLATTN_X_ENUM)
+#undef CLATTN_X_ENUM
+};
+
+/* Symbolic name of a status ("CLATTN_ERROR_INVALID_SHAPE", "CL_OUT_OF_RESOURCES", ...), or
+ * "CLATTN_UNKNOWN_STATUS". Never NULL; static storage. */
+CLATTN_API const char *clattn_status_name(clattn_status status);
+/* One-line human-readable message for a status. Never NULL; static storage. */
+CLATTN_API const char *clattn_status_string(clattn_status status);
+
+/* ------------------------------------------------------------------------------------------------
+ * Tensor views
+ * ----------------------------------------------------------------------------------------------*/
+
+typedef enum clattn_dtype {
+    CLATTN_F32 = 1, /* IEEE binary32 */
+    CLATTN_F16 = 2, /* IEEE binary16 storage (reserved: no operation accepts it yet) */
+} clattn_dtype;
+
+/* Bytes per element of a dtype, 0 for an unknown one. */
+CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype);
+
+/*
+ * A 4-D strided view into a caller's cl_mem. Plain data; the view owns nothing.
+ *
+ * dims    = [batch, heads, seq, feature] (feature = head_dim, or the embedding for linear).
+ * offset  = in ELEMENTS from the start of the buffer.
+ * strides = in ELEMENTS per step along each dim; 0 broadcasts (inputs only).
+ *
+ * Both common layouts are views of the same buffer, so projections feed attention without copies:
+ *   [B, H, T, D] contiguous: strides {H*T*D, T*D, D, 1}
+ *   [B, T, H*D] packed:      strides {T*H*D, D, H*D, 1}   (head h starts at feature h*D)
+ * A dim of size 0 makes the view empty; operations on empty outputs are valid no-ops.
+ */
+typedef struct clattn_tensor {
+    cl_mem buffer;
+    size_t offset;
+    clattn_dtype dtype;
+    size_t dims[4];
+    size_t strides[4];
+} clattn_tensor;
+
+/* A contiguous [B, H, T, D] view starting at element `offset`. */
+static inline clattn_tensor clattn_tensor_bhtd(cl_mem buffer, size_t offset, size_t B, size_t H,
+                                               size_t T, size_t D)
+{
+    clattn_tensor t = {buffer, offset, CLATTN_F32, {B, H, T, D}, {H * T * D, T * D, D, 1}};
+    return t;
+}
+
+/* Head-split view of a packed [B, T, H*D] buffer (the layout a projection writes). */
+static inline clattn_tensor clattn_tensor_bthd(cl_mem buffer, size_t offset, size_t B, size_t T,
+                                               size_t H, size_t D)
+{
+    clattn_tensor t = {buffer, offset, CLATTN_F32, {B, H, T, D}, {T * H * D, D, H * D, 1}};
+    return t;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Context
+ * ----------------------------------------------------------------------------------------------*/
+
+typedef enum clattn_log_level {
+    CLATTN_LOG_ERROR = 0,
+    CLATTN_LOG_WARN = 1,
+    CLATTN_LOG_INFO = 2,
+    CLATTN_LOG_DEBUG = 3,
+} clattn_log_level;
+
+/* Receives diagnostics such as kernel build logs. `msg` is valid only during the call. May be
+ * called from any thread that calls into the library, possibly concurrently. */
+typedef void (*clattn_log_fn)(void *user, clattn_log_level level, const char *msg);
+
+typedef struct clattn_context_params {
+    /* The caller's context and device, or both NULL to let the library pick a device: env
+     * CLATTN_DEVICE ("P:D" platform/device indices, or a substring of the device name), else the
+     * first GPU, else the first CPU, else the first device of any type. If `context` is set and
+     * `device` is NULL, the context must hold exactly one device. */
+    cl_context context;
+    cl_device_id device;
+    clattn_log_fn log;      /* may be NULL: diagnostics are dropped */
+    void *log_user;         /* passed to `log` unchanged */
+    clattn_log_level log_level; /* messages above this level are not sent */
+    void *reserved[8];      /* must be zero (set by clattn_context_params_default) */
+} clattn_context_params;
+
+CLATTN_API clattn_context_params clattn_context_params_default(void);
+
+/*
+ * A clattn context: one OpenCL device in one cl_context, plus the library's compiled-program cache.
+ *
+ * Ownership: created by clattn_context_create, freed by clattn_context_destroy. It retains the
+ * caller's cl_context and cl_device_id and releases only those references, so the caller's
+ * objects stay valid after destroy. It must outlive all work the library enqueued with it (destroy
+ * it after the queues that ran its work have finished).
+ * Thread safety: every function taking a clattn_context may be called from several threads at
+ * once on the same context (an internal mutex guards the caches and kernel arguments), provided
+ * the buffers they write do not overlap. clattn_context_destroy must not race with any other use.
+ */
+typedef struct clattn_context clattn_context;
+
+CLATTN_API clattn_status clattn_context_create(const clattn_context_params *params, clattn_context **out);
+/* NULL-safe; sets *ctx = NULL. */
+CLATTN_API void clattn_context_destroy(clattn_context **ctx);
+
+/* The cl_context / cl_device_id the context uses (borrowed: do not release). */
+CLATTN_API cl_context clattn_context_cl_context(const clattn_context *ctx);
+CLATTN_API cl_device_id clattn_context_cl_device(const clattn_context *ctx);
+
+/* What the library queried from the device once, at create. Strings are NUL-terminated and
+ * truncated to fit. */
+typedef struct clattn_device_info {
+    char name[256];
+    char vendor[256];
+    char device_version[256];
+    char driver_version[256];
+    char platform_name[256];
+    char platform_version[256];
+    cl_device_type type;
+    cl_uint compute_units;
+    size_t max_work_group_size;
+    cl_ulong local_mem_size;     /* bytes */
+    cl_ulong max_mem_alloc_size; /* bytes: the largest single buffer */
+    cl_ulong global_mem_size;    /* bytes */
+    int has_fp16;                /* cl_khr_fp16 (arithmetic); fp16 storage needs no extension */
+    int has_fp64;                /* cl_khr_fp64 */
+    int has_subgroups;           /* cl_khr_subgroups or cl_intel_subgroups */
+} clattn_device_info;
+
+CLATTN_API clattn_status clattn_context_device_info(const clattn_context *ctx, clattn_device_info *out);
+
+/* Names of the kernel files compiled into the library ("softmax", "mask", ...). */
+CLATTN_API size_t clattn_kernel_count(void);
+CLATTN_API const char *clattn_kernel_name(size_t index); /* NULL when index >= count */
+
+/* Builds (or finds in the cache) every kernel file in the form the library's operations use on
+ * this device, as a readiness check. Returns the first failure; logs go to the callback. */
+CLATTN_API clattn_status clattn_context_prepare(clattn_context *ctx);
+
+/* ------------------------------------------------------------------------------------------------
+ * Attention steps, each a separate operation
+ *
+ * All tensors are CLATTN_F32. Outputs must not overlap inputs unless a call says otherwise.
+ * ----------------------------------------------------------------------------------------------*/
+
+/* "Projection": Y = X·Wᵀ (+ bias).
+ *   X    [d0, d1, M, K]   W [1, 1, N, K] (PyTorch Linear layout: [out_features, in_features])
+ *   bias [1, 1, 1, N] or NULL
+ *   Y    [d0, d1, M, N]
+ * GEMM through CLBlast; the bias is added by a kernel. */
+CLATTN_API clattn_status clattn_linear(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *X,
+                            const clattn_tensor *W, const clattn_tensor *bias,
+                            const clattn_tensor *Y, cl_uint num_wait, const cl_event *wait_list,
+                            cl_event *event_out);
+
+/* Pass as `scale` to use 1/sqrt(head_dim). */
+#define CLATTN_SCALE_DEFAULT NAN
+
+/* Scores: S[b,h] = scale · Q[b,h] · K[b, h / (Hq/Hkv)]ᵀ.
+ *   Q [B, Hq, Lq, D]   K [B, Hkv, Lk, D]   S [B, Hq, Lq, Lk]
+ * Any NaN `scale` (e.g. CLATTN_SCALE_DEFAULT) means 1/sqrt(D). */
+CLATTN_API clattn_status clattn_scores(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,
+                            const clattn_tensor *K, const clattn_tensor *S, float scale,
+                            cl_uint num_wait, const cl_event *wait_list, cl_event *event_out);
+
+typedef enum clattn_causal {
+    CLATTN_CAUSAL_NONE = 0,
+    /* Query i sees keys j <= i (PyTorch is_causal=True). */
+    CLATTN_CAUSAL_TOP_LEFT = 1,
+    /* Query i sees keys j <= i + Lk - Lq (the last query sees every key; decoding). With
+     * key_lengths, Lk is that sequence's valid length, so a padded batch decodes correctly. */
+    CLATTN_CAUSAL_BOTTOM_RIGHT = 2,
+} clattn_causal;
+
+/* What hides scores from the softmax. All parts are optional and combine. */
+typedef struct clattn_mask_params {
+    clattn_causal causal;
+    /* Additive float mask added to the scaled scores (PyTorch's float attn_mask; -INFINITY
+     * hides). Dims must each equal [B, H, Lq, Lk] or be 1 (broadcast). NULL for none. */
+    const clattn_tensor *additive;
+    /* int32 [B] valid key count per batch item (keys j >= len are hidden, PyTorch
+     * key_padding_mask). Values are read on the device: below 0 acts as 0, above Lk as Lk.
+     * NULL for none. Offset in elements. */
+    cl_mem key_lengths;
+    size_t key_lengths_offset;
+    void *reserved[4];
+} clattn_mask_params;
+
+CLATTN_API clattn_mask_params clattn_mask_params_default(void);
+
+/* Mask, in place on S [B, H, Lq, Lk]: hidden scores become -INFINITY, the additive mask is added
+ * to the rest. */
+CLATTN_API clattn_status clattn_mask(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *S,
+                          const clattn_mask_params *mask, cl_uint num_wait,
+                          const cl_event *wait_list, cl_event *event_out);
+
+/* Row-wise softmax: P[..., i, :] = exp(S[..., i, :] - max) / sum. A row whose every score is
+ * -INFINITY gives all zeros (never NaN) and lse = -INFINITY. NaN or +Inf in a row make that row NaN.
+ *   S, P [B, H, Lq, Lk]; P may be S itself (same buffer, offset and strides) for in place.
+ *   lse  [B, H, Lq, 1] or NULL: log(sum(exp(S row))) per row. */
+CLATTN_API clattn_status clattn_softmax(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *S,
+                             const clattn_tensor *P, const clattn_tensor *lse, cl_uint num_wait,
+                             const cl_event *wait_list, cl_event *event_out);
+
+/* Weighted sum of values: O[b,h] = P[b,h] · V[b, h / (Hq/Hkv)].
+ *   P [B, Hq, Lq, Lk]   V [B, Hkv, Lk, Dv]   O [B, Hq, Lq, Dv]
+ * With Lk = 0, O is set to 0. */
+CLATTN_API clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_queue queue,
+                                  const clattn_tensor *P, const clattn_tensor *V,
+                                  const clattn_tensor *O, cl_uint num_wait,
+                                  const cl_event *wait_list, cl_event *event_out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Scaled dot-product attention
+ * ----------------------------------------------------------------------------------------------*/
+
+typedef enum clattn_path {
+    CLATTN_PATH_AUTO = 0,    /* the fastest path that can give what was asked for */
+    CLATTN_PATH_UNFUSED = 1, /* scores -> mask -> softmax -> weighted sum, S kept in memory */
+    CLATTN_PATH_FUSED = 2,   /* one kernel, O(T) memory (not available yet) */
+} clattn_path;
+
+typedef struct clattn_sdpa_params {
+    float scale;             /* NaN (default) = 1/sqrt(D) */
+    clattn_mask_params mask; /* causal, additive mask, key lengths */
+    clattn_path path;
+    /* Optional outputs: P [B, H, Lq, Lk] the attention probabilities (unfused path only), and
+     * lse [B, H, Lq, 1] the log-sum-exp of each row of masked, scaled scores. NULL for none. */
+    const clattn_tensor *probs;
+    const clattn_tensor *lse;
+    /* Optional caller-owned scratch for the score matrix (see clattn_sdpa_workspace_size). NULL:
+     * the library allocates it per call (released when the queued work no longer needs it). */
+    cl_mem workspace;
+    size_t workspace_offset; /* bytes; must be a multiple of CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8 */
+    void *reserved[8];
+} clattn_sdpa_params;
+
+CLATTN_API clattn_sdpa_params clattn_sdpa_params_default(void);
+
+/* Bytes of workspace clattn_sdpa needs for these arguments (0 when none). Validates like sdpa. */
+CLATTN_API clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tensor *Q,
+                                         const clattn_tensor *K, const clattn_tensor *V,
+                                         const clattn_tensor *O, const clattn_sdpa_params *params,
+                                         size_t *bytes);
+
+/*
+ * O = softmax(mask(scale · Q·Kᵀ)) · V per batch item and query head.
+ *   Q [B, Hq, Lq, D]   K [B, Hkv, Lk, D]   V [B, Hkv, Lk, Dv]   O [B, Hq, Lq, Dv]
+ * Hq must be a multiple of Hkv (GQA/MQA). A query whose keys are all hidden gets O = 0.
+ * params may be NULL (defaults).
+ */
+CLATTN_API clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,
+                          const clattn_tensor *K, const clattn_tensor *V, const clattn_tensor *O,
+                          const clattn_sdpa_params *params, cl_uint num_wait,
+                          const cl_event *wait_list, cl_event *event_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CLATTN_H */

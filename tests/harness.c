@@ -1,0 +1,218 @@
+/* Test harness (see harness.h). Tests may exit on environment failures; the library may not. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void log_to_stderr(void *user, clattn_log_level level, const char *msg)
+{
+    (void)user;
+    fprintf(stderr, "[clattn log %d] %s\n", (int)level, msg);
+}
+
+void env_open_default(test_env *e)
+{
+    memset(e, 0, sizeof *e);
+    clattn_context_params p = clattn_context_params_default();
+    p.log = log_to_stderr;
+    CL_OK(clattn_context_create(&p, &e->cc));
+    e->context = clattn_context_cl_context(e->cc);
+    e->device = clattn_context_cl_device(e->cc);
+    CL_OK(clRetainContext(e->context));
+    cl_int err;
+    e->queue = clCreateCommandQueue(e->context, e->device, 0, &err);
+    CL_OK(err);
+}
+
+void env_open(test_env *e, bool out_of_order)
+{
+    /* Borrow clattn's device choice (CLATTN_DEVICE etc.), then build our own context on it. */
+    test_env tmp;
+    env_open_default(&tmp);
+    cl_device_id dev = tmp.device;
+    clRetainDevice(dev);
+    env_close(&tmp);
+
+    memset(e, 0, sizeof *e);
+    cl_int err;
+    e->device = dev;
+    e->context = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);
+    CL_OK(err);
+    e->queue = clCreateCommandQueue(e->context, dev,
+                                    out_of_order ? CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE : 0, &err);
+    CL_OK(err);
+    clattn_context_params p = clattn_context_params_default();
+    p.context = e->context;
+    p.device = dev;
+    p.log = log_to_stderr;
+    CL_OK(clattn_context_create(&p, &e->cc));
+}
+
+void env_close(test_env *e)
+{
+    if (e->queue) {
+        clFinish(e->queue);
+        clReleaseCommandQueue(e->queue);
+    }
+    clattn_context_destroy(&e->cc);
+    if (e->context)
+        clReleaseContext(e->context);
+    if (e->device)
+        clReleaseDevice(e->device);
+    memset(e, 0, sizeof *e);
+}
+
+cl_mem buf_new(test_env *e, size_t bytes)
+{
+    cl_int err;
+    cl_mem b = clCreateBuffer(e->context, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
+    CL_OK(err);
+    return b;
+}
+
+void buf_write(test_env *e, cl_mem b, size_t off, const void *src, size_t bytes)
+{
+    if (bytes)
+        CL_OK(clEnqueueWriteBuffer(e->queue, b, CL_TRUE, off, bytes, src, 0, NULL, NULL));
+}
+
+void buf_read(test_env *e, cl_mem b, size_t off, void *dst, size_t bytes)
+{
+    CL_OK(clFinish(e->queue));
+    if (bytes)
+        CL_OK(clEnqueueReadBuffer(e->queue, b, CL_TRUE, off, bytes, dst, 0, NULL, NULL));
+}
+
+static uint64_t next(uint64_t *s)
+{
+    /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void fill_uniform(float *x, size_t n, uint64_t *seed, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = lo + (hi - lo) * (float)((next(seed) >> 40) * (1.0 / 16777216.0));
+}
+
+view_buf vb_new(test_env *e, layout l, size_t B, size_t H, size_t T, size_t D, size_t offset,
+                size_t pad, uint64_t *seed, bool random)
+{
+    view_buf v;
+    memset(&v, 0, sizeof v);
+    size_t n = B * H * T * D;
+    v.elems = offset + n + pad;
+    v.host = malloc((v.elems ? v.elems : 1) * sizeof(float));
+    if (random)
+        fill_uniform(v.host, v.elems, seed, -1.0f, 1.0f);
+    else
+        for (size_t i = 0; i < v.elems; i++)
+            v.host[i] = NAN; /* sentinel: an unwritten output element or a read of one shows */
+    cl_mem b = buf_new(e, v.elems * sizeof(float));
+    buf_write(e, b, 0, v.host, v.elems * sizeof(float));
+    v.t = l == LAYOUT_BHTD ? clattn_tensor_bhtd(b, offset, B, H, T, D)
+                           : clattn_tensor_bthd(b, offset, B, T, H, D);
+    return v;
+}
+
+void vb_free(view_buf *v)
+{
+    if (v->t.buffer)
+        clReleaseMemObject(v->t.buffer);
+    free(v->host);
+    memset(v, 0, sizeof *v);
+}
+
+void vb_read_all(test_env *e, const view_buf *v, float *out)
+{
+    buf_read(e, v->t.buffer, 0, out, v->elems * sizeof(float));
+}
+
+static size_t at(const clattn_tensor *t, size_t a, size_t b, size_t c, size_t d)
+{
+    return t->offset + a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
+}
+
+double *vb_dense(const view_buf *v, const float *all)
+{
+    const clattn_tensor *t = &v->t;
+    size_t n = t->dims[0] * t->dims[1] * t->dims[2] * t->dims[3];
+    double *d = malloc((n ? n : 1) * sizeof *d);
+    size_t k = 0;
+    for (size_t a = 0; a < t->dims[0]; a++)
+        for (size_t b = 0; b < t->dims[1]; b++)
+            for (size_t c = 0; c < t->dims[2]; c++)
+                for (size_t e = 0; e < t->dims[3]; e++)
+                    d[k++] = all[at(t, a, b, c, e)];
+    return d;
+}
+
+bool vb_outside_unchanged(const view_buf *v, const float *before, const float *all)
+{
+    const clattn_tensor *t = &v->t;
+    char *inside = calloc(v->elems ? v->elems : 1, 1);
+    for (size_t a = 0; a < t->dims[0]; a++)
+        for (size_t b = 0; b < t->dims[1]; b++)
+            for (size_t c = 0; c < t->dims[2]; c++)
+                for (size_t e = 0; e < t->dims[3]; e++)
+                    inside[at(t, a, b, c, e)] = 1;
+    bool same = true;
+    for (size_t i = 0; i < v->elems; i++)
+        if (!inside[i] && memcmp(&before[i], &all[i], sizeof(float)) != 0) {
+            fprintf(stderr, "element %zu outside the view changed: %g -> %g\n", i, before[i], all[i]);
+            same = false;
+            break;
+        }
+    free(inside);
+    return same;
+}
+
+bool check_close(const char *what, const double *got, const double *ref, size_t n, double tol)
+{
+    double scale = 1.0, err = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(ref[i]) && fabs(ref[i]) > scale)
+            scale = fabs(ref[i]);
+    for (size_t i = 0; i < n; i++) {
+        double e;
+        if (!isfinite(ref[i])) /* NaN must stay NaN, an infinity must match exactly */
+            e = (isnan(ref[i]) ? isnan(got[i]) : got[i] == ref[i]) ? 0.0 : INFINITY;
+        else
+            e = isnan(got[i]) ? INFINITY : fabs(got[i] - ref[i]);
+        if (e > err) {
+            err = e;
+            worst = i;
+        }
+    }
+    bool ok = err <= tol * scale;
+    printf("%-28s n=%-8zu max_err=%.3g (limit %.3g)%s\n", what, n, err, tol * scale,
+           ok ? "" : "  FAIL");
+    if (!ok)
+        printf("  worst at %zu: got %.9g want %.9g\n", worst, got[worst], ref[worst]);
+    return ok;
+}
+
+int run_cases(int argc, char **argv, const test_case *cases, size_t n)
+{
+    int failed = 0, ran = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
+            continue;
+        ran++;
+        printf("== %s\n", cases[i].name);
+        fflush(stdout);
+        bool ok = cases[i].fn();
+        printf("== %s: %s\n", cases[i].name, ok ? "ok" : "FAILED");
+        failed += !ok;
+    }
+    if (ran == 0) {
+        fprintf(stderr, "no case named %s\n", argc > 1 ? argv[1] : "(none)");
+        return 2;
+    }
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,98 @@
+/* Test harness: an OpenCL environment on the default device, buffers, random data, strided
+ * host<->view copies, comparisons with the reference, and named cases run one per process. */
+#ifndef CLATTN_TEST_HARNESS_H
+#define CLATTN_TEST_HARNESS_H
+#include "clattn.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct test_env {
+    cl_context context;
+    cl_device_id device;
+    cl_command_queue queue;
+    clattn_context *cc;
+} test_env;
+
+/* The caller's-context path: the test creates its own context and queue on the device clattn
+ * would pick, and a clattn context over them. out_of_order selects the queue kind. */
+void env_open(test_env *e, bool out_of_order);
+/* The default path: clattn creates the context; the test makes a queue on it. */
+void env_open_default(test_env *e);
+void env_close(test_env *e);
+
+/* Fails the process (these are tests) on any OpenCL error. */
+#define CL_OK(call)                                                                                \
+    do {                                                                                           \
+        cl_int err_ = (call);                                                                      \
+        if (err_ != CL_SUCCESS) {                                                                  \
+            fprintf(stderr, "%s:%d: %s -> %d (%s)\n", __FILE__, __LINE__, #call, err_,             \
+                    clattn_status_name(err_));                                                     \
+            exit(2);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+cl_mem buf_new(test_env *e, size_t bytes);
+void buf_write(test_env *e, cl_mem b, size_t off_bytes, const void *src, size_t bytes);
+void buf_read(test_env *e, cl_mem b, size_t off_bytes, void *dst, size_t bytes);
+
+/* Deterministic uniform floats in [lo, hi). */
+void fill_uniform(float *x, size_t n, uint64_t *seed, float lo, float hi);
+
+/* A host mirror of a device buffer that holds one tensor view, with guard space around it.
+ * `host` holds the whole buffer; the view addresses it like the device does. */
+typedef struct view_buf {
+    clattn_tensor t;
+    float *host;
+    size_t elems; /* of the whole buffer */
+} view_buf;
+
+/* Layouts for test views. */
+typedef enum layout { LAYOUT_BHTD = 0, LAYOUT_BTHD = 1 } layout;
+
+/* A view of dims [B, H, T, D] in the given layout, starting `offset` elements into a buffer with
+ * `pad` spare elements after it; the whole buffer is filled with random data (inputs) or a
+ * sentinel pattern (outputs) and uploaded. */
+view_buf vb_new(test_env *e, layout l, size_t B, size_t H, size_t T, size_t D, size_t offset,
+                size_t pad, uint64_t *seed, bool random);
+void vb_free(view_buf *v);
+/* Reads the whole device buffer back into `out` (elems floats). */
+void vb_read_all(test_env *e, const view_buf *v, float *out);
+/* Dense [d0,d1,d2,d3] doubles of the view's elements, from a host copy of the buffer. */
+double *vb_dense(const view_buf *v, const float *all);
+/* Checks that every element of `all` outside the view equals `before` (guards untouched). */
+bool vb_outside_unchanged(const view_buf *v, const float *before, const float *all);
+
+/* max |got - ref| <= tol * max(1, max |ref|); prints the error. NaN in got where ref is finite
+ * (or the reverse) fails. Infinite refs must match exactly. */
+bool check_close(const char *what, const double *got, const double *ref, size_t n, double tol);
+
+#define TOL 1e-4
+
+/* Named cases; main runs the one named in argv[1], or all of them. */
+typedef struct test_case {
+    const char *name;
+    bool (*fn)(void);
+} test_case;
+int run_cases(int argc, char **argv, const test_case *cases, size_t n);
+
+#define EXPECT(cond)                                                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);                   \
+            ok = false;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+#define EXPECT_STATUS(call, want)                                                                  \
+    do {                                                                                           \
+        clattn_status got_ = (call);                                                               \
+        if (got_ != (want)) {                                                                      \
+            fprintf(stderr, "%s:%d: %s returned %s, expected %s\n", __FILE__, __LINE__, #call,     \
+                    clattn_status_name(got_), clattn_status_name(want));                           \
+            ok = false;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+#endif

@@ -1,0 +1,35 @@
+/* Double-precision reference of every clattn operation, on dense host arrays. Written from the
+ * definitions in DESIGN.md §1 and §4, independently of the library's kernels. */
+#ifndef CLATTN_TEST_REF_H
+#define CLATTN_TEST_REF_H
+#include <stddef.h>
+
+/* Y[r, n] = sum_k X[r, k] * W[n, k] (+ b[n]); X [rows, K], W [N, K], Y [rows, N]. */
+void ref_linear(size_t rows, size_t K, size_t N, const double *X, const double *W, const double *b,
+                double *Y);
+
+/* S[b,h,i,j] = scale * sum_d Q[b,h,i,d] * K[b,h/g,j,d]; dense [B,Hq,Lq,D], [B,Hkv,Lk,D]. */
+void ref_scores(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, double scale,
+                const double *Q, const double *K, double *S);
+
+/* Whether key j is hidden from query i of batch item b. causal: 0 none, 1 top-left, 2
+ * bottom-right; lengths may be NULL. */
+int ref_hidden(int causal, const int *lengths, size_t b, size_t i, size_t j, size_t Lq, size_t Lk);
+
+/* In place: hidden -> -inf, else + mask (dense [B,H,Lq,Lk] or NULL). */
+void ref_mask(size_t B, size_t H, size_t Lq, size_t Lk, int causal, const double *mask,
+              const int *lengths, double *S);
+
+/* P = softmax rows of S (all -inf -> 0); lse may be NULL. */
+void ref_softmax(size_t rows, size_t Lk, const double *S, double *P, double *lse);
+
+/* O[b,h] = P[b,h] · V[b,h/g]. */
+void ref_weighted_sum(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t Dv,
+                      const double *P, const double *V, double *O);
+
+/* The whole attention; P and lse may be NULL. */
+void ref_sdpa(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, size_t Dv,
+              double scale, int causal, const double *mask, const int *lengths, const double *Q,
+              const double *K, const double *V, double *O, double *P, double *lse);
+
+#endif

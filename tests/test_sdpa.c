@@ -1,0 +1,290 @@
+/* clattn_sdpa against the double-precision reference, over the shapes and options that find bugs:
+ * odd lengths, Lq != Lk with both causal alignments, many head dims, padded batches, GQA, packed
+ * and head-major views at non-zero offsets, out-of-order queues, and both context paths. */
+#include "harness.h"
+#include "ref.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sdpa_case {
+    size_t B, Hq, Hkv, Lq, Lk, D, Dv;
+    int causal;          /* 0 none, 1 top-left, 2 bottom-right */
+    int mask;            /* 0 none, 1 full [B,H,Lq,Lk], 2 broadcast [1,1,Lq,Lk], 3 [B,1,1,Lk] */
+    bool lengths;        /* per-batch valid key lengths (one 0, one beyond Lk) */
+    layout lay;          /* of Q, K, V and O */
+    size_t offset;       /* elements before every view */
+    bool probs, lse;     /* ask for the optional outputs */
+    bool ooo;            /* out-of-order queue */
+    bool default_ctx;    /* let clattn create the context */
+    bool workspace;      /* pass a caller-owned workspace */
+    float scale;         /* NAN: default */
+} sdpa_case;
+
+static bool run(const sdpa_case *c)
+{
+    bool ok = true;
+    test_env e;
+    if (c->default_ctx)
+        env_open_default(&e);
+    else
+        env_open(&e, c->ooo);
+    uint64_t seed = 1234 + c->Lq * 7 + c->Lk * 13 + c->D;
+    const size_t pad = 37;
+    view_buf Q = vb_new(&e, c->lay, c->B, c->Hq, c->Lq, c->D, c->offset, pad, &seed, true);
+    view_buf K = vb_new(&e, c->lay, c->B, c->Hkv, c->Lk, c->D, c->offset, pad, &seed, true);
+    view_buf V = vb_new(&e, c->lay, c->B, c->Hkv, c->Lk, c->Dv, c->offset, pad, &seed, true);
+    view_buf O = vb_new(&e, c->lay, c->B, c->Hq, c->Lq, c->Dv, c->offset, pad, &seed, false);
+    view_buf P = {0}, L = {0}, M = {0};
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.scale = c->scale;
+    p.mask.causal = (clattn_causal)c->causal;
+    if (c->probs) {
+        P = vb_new(&e, LAYOUT_BHTD, c->B, c->Hq, c->Lq, c->Lk, c->offset, pad, &seed, false);
+        p.probs = &P.t;
+    }
+    if (c->lse) {
+        L = vb_new(&e, LAYOUT_BHTD, c->B, c->Hq, c->Lq, 1, c->offset, pad, &seed, false);
+        p.lse = &L.t;
+    }
+    double *mask_dense = NULL;
+    if (c->mask) {
+        size_t mb = c->mask == 1 || c->mask == 3 ? c->B : 1, mh = c->mask == 1 ? c->Hq : 1;
+        size_t mq = c->mask == 3 ? 1 : c->Lq;
+        M = vb_new(&e, LAYOUT_BHTD, mb, mh, mq, c->Lk, c->offset, pad, &seed, true);
+        /* Scale the random mask up and hide every key of the first query row of each slice, so
+         * a fully masked row meets the additive path too. */
+        for (size_t i = 0; i < M.elems; i++)
+            M.host[i] *= 3.0f;
+        for (size_t s = 0; s < mb * mh; s++)
+            for (size_t j = 0; j < c->Lk && mq > 1; j++)
+                M.host[c->offset + s * mq * c->Lk + j] = -INFINITY;
+        buf_write(&e, M.t.buffer, 0, M.host, M.elems * sizeof(float));
+        p.mask.additive = &M.t;
+        /* The reference gets the mask broadcast to [B, Hq, Lq, Lk]. */
+        mask_dense = malloc(c->B * c->Hq * c->Lq * c->Lk * sizeof *mask_dense + 1);
+        for (size_t b = 0; b < c->B; b++)
+            for (size_t h = 0; h < c->Hq; h++)
+                for (size_t i = 0; i < c->Lq; i++)
+                    for (size_t j = 0; j < c->Lk; j++)
+                        mask_dense[((b * c->Hq + h) * c->Lq + i) * c->Lk + j] =
+                            M.host[c->offset + ((b % mb) * mh + h % mh) * mq * c->Lk +
+                                   (i % mq) * c->Lk + j];
+    }
+    int *lengths = NULL;
+    cl_mem len_buf = NULL;
+    if (c->lengths) {
+        lengths = malloc(c->B * sizeof *lengths);
+        for (size_t b = 0; b < c->B; b++)
+            lengths[b] = (int)((c->Lk * (b + 1)) / (c->B + 1)); /* unequal, all below Lk */
+        lengths[0] = 0;                                         /* every key hidden */
+        if (c->B > 2)
+            lengths[c->B - 1] = (int)c->Lk + 5; /* clamps to Lk */
+        len_buf = buf_new(&e, (2 + c->B) * sizeof(int));
+        buf_write(&e, len_buf, 2 * sizeof(int), lengths, c->B * sizeof(int));
+        p.mask.key_lengths = len_buf;
+        p.mask.key_lengths_offset = 2;
+    }
+    cl_mem ws = NULL;
+    if (c->workspace) {
+        size_t need = 0;
+        EXPECT_STATUS(clattn_sdpa_workspace_size(e.cc, &Q.t, &K.t, &V.t, &O.t, &p, &need),
+                      CLATTN_SUCCESS);
+        EXPECT(need == (c->probs ? 0 : c->B * c->Hq * c->Lq * c->Lk * sizeof(float)));
+        ws = buf_new(&e, need + 64);
+        /* NaN garbage in the workspace must not leak into the result (beta = 0 products). */
+        float *nan = malloc(need + 64);
+        for (size_t i = 0; i < (need + 64) / sizeof(float); i++)
+            nan[i] = NAN;
+        buf_write(&e, ws, 0, nan, need + 64);
+        free(nan);
+        p.workspace = ws;
+        p.workspace_offset = 64;
+    }
+
+    cl_event done = NULL;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, &done),
+                  CLATTN_SUCCESS);
+    if (done) {
+        CL_OK(clWaitForEvents(1, &done));
+        clReleaseEvent(done);
+    } else {
+        EXPECT(done != NULL);
+    }
+
+    /* Reference on the exact inputs. */
+    double *q = vb_dense(&Q, Q.host), *k = vb_dense(&K, K.host), *v = vb_dense(&V, V.host);
+    size_t no = c->B * c->Hq * c->Lq * c->Dv, np = c->B * c->Hq * c->Lq * c->Lk,
+           nl = c->B * c->Hq * c->Lq;
+    double *ro = malloc(no * sizeof *ro + 1), *rp = malloc(np * sizeof *rp + 1),
+           *rl = malloc(nl * sizeof *rl + 1);
+    double scale = isnan(c->scale) ? 1.0 / sqrt((double)c->D) : c->scale;
+    ref_sdpa(c->B, c->Hq, c->Hkv, c->Lq, c->Lk, c->D, c->Dv, scale, c->causal, mask_dense,
+             lengths, q, k, v, ro, rp, rl);
+
+    float *all = malloc(O.elems * sizeof *all + 1);
+    vb_read_all(&e, &O, all);
+    double *got = vb_dense(&O, all);
+    ok &= check_close("O", got, ro, no, TOL);
+    EXPECT(vb_outside_unchanged(&O, O.host, all));
+    free(got);
+    free(all);
+    if (c->probs) {
+        all = malloc(P.elems * sizeof *all + 1);
+        vb_read_all(&e, &P, all);
+        got = vb_dense(&P, all);
+        ok &= check_close("P", got, rp, np, TOL);
+        EXPECT(vb_outside_unchanged(&P, P.host, all));
+        free(got);
+        free(all);
+    }
+    if (c->lse) {
+        all = malloc(L.elems * sizeof *all + 1);
+        vb_read_all(&e, &L, all);
+        got = vb_dense(&L, all);
+        ok &= check_close("lse", got, rl, nl, TOL);
+        EXPECT(vb_outside_unchanged(&L, L.host, all));
+        free(got);
+        free(all);
+    }
+    /* Inputs are read only. */
+    view_buf *ins[] = {&Q, &K, &V, c->mask ? &M : NULL};
+    for (size_t i = 0; i < 4; i++) {
+        if (!ins[i])
+            continue;
+        all = malloc(ins[i]->elems * sizeof *all + 1);
+        vb_read_all(&e, ins[i], all);
+        EXPECT(memcmp(all, ins[i]->host, ins[i]->elems * sizeof *all) == 0);
+        free(all);
+    }
+
+    free(q), free(k), free(v), free(ro), free(rp), free(rl), free(mask_dense), free(lengths);
+    if (len_buf)
+        clReleaseMemObject(len_buf);
+    if (ws)
+        clReleaseMemObject(ws);
+    vb_free(&Q), vb_free(&K), vb_free(&V), vb_free(&O), vb_free(&P), vb_free(&L), vb_free(&M);
+    env_close(&e);
+    return ok;
+}
+
+/* A default case: one batch item, 2 heads, self attention, head-major, offset views. */
+static sdpa_case base(size_t L, size_t D)
+{
+    sdpa_case c = {1, 2, 2, L, L, D, D, 0, 0, false, LAYOUT_BHTD, 3, false, false, false, false,
+                   false, NAN};
+    return c;
+}
+
+#define CASE(fname, ...)                                                                           \
+    static bool fname(void)                                                                        \
+    {                                                                                              \
+        sdpa_case c = base(1, 16);                                                                 \
+        __VA_ARGS__;                                                                               \
+        return run(&c);                                                                            \
+    }
+
+/* Sequence lengths that straddle block and tile edges, causal and not. */
+static bool seq_lengths(int causal)
+{
+    static const size_t Ls[] = {1, 3, 7, 63, 64, 65, 127, 129};
+    bool ok = true;
+    for (size_t i = 0; i < sizeof Ls / sizeof Ls[0]; i++) {
+        sdpa_case c = base(Ls[i], 32);
+        c.causal = causal;
+        printf("-- L=%zu causal=%d\n", Ls[i], causal);
+        ok &= run(&c);
+    }
+    return ok;
+}
+static bool lengths_plain(void) { return seq_lengths(0); }
+static bool lengths_causal(void) { return seq_lengths(1); }
+
+static bool head_dims(void)
+{
+    static const size_t Ds[] = {16, 40, 64, 80, 96, 128, 256};
+    bool ok = true;
+    for (size_t i = 0; i < sizeof Ds / sizeof Ds[0]; i++) {
+        sdpa_case c = base(33, Ds[i]);
+        c.causal = 1;
+        printf("-- D=%zu\n", Ds[i]);
+        ok &= run(&c);
+    }
+    return ok;
+}
+
+/* Lq != Lk both ways, with each causal alignment. */
+static bool cross_lengths(void)
+{
+    static const size_t LqLk[][2] = {{7, 65}, {65, 7}, {1, 129}, {64, 63}};
+    bool ok = true;
+    for (size_t i = 0; i < 4; i++)
+        for (int causal = 0; causal <= 2; causal++) {
+            sdpa_case c = base(0, 40);
+            c.Lq = LqLk[i][0];
+            c.Lk = LqLk[i][1];
+            c.causal = causal;
+            printf("-- Lq=%zu Lk=%zu causal=%d\n", c.Lq, c.Lk, causal);
+            ok &= run(&c);
+        }
+    return ok;
+}
+
+CASE(batch_key_lengths, c.B = 3; c.Lq = c.Lk = 37; c.lengths = true; c.lse = true)
+CASE(batch_key_lengths_bottom_right, c.B = 3; c.Lq = 5; c.Lk = 70; c.lengths = true;
+     c.causal = 2; c.lse = true)
+CASE(gqa_8_over_2, c.B = 2; c.Hq = 8; c.Hkv = 2; c.Lq = c.Lk = 29; c.D = c.Dv = 32; c.causal = 1)
+CASE(mqa_4_over_1, c.Hq = 4; c.Hkv = 1; c.Lq = 9; c.Lk = 31; c.D = c.Dv = 24)
+CASE(packed_bthd_views, c.B = 2; c.Hq = c.Hkv = 3; c.Lq = c.Lk = 45; c.D = c.Dv = 40;
+     c.lay = LAYOUT_BTHD; c.offset = 11; c.causal = 1)
+CASE(packed_gqa_bottom_right, c.B = 2; c.Hq = 6; c.Hkv = 2; c.Lq = 13; c.Lk = 50; c.D = c.Dv = 16;
+     c.lay = LAYOUT_BTHD; c.offset = 5; c.causal = 2)
+CASE(value_dim_differs, c.Lq = 20; c.Lk = 30; c.D = 24; c.Dv = 40)
+CASE(additive_mask_full, c.B = 2; c.Lq = c.Lk = 33; c.mask = 1; c.probs = true; c.lse = true)
+CASE(additive_mask_broadcast, c.B = 2; c.Hq = c.Hkv = 3; c.Lq = 17; c.Lk = 23; c.mask = 2;
+     c.causal = 1)
+CASE(key_padding_mask_shape, c.B = 3; c.Lq = 12; c.Lk = 19; c.mask = 3)
+CASE(everything_combined, c.B = 3; c.Hq = 4; c.Hkv = 2; c.Lq = 21; c.Lk = 40; c.mask = 2;
+     c.lengths = true; c.causal = 2; c.probs = true; c.lse = true; c.lay = LAYOUT_BTHD)
+CASE(probabilities_out, c.B = 2; c.Lq = c.Lk = 64; c.causal = 1; c.probs = true)
+CASE(explicit_scale, c.Lq = c.Lk = 16; c.scale = 0.37f)
+CASE(large_negative_scale, c.Lq = c.Lk = 16; c.scale = -1e4f; c.lse = true)
+CASE(out_of_order_queue, c.B = 2; c.Hq = 4; c.Hkv = 2; c.Lq = c.Lk = 65; c.causal = 1;
+     c.mask = 2; c.lengths = true; c.ooo = true)
+CASE(default_context, c.Lq = c.Lk = 30; c.causal = 1; c.default_ctx = true)
+CASE(caller_workspace, c.B = 2; c.Lq = 19; c.Lk = 27; c.workspace = true; c.causal = 1)
+CASE(no_keys, c.Lq = 5; c.Lk = 0; c.lse = true)
+CASE(no_queries, c.Lq = 0; c.Lk = 9)
+CASE(empty_batch, c.B = 0; c.Lq = c.Lk = 9)
+
+int main(int argc, char **argv)
+{
+    static const test_case cases[] = {
+        {"seq_lengths", lengths_plain},
+        {"seq_lengths_causal", lengths_causal},
+        {"head_dims", head_dims},
+        {"cross_lengths", cross_lengths},
+        {"batch_key_lengths", batch_key_lengths},
+        {"batch_key_lengths_bottom_right", batch_key_lengths_bottom_right},
+        {"gqa_8_over_2", gqa_8_over_2},
+        {"mqa_4_over_1", mqa_4_over_1},
+        {"packed_bthd_views", packed_bthd_views},
+        {"packed_gqa_bottom_right", packed_gqa_bottom_right},
+        {"value_dim_differs", value_dim_differs},
+        {"additive_mask_full", additive_mask_full},
+        {"additive_mask_broadcast", additive_mask_broadcast},
+        {"key_padding_mask_shape", key_padding_mask_shape},
+        {"everything_combined", everything_combined},
+        {"probabilities_out", probabilities_out},
+        {"explicit_scale", explicit_scale},
+        {"large_negative_scale", large_negative_scale},
+        {"out_of_order_queue", out_of_order_queue},
+        {"default_context", default_context},
+        {"caller_workspace", caller_workspace},
+        {"no_keys", no_keys},
+        {"no_queries", no_queries},
+        {"empty_batch", empty_batch},
+    };
+    return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
+}
