@@ -67,6 +67,16 @@ void ref_softmax(size_t rows, size_t Lk, const double *S, double *P, double *lse
 {
     for (size_t r = 0; r < rows; r++) {
         const double *s = S + r * Lk;
+        int has_nan = 0;
+        for (size_t j = 0; j < Lk; j++)
+            has_nan |= isnan(s[j]);
+        if (has_nan) { /* NaN propagates to the whole row it touches */
+            for (size_t j = 0; j < Lk; j++)
+                P[r * Lk + j] = NAN;
+            if (lse)
+                lse[r] = NAN;
+            continue;
+        }
         double mx = -INFINITY;
         for (size_t j = 0; j < Lk; j++)
             if (s[j] > mx)

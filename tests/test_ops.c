@@ -1,0 +1,283 @@
+/* Each attention step as its own operation, against the double-precision reference: linear
+ * (projection), scores, mask, softmax and weighted sum, on strided and offset views. */
+#include "harness.h"
+#include "ref.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static test_env E;
+
+/* Runs after an op: reads the output view, compares it with `ref`, checks the guard elements. */
+static bool expect_view(const char *what, view_buf *out, const double *ref, double tol)
+{
+    float *all = malloc(out->elems * sizeof *all + 1);
+    vb_read_all(&E, out, all);
+    double *got = vb_dense(out, all);
+    const clattn_tensor *t = &out->t;
+    bool ok = check_close(what, got, ref, t->dims[0] * t->dims[1] * t->dims[2] * t->dims[3], tol);
+    ok &= vb_outside_unchanged(out, out->host, all);
+    free(got);
+    free(all);
+    return ok;
+}
+
+static bool wait_done(cl_event ev)
+{
+    if (!ev)
+        return false;
+    cl_int st = clWaitForEvents(1, &ev);
+    clReleaseEvent(ev);
+    return st == CL_SUCCESS;
+}
+
+/* --- linear ---------------------------------------------------------------------------------- */
+
+static bool linear_case(layout xl, size_t d0, size_t d1, size_t M, size_t K, size_t N,
+                        bool bias, bool w_transposed)
+{
+    bool ok = true;
+    uint64_t seed = 99 + M + K + N;
+    view_buf X = vb_new(&E, xl, d0, d1, M, K, 7, 5, &seed, true);
+    view_buf W = vb_new(&E, LAYOUT_BHTD, 1, 1, N, K, 3, 5, &seed, true);
+    view_buf b = vb_new(&E, LAYOUT_BHTD, 1, 1, 1, N, 9, 5, &seed, true);
+    view_buf Y = vb_new(&E, LAYOUT_BHTD, d0, d1, M, N, 4, 6, &seed, false);
+    double *w = vb_dense(&W, W.host);
+    if (w_transposed) {
+        /* The same weights stored [K, N] (column-major [N, K]): strides (1, N). */
+        for (size_t n = 0; n < N; n++)
+            for (size_t k = 0; k < K; k++)
+                W.host[3 + k * N + n] = (float)w[n * K + k];
+        buf_write(&E, W.t.buffer, 0, W.host, W.elems * sizeof(float));
+        W.t.strides[2] = 1;
+        W.t.strides[3] = N;
+    }
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_linear(E.cc, E.queue, &X.t, &W.t, bias ? &b.t : NULL, &Y.t, 0, NULL, &ev),
+                  CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    double *x = vb_dense(&X, X.host), *bb = vb_dense(&b, b.host);
+    double *ref = malloc(d0 * d1 * M * N * sizeof *ref + 1);
+    ref_linear(d0 * d1 * M, K, N, x, w, bias ? bb : NULL, ref);
+    ok &= expect_view("Y", &Y, ref, TOL);
+    free(x), free(w), free(bb), free(ref);
+    vb_free(&X), vb_free(&W), vb_free(&b), vb_free(&Y);
+    return ok;
+}
+
+static bool linear_packed_bias(void) { return linear_case(LAYOUT_BHTD, 2, 1, 13, 24, 40, true, false); }
+static bool linear_head_split_input(void) { return linear_case(LAYOUT_BTHD, 2, 3, 11, 16, 20, true, false); }
+static bool linear_transposed_weight(void) { return linear_case(LAYOUT_BHTD, 1, 2, 9, 33, 17, false, true); }
+
+/* --- scores ---------------------------------------------------------------------------------- */
+
+static bool scores_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D,
+                        bool s_transposed, float scale)
+{
+    bool ok = true;
+    uint64_t seed = 5 + Lq * Lk;
+    view_buf Q = vb_new(&E, LAYOUT_BTHD, B, Hq, Lq, D, 2, 3, &seed, true);
+    view_buf K = vb_new(&E, LAYOUT_BHTD, B, Hkv, Lk, D, 6, 3, &seed, true);
+    view_buf S = vb_new(&E, LAYOUT_BHTD, B, Hq, Lq, Lk, 1, 4, &seed, false);
+    if (s_transposed) { /* each [Lq, Lk] slice stored column-major */
+        S.t.strides[2] = 1;
+        S.t.strides[3] = Lq;
+    }
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &Q.t, &K.t, &S.t, scale, 0, NULL, &ev), CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    double *q = vb_dense(&Q, Q.host), *k = vb_dense(&K, K.host);
+    double *ref = malloc(B * Hq * Lq * Lk * sizeof *ref + 1);
+    ref_scores(B, Hq, Hkv, Lq, Lk, D, isnan(scale) ? 1.0 / sqrt((double)D) : scale, q, k, ref);
+    ok &= expect_view("S", &S, ref, TOL);
+    free(q), free(k), free(ref);
+    vb_free(&Q), vb_free(&K), vb_free(&S);
+    return ok;
+}
+
+static bool scores_gqa(void) { return scores_case(2, 4, 2, 11, 19, 16, false, 0.5f); }
+static bool scores_default_scale(void) { return scores_case(1, 3, 3, 7, 65, 40, false, NAN); }
+static bool scores_transposed_output(void) { return scores_case(2, 2, 1, 9, 14, 24, true, 1.0f); }
+
+/* --- mask ------------------------------------------------------------------------------------ */
+
+static bool mask_case(int causal, int additive, bool lengths, size_t Lq, size_t Lk)
+{
+    bool ok = true;
+    const size_t B = 3, H = 2;
+    uint64_t seed = 77 + (size_t)causal * 3 + Lq;
+    view_buf S = vb_new(&E, LAYOUT_BHTD, B, H, Lq, Lk, 5, 5, &seed, true);
+    /* Additive mask broadcast over heads: [B, 1, Lq, Lk]. */
+    view_buf M = vb_new(&E, LAYOUT_BHTD, B, 1, Lq, Lk, 2, 2, &seed, true);
+    int lens[3] = {(int)Lk / 2, 0, (int)Lk + 3};
+    cl_mem lb = buf_new(&E, sizeof lens);
+    buf_write(&E, lb, 0, lens, sizeof lens);
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.causal = (clattn_causal)causal;
+    mp.additive = additive ? &M.t : NULL;
+    mp.key_lengths = lengths ? lb : NULL;
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &S.t, &mp, 0, NULL, &ev), CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    double *ref = vb_dense(&S, S.host), *m1 = vb_dense(&M, M.host);
+    double *m = malloc(B * H * Lq * Lk * sizeof *m);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < H; h++)
+            memcpy(m + (b * H + h) * Lq * Lk, m1 + b * Lq * Lk, Lq * Lk * sizeof *m);
+    ref_mask(B, H, Lq, Lk, causal, additive ? m : NULL, lengths ? lens : NULL, ref);
+    ok &= expect_view("masked S", &S, ref, TOL);
+    free(ref), free(m1), free(m);
+    clReleaseMemObject(lb);
+    vb_free(&S), vb_free(&M);
+    return ok;
+}
+
+static bool mask_causal_top_left(void) { return mask_case(1, 0, false, 9, 14) && mask_case(1, 0, false, 14, 9); }
+static bool mask_causal_bottom_right(void) { return mask_case(2, 0, false, 9, 14) && mask_case(2, 0, false, 14, 9); }
+static bool mask_additive_broadcast(void) { return mask_case(0, 1, false, 8, 12); }
+static bool mask_key_lengths(void) { return mask_case(0, 0, true, 6, 10); }
+static bool mask_all_combined(void) { return mask_case(2, 1, true, 5, 11) && mask_case(1, 1, true, 11, 5); }
+
+/* --- softmax --------------------------------------------------------------------------------- */
+
+/* Rows: random; all -inf (fully masked); partly -inf; huge logits; all negative; a NaN; +inf. */
+static void special_rows(float *s, size_t rows, size_t Lk, float big)
+{
+    for (size_t j = 0; j < Lk; j++) {
+        if (rows > 1)
+            s[1 * Lk + j] = -INFINITY;
+        if (rows > 2 && j % 2)
+            s[2 * Lk + j] = -INFINITY;
+        if (rows > 3)
+            s[3 * Lk + j] = (j % 3 ? -big : big);
+        if (rows > 4)
+            s[4 * Lk + j] = -big - (float)j;
+    }
+    if (rows > 5)
+        s[5 * Lk + Lk / 2] = NAN;
+    if (rows > 6)
+        s[6 * Lk + Lk / 3] = INFINITY;
+}
+
+static bool softmax_case(bool in_place, bool lse, size_t Lk, float big)
+{
+    bool ok = true;
+    const size_t B = 2, H = 2, Lq = 7;
+    uint64_t seed = 31 + Lk;
+    view_buf S = vb_new(&E, LAYOUT_BHTD, B, H, Lq, Lk, 3, 3, &seed, true);
+    for (size_t i = 0; i < S.elems; i++)
+        S.host[i] *= 8.0f;
+    special_rows(S.host + 3, B * H * Lq, Lk, big);
+    buf_write(&E, S.t.buffer, 0, S.host, S.elems * sizeof(float));
+    view_buf P = vb_new(&E, LAYOUT_BTHD, B, H, Lq, Lk, 8, 3, &seed, false);
+    view_buf L = vb_new(&E, LAYOUT_BHTD, B, H, Lq, 1, 1, 2, &seed, false);
+    double *s = vb_dense(&S, S.host);
+    cl_event ev = NULL;
+    view_buf *out = in_place ? &S : &P;
+    EXPECT_STATUS(clattn_softmax(E.cc, E.queue, &S.t, &out->t, lse ? &L.t : NULL, 0, NULL, &ev),
+                  CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    double *rp = malloc(B * H * Lq * Lk * sizeof *rp + 1), *rl = malloc(B * H * Lq * sizeof *rl);
+    ref_softmax(B * H * Lq, Lk, s, rp, rl);
+    ok &= expect_view("P", out, rp, TOL);
+    if (lse)
+        ok &= expect_view("lse", &L, rl, TOL);
+    free(s), free(rp), free(rl);
+    vb_free(&S), vb_free(&P), vb_free(&L);
+    return ok;
+}
+
+static bool softmax_out_of_place_lse(void) { return softmax_case(false, true, 37, 88.0f); }
+static bool softmax_in_place(void) { return softmax_case(true, false, 64, 88.0f); }
+static bool softmax_large_logits(void) { return softmax_case(false, true, 129, 3.0e4f); }
+static bool softmax_one_key(void) { return softmax_case(false, true, 1, 100.0f); }
+
+/* --- weighted sum ---------------------------------------------------------------------------- */
+
+static bool weighted_sum_case(size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t Dv)
+{
+    bool ok = true;
+    const size_t B = 2;
+    uint64_t seed = 11 + Lk;
+    view_buf P = vb_new(&E, LAYOUT_BHTD, B, Hq, Lq, Lk, 4, 4, &seed, true);
+    view_buf V = vb_new(&E, LAYOUT_BTHD, B, Hkv, Lk, Dv, 2, 3, &seed, true);
+    view_buf O = vb_new(&E, LAYOUT_BTHD, B, Hq, Lq, Dv, 6, 3, &seed, false);
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &P.t, &V.t, &O.t, 0, NULL, &ev), CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    double *p = vb_dense(&P, P.host), *v = vb_dense(&V, V.host);
+    double *ref = malloc(B * Hq * Lq * Dv * sizeof *ref + 1);
+    ref_weighted_sum(B, Hq, Hkv, Lq, Lk, Dv, p, v, ref);
+    ok &= expect_view("O", &O, ref, TOL);
+    free(p), free(v), free(ref);
+    vb_free(&P), vb_free(&V), vb_free(&O);
+    return ok;
+}
+
+static bool weighted_sum_gqa(void) { return weighted_sum_case(6, 2, 10, 23, 40); }
+static bool weighted_sum_no_keys(void) { return weighted_sum_case(2, 2, 5, 0, 16); }
+
+/* --- steps chained by the caller equal sdpa --------------------------------------------------- */
+
+static bool steps_equal_sdpa(void)
+{
+    bool ok = true;
+    const size_t B = 2, H = 2, L = 21, D = 32;
+    uint64_t seed = 4;
+    view_buf Q = vb_new(&E, LAYOUT_BHTD, B, H, L, D, 0, 0, &seed, true);
+    view_buf K = vb_new(&E, LAYOUT_BHTD, B, H, L, D, 0, 0, &seed, true);
+    view_buf V = vb_new(&E, LAYOUT_BHTD, B, H, L, D, 0, 0, &seed, true);
+    view_buf S = vb_new(&E, LAYOUT_BHTD, B, H, L, L, 0, 0, &seed, false);
+    view_buf O1 = vb_new(&E, LAYOUT_BHTD, B, H, L, D, 0, 0, &seed, false);
+    view_buf O2 = vb_new(&E, LAYOUT_BHTD, B, H, L, D, 0, 0, &seed, false);
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.causal = CLATTN_CAUSAL_TOP_LEFT;
+    cl_event e1 = NULL, e2 = NULL, e3 = NULL, e4 = NULL;
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &Q.t, &K.t, &S.t, NAN, 0, NULL, &e1), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &S.t, &mp, 1, &e1, &e2), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_softmax(E.cc, E.queue, &S.t, &S.t, NULL, 1, &e2, &e3), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &S.t, &V.t, &O1.t, 1, &e3, &e4), CLATTN_SUCCESS);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    cl_event e5 = NULL;
+    EXPECT_STATUS(clattn_sdpa(E.cc, E.queue, &Q.t, &K.t, &V.t, &O2.t, &p, 1, &e4, &e5), CLATTN_SUCCESS);
+    EXPECT(wait_done(e5));
+    clReleaseEvent(e1), clReleaseEvent(e2), clReleaseEvent(e3), clReleaseEvent(e4);
+    float *a = malloc(O1.elems * sizeof *a), *b = malloc(O2.elems * sizeof *b);
+    vb_read_all(&E, &O1, a);
+    vb_read_all(&E, &O2, b);
+    /* Same kernels, same order of operations: bit-identical. */
+    EXPECT(memcmp(a, b, O1.elems * sizeof *a) == 0);
+    free(a), free(b);
+    vb_free(&Q), vb_free(&K), vb_free(&V), vb_free(&S), vb_free(&O1), vb_free(&O2);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    static const test_case cases[] = {
+        {"linear_packed_bias", linear_packed_bias},
+        {"linear_head_split_input", linear_head_split_input},
+        {"linear_transposed_weight", linear_transposed_weight},
+        {"scores_gqa", scores_gqa},
+        {"scores_default_scale", scores_default_scale},
+        {"scores_transposed_output", scores_transposed_output},
+        {"mask_causal_top_left", mask_causal_top_left},
+        {"mask_causal_bottom_right", mask_causal_bottom_right},
+        {"mask_additive_broadcast", mask_additive_broadcast},
+        {"mask_key_lengths", mask_key_lengths},
+        {"mask_all_combined", mask_all_combined},
+        {"softmax_out_of_place_lse", softmax_out_of_place_lse},
+        {"softmax_in_place", softmax_in_place},
+        {"softmax_large_logits", softmax_large_logits},
+        {"softmax_one_key", softmax_one_key},
+        {"weighted_sum_gqa", weighted_sum_gqa},
+        {"weighted_sum_no_keys", weighted_sum_no_keys},
+        {"steps_equal_sdpa", steps_equal_sdpa},
+    };
+    env_open(&E, false);
+    int rc = run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
+    env_close(&E);
+    return rc;
+}
