@@ -57,6 +57,7 @@ static clattn_status sdpa_check(clattn_context *ctx, const clattn_tensor *Q,
     for (int d = 0; d < 4; d++)
         if (!clattn__mul(n, sdims[d], &n))
             return CLATTN_ERROR_SIZE_OVERFLOW;
+    *ws_bytes = n;
     if (p->workspace) {
         size_t end;
         if (p->workspace_offset % sizeof(float) != 0)
@@ -69,7 +70,6 @@ static clattn_status sdpa_check(clattn_context *ctx, const clattn_tensor *Q,
     } else if (n > ctx->info.max_mem_alloc_size) {
         return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
     }
-    *ws_bytes = n;
     return CL_SUCCESS;
 }
 

@@ -1,0 +1,313 @@
+/* Invalid arguments: each returns its own status, enqueues nothing, leaves the output buffer
+ * bit-identical and returns no event. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static test_env E;
+static view_buf Q, K, V, O, S, M;
+static cl_mem lens;
+
+#define EVENT_SENTINEL ((cl_event)(uintptr_t)0x5eed)
+
+/* Snapshot of every output buffer's bytes; compared after each failing call. */
+static float *snap_O, *snap_S;
+
+static void setup(void)
+{
+    uint64_t seed = 3;
+    Q = vb_new(&E, LAYOUT_BHTD, 2, 4, 9, 16, 1, 1, &seed, true);
+    K = vb_new(&E, LAYOUT_BHTD, 2, 2, 11, 16, 1, 1, &seed, true);
+    V = vb_new(&E, LAYOUT_BHTD, 2, 2, 11, 16, 1, 1, &seed, true);
+    O = vb_new(&E, LAYOUT_BHTD, 2, 4, 9, 16, 1, 1, &seed, true);
+    S = vb_new(&E, LAYOUT_BHTD, 2, 4, 9, 11, 1, 1, &seed, true);
+    M = vb_new(&E, LAYOUT_BHTD, 1, 1, 9, 11, 0, 0, &seed, true);
+    int l[2] = {3, 11};
+    lens = buf_new(&E, sizeof l);
+    buf_write(&E, lens, 0, l, sizeof l);
+    snap_O = malloc(O.elems * sizeof(float));
+    snap_S = malloc(S.elems * sizeof(float));
+    memcpy(snap_O, O.host, O.elems * sizeof(float));
+    memcpy(snap_S, S.host, S.elems * sizeof(float));
+}
+
+static bool untouched(void)
+{
+    bool ok = true;
+    float *a = malloc(O.elems * sizeof *a), *b = malloc(S.elems * sizeof *b);
+    vb_read_all(&E, &O, a);
+    vb_read_all(&E, &S, b);
+    if (memcmp(a, snap_O, O.elems * sizeof *a) != 0) {
+        fprintf(stderr, "O changed\n");
+        ok = false;
+    }
+    if (memcmp(b, snap_S, S.elems * sizeof *b) != 0) {
+        fprintf(stderr, "S changed\n");
+        ok = false;
+    }
+    free(a), free(b);
+    return ok;
+}
+
+/* Runs one sdpa call expected to fail with `want`. */
+static bool sdpa_fails(const char *what, const clattn_tensor *q, const clattn_tensor *k,
+                       const clattn_tensor *v, const clattn_tensor *o,
+                       const clattn_sdpa_params *p, clattn_status want)
+{
+    bool ok = true;
+    cl_event ev = EVENT_SENTINEL;
+    clattn_status st = clattn_sdpa(E.cc, E.queue, q, k, v, o, p, 0, NULL, &ev);
+    if (st != want) {
+        fprintf(stderr, "%s: got %s, expected %s\n", what, clattn_status_name(st), clattn_status_name(want));
+        ok = false;
+    }
+    if (ev != EVENT_SENTINEL) {
+        fprintf(stderr, "%s: an event was returned\n", what);
+        ok = false;
+    }
+    ok &= untouched();
+    printf("%-40s -> %s%s\n", what, clattn_status_name(st), ok ? "" : "  FAIL");
+    return ok;
+}
+
+static bool sdpa_invalid_arguments(void)
+{
+    bool ok = true;
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    ok &= sdpa_fails("null Q", NULL, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_INVALID_ARGUMENT);
+    ok &= sdpa_fails("null O", &Q.t, &K.t, &V.t, NULL, &p, CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_tensor q = Q.t;
+    q.buffer = NULL;
+    ok &= sdpa_fails("null buffer", &q, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_sdpa_params r = p;
+    r.reserved[0] = &r;
+    ok &= sdpa_fails("reserved field set", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+    r = p;
+    r.mask.causal = (clattn_causal)7;
+    ok &= sdpa_fails("bad causal enum", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+    r = p;
+    r.path = (clattn_path)9;
+    ok &= sdpa_fails("bad path enum", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+
+    cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_sdpa(NULL, E.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_sdpa(E.cc, NULL, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_sdpa(E.cc, E.queue, &Q.t, &K.t, &V.t, &O.t, &p, 2, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(untouched());
+    return ok;
+}
+
+static bool sdpa_invalid_shapes(void)
+{
+    bool ok = true;
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    clattn_tensor k = K.t;
+    k.dims[3] = 8; /* head dim differs from Q's */
+    ok &= sdpa_fails("K head dim != Q head dim", &Q.t, &k, &V.t, &O.t, &p, CLATTN_ERROR_INVALID_SHAPE);
+    clattn_tensor o = O.t;
+    o.dims[2] = 8;
+    ok &= sdpa_fails("O length != Q length", &Q.t, &K.t, &V.t, &o, &p, CLATTN_ERROR_INVALID_SHAPE);
+    clattn_tensor v = V.t;
+    v.dims[2] = 10;
+    ok &= sdpa_fails("V length != K length", &Q.t, &K.t, &v, &O.t, &p, CLATTN_ERROR_INVALID_SHAPE);
+    clattn_tensor q = Q.t;
+    q.dims[0] = 1;
+    ok &= sdpa_fails("batch differs", &q, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_INVALID_SHAPE);
+    clattn_sdpa_params r = p;
+    clattn_tensor probs = S.t;
+    probs.dims[3] = 10;
+    r.probs = &probs;
+    ok &= sdpa_fails("probs of the wrong shape", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_SHAPE);
+    return ok;
+}
+
+static bool sdpa_head_mismatch(void)
+{
+    /* 4 query heads over 3 kv heads: K/V views of 3 heads (same buffers, fewer tokens). */
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    clattn_tensor k = clattn_tensor_bhtd(K.t.buffer, 1, 2, 3, 7, 16);
+    clattn_tensor v = clattn_tensor_bhtd(V.t.buffer, 1, 2, 3, 7, 16);
+    return sdpa_fails("Hq=4 over Hkv=3", &Q.t, &k, &v, &O.t, &p, CLATTN_ERROR_HEAD_MISMATCH);
+}
+
+static bool sdpa_out_of_bounds(void)
+{
+    bool ok = true;
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    clattn_tensor o = O.t;
+    o.offset += 2; /* one element past the end (pad is 1) */
+    ok &= sdpa_fails("O runs past its buffer", &Q.t, &K.t, &V.t, &o, &p, CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+    clattn_tensor q = Q.t;
+    q.strides[0] += 2; /* the last batch item now ends 2 past the view: the pad holds 1 */
+    ok &= sdpa_fails("Q strides run past", &q, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+    clattn_sdpa_params r = p;
+    r.mask.key_lengths = lens;
+    r.mask.key_lengths_offset = 1; /* needs 3 ints, the buffer holds 2 */
+    ok &= sdpa_fails("key lengths past buffer", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+    clattn_tensor big = Q.t;
+    big.dims[2] = (size_t)1 << 40;
+    big.strides[2] = (size_t)1 << 40;
+    ok &= sdpa_fails("size_t overflow", &big, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_SIZE_OVERFLOW);
+    return ok;
+}
+
+static bool sdpa_other_errors(void)
+{
+    bool ok = true;
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    clattn_tensor q = Q.t;
+    q.dtype = CLATTN_F16;
+    ok &= sdpa_fails("f16 not yet supported", &q, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    clattn_tensor o = O.t;
+    o.strides[2] = 0;
+    ok &= sdpa_fails("output with stride 0", &Q.t, &K.t, &V.t, &o, &p, CLATTN_ERROR_INVALID_STRIDE);
+    q = Q.t;
+    q.dims[2] = 4;
+    q.strides[2] = 2 * 16;
+    q.strides[3] = 2; /* no unit stride in either matrix dim */
+    o = O.t;
+    o.dims[2] = 4;
+    ok &= sdpa_fails("no unit stride", &q, &K.t, &V.t, &o, &p, CLATTN_ERROR_UNSUPPORTED_LAYOUT);
+    clattn_sdpa_params r = p;
+    r.path = CLATTN_PATH_FUSED;
+    ok &= sdpa_fails("fused path not built yet", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_UNSUPPORTED_PATH);
+    r = p;
+    clattn_tensor m = M.t;
+    m.dims[2] = 3; /* neither Lq (9) nor 1 */
+    m.strides[1] = m.strides[0] = 3 * 11;
+    r.mask.additive = &m;
+    ok &= sdpa_fails("mask does not broadcast", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_MASK_SHAPE);
+    r = p;
+    cl_mem small = buf_new(&E, 64);
+    r.workspace = small;
+    ok &= sdpa_fails("workspace too small", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_WORKSPACE_TOO_SMALL);
+    clReleaseMemObject(small);
+    return ok;
+}
+
+static bool sdpa_too_large_for_device(void)
+{
+    /* Lq = Lk = 65536, one head: the 16 GiB score matrix exceeds any single allocation PoCL or
+     * a typical GPU allows; the unfused path must say so instead of failing later. */
+    bool ok = true;
+    clattn_device_info info;
+    CL_OK(clattn_context_device_info(E.cc, &info));
+    const size_t T = 65536, D = 16;
+    if ((cl_ulong)T * T * 4 <= info.max_mem_alloc_size) {
+        printf("device allows a %zu-byte buffer; nothing to check\n", T * T * 4);
+        return false; /* not silently passed: this test expects a device with < 16 GiB buffers */
+    }
+    cl_mem big = buf_new(&E, T * D * 4);
+    clattn_tensor t = clattn_tensor_bhtd(big, 0, 1, 1, T, D);
+    cl_mem obuf = buf_new(&E, T * D * 4);
+    clattn_tensor o = clattn_tensor_bhtd(obuf, 0, 1, 1, T, D);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_sdpa(E.cc, E.queue, &t, &t, &t, &o, &p, 0, NULL, &ev),
+                  CLATTN_ERROR_ALLOCATION_TOO_LARGE);
+    EXPECT(ev == EVENT_SENTINEL);
+    size_t need = 0;
+    EXPECT_STATUS(clattn_sdpa_workspace_size(E.cc, &t, &t, &t, &o, &p, &need), CLATTN_SUCCESS);
+    EXPECT(need == T * T * 4);
+    clReleaseMemObject(big);
+    clReleaseMemObject(obuf);
+    return ok;
+}
+
+static bool foreign_objects(void)
+{
+    /* A buffer and a queue from a second context on the same device. */
+    bool ok = true;
+    cl_int err;
+    cl_context other = clCreateContext(NULL, 1, &E.device, NULL, NULL, &err);
+    CL_OK(err);
+    cl_command_queue oq = clCreateCommandQueue(other, E.device, 0, &err);
+    CL_OK(err);
+    cl_mem ob = clCreateBuffer(other, CL_MEM_READ_WRITE, Q.elems * sizeof(float), NULL, &err);
+    CL_OK(err);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    clattn_tensor q = Q.t;
+    q.buffer = ob;
+    ok &= sdpa_fails("buffer of another context", &q, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_CONTEXT_MISMATCH);
+    cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_sdpa(E.cc, oq, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, &ev),
+                  CLATTN_ERROR_CONTEXT_MISMATCH);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(untouched());
+    clReleaseMemObject(ob);
+    clReleaseCommandQueue(oq);
+    clReleaseContext(other);
+    return ok;
+}
+
+static bool step_errors(void)
+{
+    bool ok = true;
+    cl_event ev = EVENT_SENTINEL;
+    /* linear: weight of the wrong width, bias of the wrong length. */
+    clattn_tensor W = clattn_tensor_bhtd(K.t.buffer, 0, 1, 1, 11, 15);
+    clattn_tensor X = clattn_tensor_bhtd(Q.t.buffer, 0, 1, 1, 9, 16);
+    clattn_tensor Y = clattn_tensor_bhtd(S.t.buffer, 0, 1, 1, 9, 11);
+    EXPECT_STATUS(clattn_linear(E.cc, E.queue, &X, &W, NULL, &Y, 0, NULL, &ev), CLATTN_ERROR_INVALID_SHAPE);
+    W.dims[3] = 16;
+    clattn_tensor b = clattn_tensor_bhtd(V.t.buffer, 0, 1, 1, 1, 10);
+    EXPECT_STATUS(clattn_linear(E.cc, E.queue, &X, &W, &b, &Y, 0, NULL, &ev), CLATTN_ERROR_INVALID_SHAPE);
+    /* scores: S of the wrong length; head mismatch. */
+    clattn_tensor s = S.t;
+    s.dims[3] = 10;
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &Q.t, &K.t, &s, NAN, 0, NULL, &ev), CLATTN_ERROR_INVALID_SHAPE);
+    clattn_tensor k3 = clattn_tensor_bhtd(K.t.buffer, 1, 2, 3, 7, 16);
+    clattn_tensor s3 = clattn_tensor_bhtd(S.t.buffer, 1, 2, 4, 9, 7);
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &Q.t, &k3, &s3, NAN, 0, NULL, &ev), CLATTN_ERROR_HEAD_MISMATCH);
+    /* mask: no params; a mask that does not broadcast. */
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &S.t, NULL, 0, NULL, &ev), CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_mask_params mp = clattn_mask_params_default();
+    clattn_tensor m = M.t;
+    m.dims[3] = 5;
+    mp.additive = &m;
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &S.t, &mp, 0, NULL, &ev), CLATTN_ERROR_MASK_SHAPE);
+    /* softmax: P of another shape; lse with a trailing dim other than 1. */
+    clattn_tensor p = S.t;
+    p.dims[2] = 8;
+    EXPECT_STATUS(clattn_softmax(E.cc, E.queue, &S.t, &p, NULL, 0, NULL, &ev), CLATTN_ERROR_INVALID_SHAPE);
+    clattn_tensor lse = clattn_tensor_bhtd(O.t.buffer, 0, 2, 4, 9, 2);
+    EXPECT_STATUS(clattn_softmax(E.cc, E.queue, &S.t, &S.t, &lse, 0, NULL, &ev), CLATTN_ERROR_INVALID_SHAPE);
+    /* weighted sum: V of the wrong length; O past its buffer. */
+    clattn_tensor v = V.t;
+    v.dims[2] = 10;
+    EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &S.t, &v, &O.t, 0, NULL, &ev), CLATTN_ERROR_INVALID_SHAPE);
+    clattn_tensor o = O.t;
+    o.offset = 3;
+    EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &S.t, &V.t, &o, 0, NULL, &ev), CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(untouched());
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    static const test_case cases[] = {
+        {"sdpa_invalid_arguments", sdpa_invalid_arguments},
+        {"sdpa_invalid_shapes", sdpa_invalid_shapes},
+        {"sdpa_head_mismatch", sdpa_head_mismatch},
+        {"sdpa_out_of_bounds", sdpa_out_of_bounds},
+        {"sdpa_other_errors", sdpa_other_errors},
+        {"sdpa_too_large_for_device", sdpa_too_large_for_device},
+        {"foreign_objects", foreign_objects},
+        {"step_errors", step_errors},
+    };
+    env_open(&E, false);
+    setup();
+    int rc = run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
+    vb_free(&Q), vb_free(&K), vb_free(&V), vb_free(&O), vb_free(&S), vb_free(&M);
+    clReleaseMemObject(lens);
+    free(snap_O), free(snap_S);
+    env_close(&E);
+    return rc;
+}

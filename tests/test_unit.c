@@ -1,0 +1,212 @@
+/* Status codes, the kernel table, context lifetime and device selection, kernel build failures. */
+#define _POSIX_C_SOURCE 200809L
+#include "harness.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool status_names(void)
+{
+    bool ok = true;
+    /* Every library code has its own symbolic name and a message; codes are unique. */
+    static const struct { clattn_status code; const char *name; } rows[] = {
+#define ROW(name, value, msg) {value, #name},
+        CLATTN_STATUS_LIST(ROW)
+#undef ROW
+    };
+    const size_t n = sizeof rows / sizeof rows[0];
+    for (size_t i = 0; i < n; i++) {
+        EXPECT(strcmp(clattn_status_name(rows[i].code), rows[i].name) == 0);
+        EXPECT(strlen(clattn_status_string(rows[i].code)) > 0);
+        EXPECT(rows[i].code == 0 || rows[i].code <= -1000);
+        for (size_t j = 0; j < i; j++)
+            EXPECT(rows[i].code != rows[j].code);
+    }
+    EXPECT(strcmp(clattn_status_name(CL_OUT_OF_RESOURCES), "CL_OUT_OF_RESOURCES") == 0);
+    EXPECT(strcmp(clattn_status_name(CL_INVALID_MEM_OBJECT), "CL_INVALID_MEM_OBJECT") == 0);
+    EXPECT(strcmp(clattn_status_name(-987654), "CLATTN_UNKNOWN_STATUS") == 0);
+    EXPECT(clattn_status_string(-987654) != NULL);
+    char ver[32];
+    snprintf(ver, sizeof ver, "%d.%d.%d", CLATTN_VERSION_MAJOR, CLATTN_VERSION_MINOR,
+             CLATTN_VERSION_PATCH);
+    EXPECT(strcmp(clattn_version(), ver) == 0);
+    EXPECT(clattn_dtype_size(CLATTN_F32) == 4 && clattn_dtype_size(CLATTN_F16) == 2);
+    return ok;
+}
+
+static bool kernel_table_builds(void)
+{
+    bool ok = true;
+    static const char *want[] = {"bias", "fill", "mask", "softmax"};
+    EXPECT(clattn_kernel_count() >= 4);
+    EXPECT(clattn_kernel_name(clattn_kernel_count()) == NULL);
+    for (size_t w = 0; w < 4; w++) {
+        bool found = false;
+        for (size_t i = 0; i < clattn_kernel_count(); i++)
+            found |= strcmp(clattn_kernel_name(i), want[w]) == 0;
+        EXPECT(found);
+    }
+    test_env e;
+    env_open_default(&e);
+    EXPECT_STATUS(clattn_context_prepare(e.cc), CLATTN_SUCCESS);
+    clattn_device_info info;
+    EXPECT_STATUS(clattn_context_device_info(e.cc, &info), CLATTN_SUCCESS);
+    printf("device: %s (%s), driver %s, max wg %zu, local %llu B, max alloc %llu B\n", info.name,
+           info.platform_name, info.driver_version, info.max_work_group_size,
+           (unsigned long long)info.local_mem_size, (unsigned long long)info.max_mem_alloc_size);
+    EXPECT(info.name[0] != '\0' && info.max_work_group_size > 0 && info.max_mem_alloc_size > 0);
+    env_close(&e);
+    return ok;
+}
+
+static cl_uint refcount(cl_context c)
+{
+    cl_uint n = 0;
+    CL_OK(clGetContextInfo(c, CL_CONTEXT_REFERENCE_COUNT, sizeof n, &n, NULL));
+    return n;
+}
+
+static bool caller_context_survives(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    cl_context c = e.context;
+    /* env_open's clattn context holds one reference of its own. */
+    cl_uint with = refcount(c);
+    clattn_context_destroy(&e.cc);
+    EXPECT(e.cc == NULL);
+    EXPECT(refcount(c) == with - 1);
+    /* Still usable by its owner. */
+    cl_int err;
+    cl_mem b = clCreateBuffer(c, CL_MEM_READ_WRITE, 64, NULL, &err);
+    EXPECT(err == CL_SUCCESS);
+    if (b)
+        clReleaseMemObject(b);
+    clattn_context_destroy(NULL); /* NULL-safe */
+    clattn_context *none = NULL;
+    clattn_context_destroy(&none);
+    /* A device without its context is an error; so is a NULL out pointer. */
+    clattn_context_params p = clattn_context_params_default();
+    p.device = e.device;
+    clattn_context *cc = (clattn_context *)&p;
+    EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(cc == NULL);
+    EXPECT_STATUS(clattn_context_create(NULL, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+    /* The caller's context without naming the device: it holds exactly one. */
+    p = clattn_context_params_default();
+    p.context = c;
+    EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_SUCCESS);
+    EXPECT(clattn_context_cl_device(cc) == e.device);
+    clattn_context_destroy(&cc);
+    env_close(&e);
+    return ok;
+}
+
+static bool device_selection(void)
+{
+    bool ok = true;
+    clattn_context *cc = NULL;
+    setenv("CLATTN_DEVICE", "0:0", 1);
+    EXPECT_STATUS(clattn_context_create(NULL, &cc), CLATTN_SUCCESS);
+    clattn_device_info info;
+    if (cc) {
+        clattn_context_device_info(cc, &info);
+        clattn_context_destroy(&cc);
+        /* The same device by a piece of its name, in another case. */
+        char piece[8] = {0};
+        for (size_t i = 0; i < 4 && info.name[i]; i++)
+            piece[i] = (char)((info.name[i] >= 'a' && info.name[i] <= 'z') ? info.name[i] - 32 : info.name[i]);
+        setenv("CLATTN_DEVICE", piece, 1);
+        EXPECT_STATUS(clattn_context_create(NULL, &cc), CLATTN_SUCCESS);
+        clattn_context_destroy(&cc);
+    }
+    setenv("CLATTN_DEVICE", "no-such-device-anywhere", 1);
+    EXPECT_STATUS(clattn_context_create(NULL, &cc), CLATTN_ERROR_DEVICE_NOT_FOUND);
+    setenv("CLATTN_DEVICE", "99:0", 1);
+    EXPECT_STATUS(clattn_context_create(NULL, &cc), CLATTN_ERROR_DEVICE_NOT_FOUND);
+    EXPECT(cc == NULL);
+    unsetenv("CLATTN_DEVICE");
+    return ok;
+}
+
+static char last_log[8192];
+static void capture(void *user, clattn_log_level level, const char *msg)
+{
+    (*(int *)user)++;
+    (void)level;
+    snprintf(last_log, sizeof last_log, "%s", msg);
+}
+
+static bool build_failure_is_reported(void)
+{
+    bool ok = true;
+    /* A kernel directory whose softmax.cl does not compile. */
+    char dir[] = "/tmp/clattn-badkernels-XXXXXX";
+    if (!mkdtemp(dir))
+        return false;
+    char path[256];
+    snprintf(path, sizeof path, "%s/softmax.cl", dir);
+    FILE *f = fopen(path, "w");
+    fputs("__kernel void softmax_rows(__global float *x) { this is not OpenCL C; }\n", f);
+    fclose(f);
+
+    test_env e;
+    env_open(&e, false);
+    int calls = 0;
+    clattn_context_params p = clattn_context_params_default();
+    p.context = e.context;
+    p.device = e.device;
+    p.log = capture;
+    p.log_user = &calls;
+    clattn_context *cc = NULL;
+    CL_OK(clattn_context_create(&p, &cc));
+    uint64_t seed = 1;
+    view_buf S = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, true);
+    view_buf P = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, false);
+    cl_event ev = NULL;
+    setenv("CLATTN_KERNEL_DIR", dir, 1);
+    EXPECT_STATUS(clattn_softmax(cc, e.queue, &S.t, &P.t, NULL, 0, NULL, &ev), CLATTN_ERROR_BUILD_FAILED);
+    EXPECT(ev == NULL);
+    EXPECT(calls >= 1);
+    EXPECT(strstr(last_log, "softmax") != NULL);
+    printf("log received (%d call(s)), starting: %.120s\n", calls, last_log);
+    /* A kernel file that is missing altogether. */
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.causal = CLATTN_CAUSAL_TOP_LEFT;
+    EXPECT_STATUS(clattn_mask(cc, e.queue, &S.t, &mp, 0, NULL, &ev), CLATTN_ERROR_KERNEL_NOT_FOUND);
+    float back[32];
+    buf_read(&e, P.t.buffer, 0, back, sizeof back);
+    EXPECT(memcmp(back, P.host, sizeof back) == 0);
+    /* The context stays usable once the sources are good again. */
+    unsetenv("CLATTN_KERNEL_DIR");
+    EXPECT_STATUS(clattn_softmax(cc, e.queue, &S.t, &P.t, NULL, 0, NULL, &ev), CLATTN_SUCCESS);
+    if (ev) {
+        clWaitForEvents(1, &ev);
+        clReleaseEvent(ev);
+    }
+    buf_read(&e, P.t.buffer, 0, back, sizeof back);
+    double row = 0;
+    for (int j = 0; j < 8; j++)
+        row += back[j];
+    EXPECT(row > 0.999 && row < 1.001);
+    vb_free(&S), vb_free(&P);
+    clattn_context_destroy(&cc);
+    env_close(&e);
+    remove(path);
+    rmdir(dir);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    static const test_case cases[] = {
+        {"status_names", status_names},
+        {"kernel_table_builds", kernel_table_builds},
+        {"caller_context_survives", caller_context_survives},
+        {"device_selection", device_selection},
+        {"build_failure_is_reported", build_failure_is_reported},
+    };
+    return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
+}
