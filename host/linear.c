@@ -78,24 +78,15 @@ clattn_status clattn__linear_enqueue(clattn_context *ctx, cl_command_queue q,
             d1 = Y->dims[1];
         }
     }
+    clattn_status st = CL_SUCCESS;
     clattn_chain chain = clattn__chain_start(nw, wl);
-    cl_event e = NULL;
-    clattn_status st = clattn__gemm(ctx, q, d0, d1, 1.0f, &a, &b, 0.0f, &c, chain.nw, chain.wl,
-                                    (bias || ev) ? &e : NULL);
-    if (st == CL_SUCCESS && e)
-        clattn__chain_push(&chain, e);
-    if (st == CL_SUCCESS && bias) {
-        e = NULL;
-        st = bias_enqueue(ctx, q, bias, Y, chain.nw, chain.wl, ev ? &e : NULL);
-        if (st == CL_SUCCESS && e)
-            clattn__chain_push(&chain, e);
-    }
-    if (st != CL_SUCCESS) {
-        clattn__chain_end(&chain, NULL);
-        return st;
-    }
-    clattn__chain_end(&chain, ev);
-    return CL_SUCCESS;
+    CLATTN_STEP(st, chain, clattn__gemm(ctx, q, d0, d1, 1.0f, &a, &b, 0.0f, &c, chain.nw,
+                                        chain.wl, (bias || ev) ? &chain.next : NULL));
+    if (bias)
+        CLATTN_STEP(st, chain, bias_enqueue(ctx, q, bias, Y, chain.nw, chain.wl,
+                                            ev ? &chain.next : NULL));
+    clattn__chain_end(&chain, st == CL_SUCCESS ? ev : NULL);
+    return st;
 }
 
 clattn_status clattn_linear(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *X,

@@ -91,62 +91,93 @@ clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tenso
     return st;
 }
 
+clattn_status clattn__sdpa_prepare(clattn_context *ctx, const clattn_tensor *Q,
+                                   const clattn_tensor *K, const clattn_tensor *V,
+                                   const clattn_tensor *O, const clattn_sdpa_params *params,
+                                   clattn_sdpa_call *call)
+{
+    memset(call, 0, sizeof *call);
+    call->p = params ? *params : clattn_sdpa_params_default();
+    const clattn_sdpa_params *p = &call->p;
+    size_t ws_bytes = 0;
+    clattn_status st = sdpa_check(ctx, Q, K, V, O, p, &ws_bytes);
+    if (st != CL_SUCCESS)
+        return st;
+    call->Q = *Q;
+    call->K = *K;
+    call->V = *V;
+    call->O = *O;
+    const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2], Lk = K->dims[2];
+    call->no_op = B * Hq * Lq == 0 || (clattn__view_empty(O) && !p->probs && !p->lse);
+    if (call->no_op)
+        return CL_SUCCESS;
+
+    /* Where the scores live: the caller's probabilities view, its workspace, or our own buffer
+     * (released after enqueuing; OpenCL keeps it alive until the steps that use it are done). */
+    clattn_tensor S = {NULL, 0, CLATTN_F32, {B, Hq, Lq, Lk}, {Hq * Lq * Lk, Lq * Lk, Lk, 1}};
+    if (p->probs) {
+        S = *p->probs;
+    } else if (p->workspace) {
+        S.buffer = p->workspace;
+        S.offset = p->workspace_offset / sizeof(float);
+    } else if (ws_bytes > 0) {
+        cl_int err;
+        call->own = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, ws_bytes, NULL, &err);
+        if (err != CL_SUCCESS)
+            return err;
+        S.buffer = call->own;
+    }
+    call->S = S;
+
+    /* Every step validates (and builds its kernels) before the first one is enqueued. */
+    if ((st = clattn__scores_check(ctx, Q, K, &S)) == CL_SUCCESS &&
+        (st = clattn__mask_check(ctx, S.dims, &p->mask)) == CL_SUCCESS &&
+        (st = clattn__softmax_check(ctx, &S, &S, p->lse)) == CL_SUCCESS)
+        st = clattn__weighted_sum_check(ctx, &S, V, O);
+    if (st != CL_SUCCESS)
+        clattn__sdpa_release(call);
+    return st;
+}
+
+void clattn__sdpa_release(clattn_sdpa_call *call)
+{
+    if (call->own)
+        clReleaseMemObject(call->own);
+    call->own = NULL;
+}
+
+clattn_status clattn__sdpa_enqueue(clattn_context *ctx, cl_command_queue queue,
+                                   const clattn_sdpa_call *call, cl_uint num_wait,
+                                   const cl_event *wait_list, cl_event *event_out)
+{
+    if (call->no_op)
+        return clattn__no_op(queue, num_wait, wait_list, event_out);
+    const clattn_sdpa_params *p = &call->p;
+    const clattn_tensor *S = &call->S;
+    clattn_status st = CL_SUCCESS;
+    clattn_chain chain = clattn__chain_start(num_wait, wait_list);
+    CLATTN_STEP(st, chain, clattn__scores_enqueue(ctx, queue, &call->Q, &call->K, S, p->scale,
+                                                  chain.nw, chain.wl, &chain.next));
+    CLATTN_STEP(st, chain, clattn__mask_enqueue(ctx, queue, S, &p->mask, chain.nw, chain.wl,
+                                                &chain.next));
+    CLATTN_STEP(st, chain, clattn__softmax_enqueue(ctx, queue, S, S, p->lse, chain.nw, chain.wl,
+                                                   &chain.next));
+    CLATTN_STEP(st, chain, clattn__weighted_sum_enqueue(ctx, queue, S, &call->V, &call->O,
+                                                        chain.nw, chain.wl, &chain.next));
+    clattn__chain_end(&chain, st == CL_SUCCESS ? event_out : NULL);
+    return st;
+}
+
 clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,
                           const clattn_tensor *K, const clattn_tensor *V, const clattn_tensor *O,
                           const clattn_sdpa_params *params, cl_uint num_wait,
                           const cl_event *wait_list, cl_event *event_out)
 {
     clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
-    if (st != CL_SUCCESS)
+    clattn_sdpa_call call;
+    if (st != CL_SUCCESS || (st = clattn__sdpa_prepare(ctx, Q, K, V, O, params, &call)) != CL_SUCCESS)
         return st;
-    const clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
-    size_t ws_bytes = 0;
-    if ((st = sdpa_check(ctx, Q, K, V, O, &p, &ws_bytes)) != CL_SUCCESS)
-        return st;
-
-    const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2], Lk = K->dims[2];
-    if (B * Hq * Lq == 0 || (clattn__view_empty(O) && !p.probs && !p.lse))
-        return clattn__no_op(queue, num_wait, wait_list, event_out);
-
-    /* Where the scores live: the caller's probabilities view, its workspace, or our own buffer
-     * (released below; OpenCL keeps it alive until the queued steps that use it are done). */
-    clattn_tensor S = {NULL, 0, CLATTN_F32, {B, Hq, Lq, Lk}, {Hq * Lq * Lk, Lq * Lk, Lk, 1}};
-    cl_mem own = NULL;
-    if (p.probs) {
-        S = *p.probs;
-    } else if (p.workspace) {
-        S.buffer = p.workspace;
-        S.offset = p.workspace_offset / sizeof(float);
-    } else if (ws_bytes > 0) {
-        cl_int err;
-        own = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, ws_bytes, NULL, &err);
-        if (err != CL_SUCCESS)
-            return err;
-        S.buffer = own;
-    }
-
-    /* Every step validates (and builds its kernels) before the first one is enqueued. */
-    if ((st = clattn__scores_check(ctx, Q, K, &S)) == CL_SUCCESS &&
-        (st = clattn__mask_check(ctx, S.dims, &p.mask)) == CL_SUCCESS &&
-        (st = clattn__softmax_check(ctx, &S, &S, p.lse)) == CL_SUCCESS)
-        st = clattn__weighted_sum_check(ctx, &S, V, O);
-
-    clattn_chain chain = clattn__chain_start(num_wait, wait_list);
-    cl_event e = NULL;
-#define STEP(call)                                                                                 \
-    if (st == CL_SUCCESS) {                                                                        \
-        e = NULL;                                                                                  \
-        st = (call);                                                                               \
-        if (st == CL_SUCCESS)                                                                      \
-            clattn__chain_push(&chain, e);                                                         \
-    }
-    STEP(clattn__scores_enqueue(ctx, queue, Q, K, &S, p.scale, chain.nw, chain.wl, &e))
-    STEP(clattn__mask_enqueue(ctx, queue, &S, &p.mask, chain.nw, chain.wl, &e))
-    STEP(clattn__softmax_enqueue(ctx, queue, &S, &S, p.lse, chain.nw, chain.wl, &e))
-    STEP(clattn__weighted_sum_enqueue(ctx, queue, &S, V, O, chain.nw, chain.wl, &e))
-#undef STEP
-    if (own)
-        clReleaseMemObject(own);
-    clattn__chain_end(&chain, st == CL_SUCCESS ? event_out : NULL);
+    st = clattn__sdpa_enqueue(ctx, queue, &call, num_wait, wait_list, event_out);
+    clattn__sdpa_release(&call);
     return st;
 }

@@ -7,6 +7,8 @@
 #define CLATTN_STEPS_H
 #include "context.h"
 
+#include <stdbool.h>
+
 clattn_status clattn__linear_check(clattn_context *ctx, const clattn_tensor *X,
                                    const clattn_tensor *W, const clattn_tensor *bias,
                                    const clattn_tensor *Y);
@@ -54,25 +56,35 @@ clattn_status clattn__no_op(cl_command_queue q, cl_uint nw, const cl_event *wl, 
 /* Steps of one call run in order, each waiting for the one before (correct on out-of-order
  * queues); the first waits for the caller's wait list. */
 typedef struct clattn_chain {
-    cl_event last;
-    cl_uint nw;
+    cl_event last;     /* event of the last step enqueued */
+    cl_event next;     /* where the step being enqueued puts its event */
+    cl_uint nw;        /* wait list for the next step */
     const cl_event *wl;
 } clattn_chain;
 
 static inline clattn_chain clattn__chain_start(cl_uint nw, const cl_event *wl)
 {
-    clattn_chain c = {NULL, nw, wl};
+    clattn_chain c = {NULL, NULL, nw, wl};
     return c;
 }
-/* Records the event of the step just enqueued (`ev`, from a step given c->nw/c->wl). */
-static inline void clattn__chain_push(clattn_chain *c, cl_event ev)
-{
-    if (c->last)
-        clReleaseEvent(c->last);
-    c->last = ev;
-    c->nw = 1;
-    c->wl = &c->last;
-}
+
+/* Enqueues one step if every step before succeeded: `call` waits for (chain.nw, chain.wl) and
+ * writes its event to chain.next, which then becomes what the following step waits for. */
+#define CLATTN_STEP(st, chain, call)                                                               \
+    do {                                                                                           \
+        if ((st) == CL_SUCCESS) {                                                                  \
+            (chain).next = NULL;                                                                   \
+            (st) = (call);                                                                         \
+            if ((st) == CL_SUCCESS && (chain).next) {                                              \
+                if ((chain).last)                                                                  \
+                    clReleaseEvent((chain).last);                                                  \
+                (chain).last = (chain).next;                                                       \
+                (chain).nw = 1;                                                                    \
+                (chain).wl = &(chain).last;                                                        \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
 /* Ends the chain: hands the last event to *ev_out (if wanted) or releases it. */
 static inline void clattn__chain_end(clattn_chain *c, cl_event *ev_out)
 {
@@ -82,5 +94,24 @@ static inline void clattn__chain_end(clattn_chain *c, cl_event *ev_out)
         clReleaseEvent(c->last);
     c->last = NULL;
 }
+
+/* A validated sdpa call (sdpa.c): its views, params and where its scores live. */
+typedef struct clattn_sdpa_call {
+    clattn_tensor Q, K, V, O, S;
+    clattn_sdpa_params p;
+    cl_mem own;  /* score buffer the library allocated, or NULL */
+    bool no_op;  /* nothing to compute */
+} clattn_sdpa_call;
+
+/* Validates an sdpa call, places its scores and builds its kernels; enqueues nothing. On success
+ * the call must be released with clattn__sdpa_release (after enqueuing, or instead of it). */
+clattn_status clattn__sdpa_prepare(clattn_context *ctx, const clattn_tensor *Q,
+                                   const clattn_tensor *K, const clattn_tensor *V,
+                                   const clattn_tensor *O, const clattn_sdpa_params *params,
+                                   clattn_sdpa_call *call);
+clattn_status clattn__sdpa_enqueue(clattn_context *ctx, cl_command_queue queue,
+                                   const clattn_sdpa_call *call, cl_uint num_wait,
+                                   const cl_event *wait_list, cl_event *event_out);
+void clattn__sdpa_release(clattn_sdpa_call *call);
 
 #endif
