@@ -337,6 +337,88 @@ CLATTN_API clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue
                           const clattn_sdpa_params *params, cl_uint num_wait,
                           const cl_event *wait_list, cl_event *event_out);
 
+
+/* ------------------------------------------------------------------------------------------------
+ * Multi-head attention block
+ * ----------------------------------------------------------------------------------------------*/
+
+/*
+ * Describes a multi-head attention layer with PyTorch nn.MultiheadAttention's weights, so a state
+ * dict loads unchanged. Weights are [out_features, in_features] (Y = X·Wᵀ + b), each given as a
+ * view [1, 1, rows, cols] (bias: [1, 1, 1, n]) into the caller's buffers. With head_dim
+ * D = embed_dim / num_heads and KV = num_kv_heads · D (= embed_dim without GQA):
+ *   packed:   in_proj_weight [E + 2·KV, E]  (rows: W_Q, then W_K, then W_V; [3E, E] without GQA)
+ *   separate: q_proj_weight [E, E], k_proj_weight [KV, kdim], v_proj_weight [KV, vdim]
+ *             (needed when kdim or vdim differ from E, as in PyTorch)
+ *   in_proj_bias [E + 2·KV] (packed in both cases, as in PyTorch), when bias is set
+ *   out_proj_weight [E, E] and out_proj_bias [E] (the "value-up" projection)
+ */
+typedef struct clattn_mha_params {
+    size_t embed_dim;    /* E */
+    size_t num_heads;    /* H; must divide E */
+    size_t num_kv_heads; /* 0 = num_heads; must divide num_heads (GQA/MQA) */
+    size_t kdim, vdim;   /* widths of key and value inputs; 0 = E */
+    int bias;            /* nonzero: in_proj_bias and out_proj_bias are given */
+    clattn_dtype dtype;  /* CLATTN_F32 */
+    const clattn_tensor *in_proj_weight;
+    const clattn_tensor *q_proj_weight, *k_proj_weight, *v_proj_weight;
+    const clattn_tensor *in_proj_bias;
+    const clattn_tensor *out_proj_weight;
+    const clattn_tensor *out_proj_bias;
+    void *reserved[8]; /* must be zero */
+} clattn_mha_params;
+
+CLATTN_API clattn_mha_params clattn_mha_params_default(void);
+
+/*
+ * A multi-head attention layer bound to a context and to the caller's weight buffers.
+ * Ownership: clattn_mha_create copies the views and retains their cl_mem (released by destroy);
+ * the weights' contents are read at each forward, so the caller may update them between calls.
+ * The context must outlive the layer.
+ * Thread safety: immutable after create; forward may run from several threads at once.
+ */
+typedef struct clattn_mha clattn_mha;
+
+CLATTN_API clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *params,
+                                           clattn_mha **out);
+/* NULL-safe; sets *mha = NULL. */
+CLATTN_API void clattn_mha_destroy(clattn_mha **mha);
+
+typedef struct clattn_mha_forward_params {
+    /* causal, additive mask [B|1, H|1, Lq, Lk], key lengths (PyTorch key_padding_mask) */
+    clattn_mask_params mask;
+    clattn_path path;
+    /* Optional attention weights out (need_weights): averaged over heads [B, 1, Lq, Lk] and/or
+     * per head [B, H, Lq, Lk]. NULL for none. */
+    const clattn_tensor *weights;
+    const clattn_tensor *head_weights;
+    void *reserved[8]; /* must be zero */
+} clattn_mha_forward_params;
+
+CLATTN_API clattn_mha_forward_params clattn_mha_forward_params_default(void);
+
+/*
+ * output = out_proj(attention(query·W_Qᵀ + b_Q, key·W_Kᵀ + b_K, value·W_Vᵀ + b_V))
+ *   query [B, 1, Lq, E]   key [B, 1, Lk, kdim]   value [B, 1, Lk, vdim]   output [B, 1, Lq, E]
+ * Self attention: pass the same view as query, key and value (the three projections then run as
+ * one product). Cross attention: keys and values from another sequence. params may be NULL.
+ * The projections write the packed [B, T, H·D] layout that attention reads without a copy.
+ */
+CLATTN_API clattn_status clattn_mha_forward(clattn_mha *mha, cl_command_queue queue,
+                                            const clattn_tensor *query, const clattn_tensor *key,
+                                            const clattn_tensor *value,
+                                            const clattn_tensor *output,
+                                            const clattn_mha_forward_params *params,
+                                            cl_uint num_wait, const cl_event *wait_list,
+                                            cl_event *event_out);
+
+/* Device memory (bytes) one forward with these arguments allocates for its intermediates. */
+CLATTN_API clattn_status clattn_mha_workspace_size(clattn_mha *mha, const clattn_tensor *query,
+                                                   const clattn_tensor *key,
+                                                   const clattn_tensor *value,
+                                                   const clattn_mha_forward_params *params,
+                                                   size_t *bytes);
+
 #ifdef __cplusplus
 }
 #endif

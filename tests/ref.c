@@ -129,3 +129,55 @@ void ref_sdpa(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, s
         free(Pw);
     free(S);
 }
+
+/* [B, T, heads*D] -> [B, heads, T, D] and back. */
+static void split_heads(size_t B, size_t T, size_t heads, size_t D, const double *x, double *y)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < T; t++)
+            for (size_t h = 0; h < heads; h++)
+                for (size_t d = 0; d < D; d++)
+                    y[((b * heads + h) * T + t) * D + d] = x[(b * T + t) * heads * D + h * D + d];
+}
+static void merge_heads(size_t B, size_t T, size_t heads, size_t D, const double *y, double *x)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < T; t++)
+            for (size_t h = 0; h < heads; h++)
+                for (size_t d = 0; d < D; d++)
+                    x[(b * T + t) * heads * D + h * D + d] = y[((b * heads + h) * T + t) * D + d];
+}
+
+void ref_mha(const ref_mha_layer *m, size_t B, size_t Lq, size_t Lk, int causal,
+             const double *mask, const int *lengths, const double *query, const double *key,
+             const double *value, double *out, double *weights, double *head_weights)
+{
+    const size_t E = m->E, H = m->H, D = E / H, KV = m->Hkv * D;
+    double *q = malloc((B * Lq * E + 1) * sizeof *q), *qh = malloc((B * Lq * E + 1) * sizeof *qh);
+    double *k = malloc((B * Lk * KV + 1) * sizeof *k), *kh = malloc((B * Lk * KV + 1) * sizeof *kh);
+    double *v = malloc((B * Lk * KV + 1) * sizeof *v), *vh = malloc((B * Lk * KV + 1) * sizeof *vh);
+    double *oh = malloc((B * Lq * E + 1) * sizeof *oh), *o = malloc((B * Lq * E + 1) * sizeof *o);
+    double *p = malloc((B * H * Lq * Lk + 1) * sizeof *p);
+    ref_linear(B * Lq, E, E, query, m->Wq, m->bq, q);
+    ref_linear(B * Lk, m->kdim, KV, key, m->Wk, m->bk, k);
+    ref_linear(B * Lk, m->vdim, KV, value, m->Wv, m->bv, v);
+    split_heads(B, Lq, H, D, q, qh);
+    split_heads(B, Lk, m->Hkv, D, k, kh);
+    split_heads(B, Lk, m->Hkv, D, v, vh);
+    ref_sdpa(B, H, m->Hkv, Lq, Lk, D, D, 1.0 / sqrt((double)D), causal, mask, lengths, qh, kh, vh,
+             oh, p, NULL);
+    merge_heads(B, Lq, H, D, oh, o);
+    ref_linear(B * Lq, E, E, o, m->Wo, m->bo, out);
+    if (head_weights)
+        for (size_t i = 0; i < B * H * Lq * Lk; i++)
+            head_weights[i] = p[i];
+    if (weights)
+        for (size_t b = 0; b < B; b++)
+            for (size_t i = 0; i < Lq * Lk; i++) {
+                double acc = 0.0;
+                for (size_t h = 0; h < H; h++)
+                    acc += p[(b * H + h) * Lq * Lk + i];
+                weights[b * Lq * Lk + i] = acc / (double)H;
+            }
+    free(q), free(qh), free(k), free(kh), free(v), free(vh), free(oh), free(o), free(p);
+}

@@ -32,4 +32,19 @@ void ref_sdpa(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, s
               double scale, int causal, const double *mask, const int *lengths, const double *Q,
               const double *K, const double *V, double *O, double *P, double *lse);
 
+/* A multi-head attention layer in PyTorch's layout (weights [out, in]). KV = Hkv * (E / H). */
+typedef struct ref_mha_layer {
+    size_t E, H, Hkv, kdim, vdim;
+    const double *Wq, *Wk, *Wv; /* [E, E], [KV, kdim], [KV, vdim] */
+    const double *bq, *bk, *bv; /* [E], [KV], [KV] or NULL */
+    const double *Wo, *bo;      /* [E, E], [E] or NULL */
+} ref_mha_layer;
+
+/* out [B, Lq, E] from query [B, Lq, E], key [B, Lk, kdim], value [B, Lk, vdim]; mask dense
+ * [B, H, Lq, Lk] or NULL; weights [B, Lq, Lk] (mean over heads) and head_weights
+ * [B, H, Lq, Lk] may be NULL. */
+void ref_mha(const ref_mha_layer *m, size_t B, size_t Lq, size_t Lk, int causal,
+             const double *mask, const int *lengths, const double *query, const double *key,
+             const double *value, double *out, double *weights, double *head_weights);
+
 #endif

@@ -1,0 +1,214 @@
+/* The multi-head attention block against a double-precision reference of the whole layer:
+ * self attention (packed in_proj, fused Q/K/V product), cross attention with kdim != vdim != E,
+ * GQA, padded batches, masks, and the attention weights out (averaged and per head). */
+#include "harness.h"
+#include "ref.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct mha_case {
+    size_t B, Lq, Lk, E, H, Hkv, kdim, vdim;
+    bool bias, packed, self;
+    int causal;
+    bool mask, lengths, weights, head_weights;
+    size_t offset;
+} mha_case;
+
+/* A random [rows, cols] weight scaled like PyTorch's init, on the device at `offset`. */
+static view_buf weight(test_env *e, size_t rows, size_t cols, size_t offset, uint64_t *seed)
+{
+    view_buf w = vb_new(e, LAYOUT_BHTD, 1, 1, rows, cols, offset, 3, seed, true);
+    float s = 1.0f / sqrtf((float)cols);
+    for (size_t i = 0; i < w.elems; i++)
+        w.host[i] *= s;
+    buf_write(e, w.t.buffer, 0, w.host, w.elems * sizeof(float));
+    return w;
+}
+
+static bool run(const mha_case *c)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    uint64_t seed = 77 + c->E + c->Lq + c->Lk;
+    const size_t E = c->E, D = E / c->H, KV = c->Hkv * D, W3 = E + 2 * KV;
+    const size_t kdim = c->self ? E : c->kdim, vdim = c->self ? E : c->vdim;
+    const size_t Lk = c->self ? c->Lq : c->Lk;
+
+    view_buf in = {0}, wq = {0}, wk = {0}, wv = {0}, bin = {0}, wo, bo = {0};
+    clattn_mha_params mp = clattn_mha_params_default();
+    mp.embed_dim = E;
+    mp.num_heads = c->H;
+    mp.num_kv_heads = c->Hkv;
+    mp.kdim = kdim;
+    mp.vdim = vdim;
+    mp.bias = c->bias;
+    double *Wq, *Wk, *Wv;
+    if (c->packed) {
+        in = weight(&e, W3, E, 5, &seed);
+        mp.in_proj_weight = &in.t;
+        double *all = vb_dense(&in, in.host);
+        Wq = malloc(E * E * sizeof *Wq), Wk = malloc(KV * E * sizeof *Wk), Wv = malloc(KV * E * sizeof *Wv);
+        memcpy(Wq, all, E * E * sizeof *Wq);
+        memcpy(Wk, all + E * E, KV * E * sizeof *Wk);
+        memcpy(Wv, all + (E + KV) * E, KV * E * sizeof *Wv);
+        free(all);
+    } else {
+        wq = weight(&e, E, E, 1, &seed);
+        wk = weight(&e, KV, kdim, 2, &seed);
+        wv = weight(&e, KV, vdim, 0, &seed);
+        mp.q_proj_weight = &wq.t;
+        mp.k_proj_weight = &wk.t;
+        mp.v_proj_weight = &wv.t;
+        Wq = vb_dense(&wq, wq.host), Wk = vb_dense(&wk, wk.host), Wv = vb_dense(&wv, wv.host);
+    }
+    wo = weight(&e, E, E, 4, &seed);
+    mp.out_proj_weight = &wo.t;
+    double *bq = NULL, *bk = NULL, *bv = NULL, *bod = NULL, *ball = NULL;
+    if (c->bias) {
+        bin = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, W3, 6, 2, &seed, true);
+        bo = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, E, 1, 2, &seed, true);
+        mp.in_proj_bias = &bin.t;
+        mp.out_proj_bias = &bo.t;
+        ball = vb_dense(&bin, bin.host);
+        bq = ball, bk = ball + E, bv = ball + E + KV;
+        bod = vb_dense(&bo, bo.host);
+    }
+    clattn_mha *mha = NULL;
+    EXPECT_STATUS(clattn_mha_create(e.cc, &mp, &mha), CLATTN_SUCCESS);
+
+    view_buf q = vb_new(&e, LAYOUT_BHTD, c->B, 1, c->Lq, E, c->offset, 4, &seed, true);
+    view_buf k = {0}, v = {0};
+    if (!c->self) {
+        k = vb_new(&e, LAYOUT_BHTD, c->B, 1, Lk, kdim, c->offset + 1, 4, &seed, true);
+        v = vb_new(&e, LAYOUT_BHTD, c->B, 1, Lk, vdim, 2, 4, &seed, true);
+    }
+    view_buf out = vb_new(&e, LAYOUT_BHTD, c->B, 1, c->Lq, E, c->offset + 3, 5, &seed, false);
+    view_buf w = {0}, hw = {0}, M = {0};
+    clattn_mha_forward_params fp = clattn_mha_forward_params_default();
+    fp.mask.causal = (clattn_causal)c->causal;
+    double *mask = NULL;
+    if (c->mask) { /* PyTorch's 2-D attn_mask [Lq, Lk], broadcast over batch and heads */
+        M = vb_new(&e, LAYOUT_BHTD, 1, 1, c->Lq, Lk, 0, 0, &seed, true);
+        fp.mask.additive = &M.t;
+        mask = malloc(c->B * c->H * c->Lq * Lk * sizeof *mask);
+        for (size_t s = 0; s < c->B * c->H; s++)
+            for (size_t i = 0; i < c->Lq * Lk; i++)
+                mask[s * c->Lq * Lk + i] = M.host[i];
+    }
+    int *lens = NULL;
+    cl_mem lb = NULL;
+    if (c->lengths) {
+        lens = malloc(c->B * sizeof *lens);
+        for (size_t b = 0; b < c->B; b++)
+            lens[b] = (int)(Lk - (b * Lk) / (c->B + 1));
+        lb = buf_new(&e, c->B * sizeof *lens);
+        buf_write(&e, lb, 0, lens, c->B * sizeof *lens);
+        fp.mask.key_lengths = lb;
+    }
+    if (c->weights) {
+        w = vb_new(&e, LAYOUT_BHTD, c->B, 1, c->Lq, Lk, 2, 3, &seed, false);
+        fp.weights = &w.t;
+    }
+    if (c->head_weights) {
+        hw = vb_new(&e, LAYOUT_BHTD, c->B, c->H, c->Lq, Lk, 1, 3, &seed, false);
+        fp.head_weights = &hw.t;
+    }
+    const clattn_tensor *kt = c->self ? &q.t : &k.t, *vt = c->self ? &q.t : &v.t;
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_mha_forward(mha, e.queue, &q.t, kt, vt, &out.t, &fp, 0, NULL, &ev),
+                  CLATTN_SUCCESS);
+    if (ev) {
+        CL_OK(clWaitForEvents(1, &ev));
+        clReleaseEvent(ev);
+    }
+
+    ref_mha_layer L = {E, c->H, c->Hkv, kdim, vdim, Wq, Wk, Wv, bq, bk, bv, NULL, bod};
+    double *wod = vb_dense(&wo, wo.host);
+    L.Wo = wod;
+    double *qd = vb_dense(&q, q.host);
+    double *kd = c->self ? qd : vb_dense(&k, k.host), *vd = c->self ? qd : vb_dense(&v, v.host);
+    double *ro = malloc(c->B * c->Lq * E * sizeof *ro), *rw = malloc(c->B * c->Lq * Lk * sizeof *rw + 1),
+           *rhw = malloc(c->B * c->H * c->Lq * Lk * sizeof *rhw + 1);
+    ref_mha(&L, c->B, c->Lq, Lk, c->causal, mask, lens, qd, kd, vd, ro, rw, rhw);
+
+    view_buf *outs[] = {&out, c->weights ? &w : NULL, c->head_weights ? &hw : NULL};
+    double *refs[] = {ro, rw, rhw};
+    const char *names[] = {"output", "weights (mean)", "weights (per head)"};
+    for (int i = 0; i < 3; i++) {
+        if (!outs[i])
+            continue;
+        float *all = malloc(outs[i]->elems * sizeof *all);
+        vb_read_all(&e, outs[i], all);
+        double *got = vb_dense(outs[i], all);
+        const clattn_tensor *t = &outs[i]->t;
+        ok &= check_close(names[i], got, refs[i], t->dims[0] * t->dims[1] * t->dims[2] * t->dims[3], TOL);
+        EXPECT(vb_outside_unchanged(outs[i], outs[i]->host, all));
+        free(got), free(all);
+    }
+    size_t need = 0;
+    EXPECT_STATUS(clattn_mha_workspace_size(mha, &q.t, kt, vt, &fp, &need), CLATTN_SUCCESS);
+    EXPECT(need > 0);
+
+    clattn_mha_destroy(&mha);
+    EXPECT(mha == NULL);
+    free(Wq), free(Wk), free(Wv), free(ball), free(bod), free(wod), free(qd), free(mask), free(lens);
+    if (!c->self)
+        free(kd), free(vd);
+    free(ro), free(rw), free(rhw);
+    if (lb)
+        clReleaseMemObject(lb);
+    vb_free(&in), vb_free(&wq), vb_free(&wk), vb_free(&wv), vb_free(&bin), vb_free(&wo), vb_free(&bo);
+    vb_free(&q), vb_free(&k), vb_free(&v), vb_free(&out), vb_free(&w), vb_free(&hw), vb_free(&M);
+    env_close(&e);
+    return ok;
+}
+
+static mha_case base(void)
+{
+    mha_case c = {2, 17, 17, 32, 4, 4, 0, 0, true, true, true, 0, false, false, false, false, 0};
+    return c;
+}
+
+#define CASE(fname, ...)                                                                           \
+    static bool fname(void)                                                                        \
+    {                                                                                              \
+        mha_case c = base();                                                                       \
+        __VA_ARGS__;                                                                               \
+        return run(&c);                                                                            \
+    }
+
+CASE(self_attention_packed, c.causal = 1)
+CASE(self_attention_no_bias, c.bias = false; c.Lq = 9; c.offset = 7)
+CASE(self_attention_separate_weights, c.packed = false; c.kdim = c.vdim = 32; c.causal = 1)
+CASE(cross_attention_kdim_vdim, c.packed = false; c.self = false; c.Lq = 9; c.Lk = 21; c.kdim = 24;
+     c.vdim = 40; c.offset = 2)
+CASE(cross_attention_packed, c.self = false; c.Lq = 13; c.Lk = 6; c.kdim = c.vdim = 32)
+CASE(gqa_self_attention, c.E = 64; c.H = 8; c.Hkv = 2; c.Lq = 23; c.causal = 1)
+CASE(gqa_cross_attention, c.E = 64; c.H = 8; c.Hkv = 2; c.packed = false; c.self = false; c.Lq = 7;
+     c.Lk = 30; c.kdim = 48; c.vdim = 20)
+CASE(padded_batch_need_weights, c.B = 3; c.Lq = 11; c.lengths = true; c.weights = true;
+     c.head_weights = true)
+CASE(cross_padded_average_weights, c.B = 3; c.self = false; c.packed = false; c.Lq = 5; c.Lk = 19;
+     c.kdim = 16; c.vdim = 24; c.lengths = true; c.weights = true)
+CASE(attn_mask_bottom_right, c.self = false; c.Lq = 6; c.Lk = 14; c.kdim = c.vdim = 32; c.mask = true;
+     c.causal = 2; c.head_weights = true)
+
+int main(int argc, char **argv)
+{
+    static const test_case cases[] = {
+        {"self_attention_packed", self_attention_packed},
+        {"self_attention_no_bias", self_attention_no_bias},
+        {"self_attention_separate_weights", self_attention_separate_weights},
+        {"cross_attention_kdim_vdim", cross_attention_kdim_vdim},
+        {"cross_attention_packed", cross_attention_packed},
+        {"gqa_self_attention", gqa_self_attention},
+        {"gqa_cross_attention", gqa_cross_attention},
+        {"padded_batch_need_weights", padded_batch_need_weights},
+        {"cross_padded_average_weights", cross_padded_average_weights},
+        {"attn_mask_bottom_right", attn_mask_bottom_right},
+    };
+    return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
+}
