@@ -277,12 +277,19 @@ clattn_status clattn__launch(clattn_context *ctx, cl_command_queue queue, const 
     return st;
 }
 
+clattn_status clattn_kernel_build(clattn_context *ctx, const char *name)
+{
+    if (!ctx || !name)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    return clattn__program_prepare(ctx, name, "");
+}
+
 clattn_status clattn_context_prepare(clattn_context *ctx)
 {
     if (!ctx)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     for (size_t i = 0; i < clattn__kernel_source_count; i++) {
-        clattn_status st = clattn__program_prepare(ctx, clattn__kernel_sources[i].name, "");
+        clattn_status st = clattn_kernel_build(ctx, clattn__kernel_sources[i].name);
         if (st != CL_SUCCESS)
             return st;
     }

@@ -216,8 +216,11 @@ CLATTN_API clattn_status clattn_context_device_info(const clattn_context *ctx, c
 CLATTN_API size_t clattn_kernel_count(void);
 CLATTN_API const char *clattn_kernel_name(size_t index); /* NULL when index >= count */
 
-/* Builds (or finds in the cache) every kernel file in the form the library's operations use on
- * this device, as a readiness check. Returns the first failure; logs go to the callback. */
+/* Builds (or finds in the context's cache) one kernel file, with its default specialisation, as
+ * a readiness check (clattn-info times it). A failure's build log goes to the log callback. */
+CLATTN_API clattn_status clattn_kernel_build(clattn_context *ctx, const char *name);
+
+/* clattn_kernel_build for every kernel file. Returns the first failure. */
 CLATTN_API clattn_status clattn_context_prepare(clattn_context *ctx);
 
 /* ------------------------------------------------------------------------------------------------

@@ -1,0 +1,576 @@
+/* clattn-bench: times scaled dot-product attention and the multi-head block on one device.
+ * Prints median time, useful GFLOP/s (masked work not counted), the device memory the library
+ * allocated for intermediates, and with --check the max error against the double-precision
+ * reference. With no shape given it runs a suite of real model shapes. See --help. */
+#define _GNU_SOURCE
+#include "clattn.h"
+#include "ref.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct shape {
+    const char *name;
+    const char *op; /* "sdpa" or "mha" */
+    size_t B, H, Hkv, Lq, Lk, D;
+    int causal; /* 0 none, 1 top-left, 2 bottom-right */
+    clattn_path path;
+} shape;
+
+typedef struct result {
+    clattn_status status;
+    double median_ms, gflops, max_err;
+    bool checked;
+    size_t reps, lib_bytes;
+} result;
+
+typedef struct options {
+    int warmup, reps;
+    double max_seconds;
+    bool check;
+} options;
+
+/* The reference is skipped above this many double-precision flops (it runs on one core). */
+#define CHECK_BUDGET_FLOPS 4e10
+
+static cl_context g_context;
+static cl_device_id g_device;
+static cl_command_queue g_queue;
+static clattn_context *g_cc;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void die(const char *what, cl_int st)
+{
+    fprintf(stderr, "clattn-bench: %s: %s (%d)\n", what, clattn_status_name(st), st);
+    exit(1);
+}
+
+static cl_mem upload(const float *host, size_t n)
+{
+    cl_int err;
+    cl_mem b = clCreateBuffer(g_context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              (n ? n : 1) * sizeof(float), (void *)host, &err);
+    if (err != CL_SUCCESS)
+        die("clCreateBuffer", err);
+    return b;
+}
+
+static float *random_floats(size_t n, unsigned seed, float scale)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    unsigned long long s = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        x[i] = scale * ((float)(s >> 40) / 8388608.0f - 1.0f);
+    }
+    return x;
+}
+
+static double *to_double(const float *x, size_t n)
+{
+    double *d = malloc((n ? n : 1) * sizeof *d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = x[i];
+    return d;
+}
+
+/* Query-key pairs that survive the causal mask, per (batch, head). */
+static double visible_pairs(size_t Lq, size_t Lk, int causal)
+{
+    double n = 0;
+    for (size_t i = 0; i < Lq; i++) {
+        long v = (long)Lk;
+        if (causal == 1)
+            v = (long)i + 1;
+        else if (causal == 2)
+            v = (long)i + (long)Lk - (long)Lq + 1;
+        n += (double)(v < 0 ? 0 : v > (long)Lk ? (long)Lk : v);
+    }
+    return n;
+}
+
+static double sdpa_flops(const shape *s)
+{
+    return (double)(s->B * s->H) * visible_pairs(s->Lq, s->Lk, s->causal) * 4.0 * (double)s->D;
+}
+
+static double mha_flops(const shape *s)
+{
+    double E = (double)(s->H * s->D), KV = (double)(s->Hkv * s->D);
+    return sdpa_flops(s) + 2.0 * (double)s->B * ((double)s->Lq * E * E * 2.0 + (double)s->Lk * E * KV * 2.0);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Runs `enqueue` warmup times, then at least 3 and up to opts->reps times within max_seconds. */
+typedef clattn_status (*enqueue_fn)(void *state);
+static void time_runs(enqueue_fn fn, void *state, const options *o, result *r)
+{
+    for (int i = 0; i < o->warmup; i++) {
+        if ((r->status = fn(state)) != CL_SUCCESS)
+            return;
+        clFinish(g_queue);
+    }
+    double *t = malloc((size_t)(o->reps > 3 ? o->reps : 3) * sizeof *t);
+    size_t n = 0;
+    double start = now();
+    while (n < 3 || ((int)n < o->reps && now() - start < o->max_seconds)) {
+        double t0 = now();
+        if ((r->status = fn(state)) != CL_SUCCESS)
+            break;
+        clFinish(g_queue);
+        t[n++] = now() - t0;
+    }
+    if (n > 0) {
+        qsort(t, n, sizeof *t, cmp_double);
+        r->median_ms = 1e3 * (n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]));
+    }
+    r->reps = n;
+    free(t);
+}
+
+static double max_abs_diff(const float *got, const double *ref, size_t n)
+{
+    double e = 0;
+    for (size_t i = 0; i < n; i++)
+        e = fmax(e, isnan(got[i]) ? INFINITY : fabs(got[i] - ref[i]));
+    return e;
+}
+
+/* --- sdpa ------------------------------------------------------------------------------------ */
+
+typedef struct sdpa_state {
+    clattn_tensor q, k, v, o;
+    clattn_sdpa_params p;
+} sdpa_state;
+
+static clattn_status sdpa_enqueue(void *s)
+{
+    sdpa_state *st = s;
+    return clattn_sdpa(g_cc, g_queue, &st->q, &st->k, &st->v, &st->o, &st->p, 0, NULL, NULL);
+}
+
+static result run_sdpa(const shape *s, const options *o)
+{
+    result r = {0};
+    const size_t nq = s->B * s->H * s->Lq * s->D, nk = s->B * s->Hkv * s->Lk * s->D;
+    float *hq = random_floats(nq, 1, 1.0f), *hk = random_floats(nk, 2, 1.0f),
+          *hv = random_floats(nk, 3, 1.0f);
+    cl_mem bq = upload(hq, nq), bk = upload(hk, nk), bv = upload(hv, nk), bo = upload(hq, nq);
+    sdpa_state st;
+    st.q = clattn_tensor_bhtd(bq, 0, s->B, s->H, s->Lq, s->D);
+    st.k = clattn_tensor_bhtd(bk, 0, s->B, s->Hkv, s->Lk, s->D);
+    st.v = clattn_tensor_bhtd(bv, 0, s->B, s->Hkv, s->Lk, s->D);
+    st.o = clattn_tensor_bhtd(bo, 0, s->B, s->H, s->Lq, s->D);
+    st.p = clattn_sdpa_params_default();
+    st.p.mask.causal = (clattn_causal)s->causal;
+    st.p.path = s->path;
+    r.status = clattn_sdpa_workspace_size(g_cc, &st.q, &st.k, &st.v, &st.o, &st.p, &r.lib_bytes);
+    if (r.status == CL_SUCCESS)
+        time_runs(sdpa_enqueue, &st, o, &r);
+    if (r.status == CL_SUCCESS)
+        r.gflops = sdpa_flops(s) / (r.median_ms * 1e-3) * 1e-9;
+    if (r.status == CL_SUCCESS && o->check) {
+        /* Batch item 0, query head 0 (kv head 0): enough to catch a wrong kernel. */
+        const size_t n0 = s->Lq * s->D;
+        float *got = malloc(n0 * sizeof *got);
+        clEnqueueReadBuffer(g_queue, bo, CL_TRUE, 0, n0 * sizeof *got, got, 0, NULL, NULL);
+        double *q = to_double(hq, n0), *k = to_double(hk, s->Lk * s->D),
+               *v = to_double(hv, s->Lk * s->D), *ref = malloc(n0 * sizeof *ref);
+        ref_sdpa(1, 1, 1, s->Lq, s->Lk, s->D, s->D, 1.0 / sqrt((double)s->D), s->causal, NULL,
+                 NULL, q, k, v, ref, NULL, NULL);
+        r.max_err = max_abs_diff(got, ref, n0);
+        r.checked = true;
+        free(got), free(q), free(k), free(v), free(ref);
+    }
+    clReleaseMemObject(bq), clReleaseMemObject(bk), clReleaseMemObject(bv), clReleaseMemObject(bo);
+    free(hq), free(hk), free(hv);
+    return r;
+}
+
+/* --- mha ------------------------------------------------------------------------------------- */
+
+typedef struct mha_state {
+    clattn_mha *mha;
+    clattn_tensor x, kv, out;
+    bool self;
+    clattn_mha_forward_params fp;
+} mha_state;
+
+static clattn_status mha_enqueue(void *s)
+{
+    mha_state *st = s;
+    const clattn_tensor *kv = st->self ? &st->x : &st->kv;
+    return clattn_mha_forward(st->mha, g_queue, &st->x, kv, kv, &st->out, &st->fp, 0, NULL, NULL);
+}
+
+static result run_mha(const shape *s, const options *o)
+{
+    result r = {0};
+    const size_t E = s->H * s->D, KV = s->Hkv * s->D, W3 = E + 2 * KV;
+    const bool self = s->Lq == s->Lk;
+    const size_t nx = s->B * s->Lq * E, nkv = s->B * s->Lk * E;
+    const float ws = 1.0f / sqrtf((float)E);
+    float *hx = random_floats(nx, 4, 1.0f), *hkv = random_floats(nkv, 5, 1.0f);
+    float *hw = random_floats(W3 * E, 6, ws), *hb = random_floats(W3, 7, 0.1f),
+          *hwo = random_floats(E * E, 8, ws), *hbo = random_floats(E, 9, 0.1f);
+    cl_mem bx = upload(hx, nx), bkv = upload(hkv, nkv), bout = upload(hx, nx);
+    cl_mem bw = upload(hw, W3 * E), bb = upload(hb, W3), bwo = upload(hwo, E * E), bbo = upload(hbo, E);
+    clattn_tensor w = clattn_tensor_bhtd(bw, 0, 1, 1, W3, E), b = clattn_tensor_bhtd(bb, 0, 1, 1, 1, W3),
+                  wo = clattn_tensor_bhtd(bwo, 0, 1, 1, E, E), bo = clattn_tensor_bhtd(bbo, 0, 1, 1, 1, E);
+    clattn_mha_params mp = clattn_mha_params_default();
+    mp.embed_dim = E;
+    mp.num_heads = s->H;
+    mp.num_kv_heads = s->Hkv;
+    mp.in_proj_weight = &w;
+    mp.in_proj_bias = &b;
+    mp.out_proj_weight = &wo;
+    mp.out_proj_bias = &bo;
+    mha_state st = {0};
+    st.self = self;
+    st.x = clattn_tensor_bhtd(bx, 0, s->B, 1, s->Lq, E);
+    st.kv = clattn_tensor_bhtd(bkv, 0, s->B, 1, s->Lk, E);
+    st.out = clattn_tensor_bhtd(bout, 0, s->B, 1, s->Lq, E);
+    st.fp = clattn_mha_forward_params_default();
+    st.fp.mask.causal = (clattn_causal)s->causal;
+    st.fp.path = s->path;
+    r.status = clattn_mha_create(g_cc, &mp, &st.mha);
+    const clattn_tensor *kv = self ? &st.x : &st.kv;
+    if (r.status == CL_SUCCESS)
+        r.status = clattn_mha_workspace_size(st.mha, &st.x, kv, kv, &st.fp, &r.lib_bytes);
+    if (r.status == CL_SUCCESS)
+        time_runs(mha_enqueue, &st, o, &r);
+    if (r.status == CL_SUCCESS)
+        r.gflops = mha_flops(s) / (r.median_ms * 1e-3) * 1e-9;
+    if (r.status == CL_SUCCESS && o->check && mha_flops(s) / (double)s->B < CHECK_BUDGET_FLOPS) {
+        /* Batch item 0 through the whole layer. */
+        const size_t n0 = s->Lq * E;
+        float *got = malloc(n0 * sizeof *got);
+        clEnqueueReadBuffer(g_queue, bout, CL_TRUE, 0, n0 * sizeof *got, got, 0, NULL, NULL);
+        double *x = to_double(hx, n0), *kvd = self ? x : to_double(hkv, s->Lk * E);
+        double *W = to_double(hw, W3 * E), *Bi = to_double(hb, W3), *Wo = to_double(hwo, E * E),
+               *Bo = to_double(hbo, E), *ref = malloc(n0 * sizeof *ref);
+        ref_mha_layer L = {E, s->H, s->Hkv, E, E, W, W + E * E, W + (E + KV) * E,
+                           Bi, Bi + E, Bi + E + KV, Wo, Bo};
+        ref_mha(&L, 1, s->Lq, s->Lk, s->causal, NULL, NULL, x, kvd, kvd, ref, NULL, NULL);
+        r.max_err = max_abs_diff(got, ref, n0);
+        r.checked = true;
+        if (!self)
+            free(kvd);
+        free(got), free(x), free(W), free(Bi), free(Wo), free(Bo), free(ref);
+    }
+    clattn_mha_destroy(&st.mha);
+    cl_mem all[] = {bx, bkv, bout, bw, bb, bwo, bbo};
+    for (size_t i = 0; i < 7; i++)
+        clReleaseMemObject(all[i]);
+    free(hx), free(hkv), free(hw), free(hb), free(hwo), free(hbo);
+    return r;
+}
+
+/* --- output ---------------------------------------------------------------------------------- */
+
+static const char *causal_name(int c)
+{
+    return c == 1 ? "top-left" : c == 2 ? "bottom-right" : "none";
+}
+
+static const char *path_name(clattn_path p)
+{
+    return p == CLATTN_PATH_UNFUSED ? "unfused" : p == CLATTN_PATH_FUSED ? "fused" : "auto";
+}
+
+static void print_header(void)
+{
+    printf("%-12s %-4s %3s %7s %6s %6s %4s %-12s %-7s %10s %9s %9s %9s\n", "shape", "op", "B",
+           "H/Hkv", "Lq", "Lk", "D", "causal", "path", "median ms", "GFLOP/s", "lib MiB",
+           "max err");
+}
+
+static void print_row(const shape *s, const result *r)
+{
+    char heads[16], err[16];
+    snprintf(heads, sizeof heads, "%zu/%zu", s->H, s->Hkv);
+    if (r->checked)
+        snprintf(err, sizeof err, "%.2e", r->max_err);
+    else
+        snprintf(err, sizeof err, "-");
+    if (r->status != CL_SUCCESS) {
+        printf("%-12s %-4s %3zu %7s %6zu %6zu %4zu %-12s %-7s  error: %s\n", s->name, s->op, s->B,
+               heads, s->Lq, s->Lk, s->D, causal_name(s->causal), path_name(s->path),
+               clattn_status_name(r->status));
+        return;
+    }
+    printf("%-12s %-4s %3zu %7s %6zu %6zu %4zu %-12s %-7s %10.3f %9.2f %9.2f %9s\n", s->name,
+           s->op, s->B, heads, s->Lq, s->Lk, s->D, causal_name(s->causal), path_name(s->path),
+           r->median_ms, r->gflops, (double)r->lib_bytes / 1048576.0, err);
+}
+
+static void json_row(FILE *f, const shape *s, const result *r, const char *device, bool first)
+{
+    fprintf(f, "%s  {\"shape\": \"%s\", \"op\": \"%s\", \"device\": \"%s\", \"batch\": %zu, "
+               "\"heads\": %zu, \"kv_heads\": %zu, \"lq\": %zu, \"lk\": %zu, \"head_dim\": %zu, "
+               "\"causal\": \"%s\", \"path\": \"%s\", \"status\": \"%s\", \"reps\": %zu, ",
+            first ? "" : ",\n", s->name, s->op, device, s->B, s->H, s->Hkv, s->Lq, s->Lk, s->D,
+            causal_name(s->causal), path_name(s->path), clattn_status_name(r->status), r->reps);
+    if (r->status == CL_SUCCESS)
+        fprintf(f, "\"median_ms\": %.6f, \"gflops\": %.4f, \"lib_bytes\": %zu, ", r->median_ms,
+                r->gflops, r->lib_bytes);
+    else
+        fprintf(f, "\"median_ms\": null, \"gflops\": null, \"lib_bytes\": null, ");
+    if (r->checked)
+        fprintf(f, "\"max_err\": %.6g}", r->max_err);
+    else
+        fprintf(f, "\"max_err\": null}");
+}
+
+/* --- the demo -------------------------------------------------------------------------------- */
+
+static void print_grid(const char *title, const char *const *tok, const float *g, size_t n)
+{
+    printf("\n%s\n%8s", title, "");
+    for (size_t j = 0; j < n; j++)
+        printf("%8.7s", tok[j]);
+    printf("\n");
+    for (size_t i = 0; i < n; i++) {
+        printf("%8.7s", tok[i]);
+        for (size_t j = 0; j < n; j++) {
+            if (isinf(g[i * n + j]))
+                printf("%8s", g[i * n + j] < 0 ? "-inf" : "inf");
+            else
+                printf("%8.3f", g[i * n + j]);
+        }
+        printf("\n");
+    }
+}
+
+static int demo(void)
+{
+    enum { T = 8, E = 16 };
+    static const char *const tok[T] = {"the", "cat", "sat", "on", "the", "mat", "because", "it"};
+    /* Each word's embedding is made from its letters, so both "the" get the same vector. */
+    float x[T * E];
+    for (size_t t = 0; t < T; t++) {
+        unsigned h = 2166136261u;
+        for (const char *c = tok[t]; *c; c++)
+            h = (h ^ (unsigned char)*c) * 16777619u;
+        for (size_t e = 0; e < E; e++) {
+            h = h * 1103515245u + 12345u;
+            x[t * E + e] = (float)((h >> 8) & 0xffff) / 32768.0f - 1.0f;
+        }
+    }
+    float *wq = random_floats(E * E, 11, 1.0f), *wk = random_floats(E * E, 12, 1.0f);
+    cl_mem bx = upload(x, T * E), bq = upload(wq, E * E), bk = upload(wk, E * E);
+    float zero[T * T] = {0};
+    cl_mem Q = upload(zero, T * E), K = upload(zero, T * E), S = upload(zero, T * T);
+    clattn_tensor tx = clattn_tensor_bhtd(bx, 0, 1, 1, T, E), twq = clattn_tensor_bhtd(bq, 0, 1, 1, E, E),
+                  twk = clattn_tensor_bhtd(bk, 0, 1, 1, E, E), tq = clattn_tensor_bhtd(Q, 0, 1, 1, T, E),
+                  tk = clattn_tensor_bhtd(K, 0, 1, 1, T, E), ts = clattn_tensor_bhtd(S, 0, 1, 1, T, T);
+    printf("One attention head over an 8-token sentence (E = D = %d; tokens are rows: Q = X·W_Qᵀ).\n", E);
+    clattn_status st = clattn_linear(g_cc, g_queue, &tx, &twq, NULL, &tq, 0, NULL, NULL);
+    if (st == CL_SUCCESS)
+        st = clattn_linear(g_cc, g_queue, &tx, &twk, NULL, &tk, 0, NULL, NULL);
+    if (st == CL_SUCCESS)
+        st = clattn_scores(g_cc, g_queue, &tq, &tk, &ts, CLATTN_SCALE_DEFAULT, 0, NULL, NULL);
+    float g[T * T];
+    if (st == CL_SUCCESS)
+        st = clEnqueueReadBuffer(g_queue, S, CL_TRUE, 0, sizeof g, g, 0, NULL, NULL);
+    if (st == CL_SUCCESS)
+        print_grid("Scores S = Q·Kᵀ/√D (row: the query's token; column: the key's token):", tok, g, T);
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.causal = CLATTN_CAUSAL_TOP_LEFT;
+    if (st == CL_SUCCESS)
+        st = clattn_mask(g_cc, g_queue, &ts, &mp, 0, NULL, NULL);
+    if (st == CL_SUCCESS)
+        st = clEnqueueReadBuffer(g_queue, S, CL_TRUE, 0, sizeof g, g, 0, NULL, NULL);
+    if (st == CL_SUCCESS)
+        print_grid("After the causal mask (a token may not look at later tokens):", tok, g, T);
+    if (st == CL_SUCCESS)
+        st = clattn_softmax(g_cc, g_queue, &ts, &ts, NULL, 0, NULL, NULL);
+    if (st == CL_SUCCESS)
+        st = clEnqueueReadBuffer(g_queue, S, CL_TRUE, 0, sizeof g, g, 0, NULL, NULL);
+    if (st == CL_SUCCESS)
+        print_grid("Softmax of each row: how much each token attends to each earlier one (rows sum to 1):",
+                   tok, g, T);
+    if (st == CL_SUCCESS)
+        printf("\nThe output of each token is these weights times the value vectors (O = P·V).\n");
+    cl_mem all[] = {bx, bq, bk, Q, K, S};
+    for (size_t i = 0; i < 6; i++)
+        clReleaseMemObject(all[i]);
+    free(wq), free(wk);
+    if (st != CL_SUCCESS)
+        die("demo", st);
+    return 0;
+}
+
+/* --- main ------------------------------------------------------------------------------------ */
+
+static void usage(void)
+{
+    printf(
+        "usage: clattn-bench [options]\n"
+        "  With no shape options: the default suite (GPT-2 small, BERT-base, a GQA decoder layer).\n"
+        "  --op sdpa|mha|both     what to time (default both)\n"
+        "  -b, --batch N          batch size (default 1)\n"
+        "  -H, --heads N          query heads (default 8)\n"
+        "      --kv-heads N       key/value heads (default = heads)\n"
+        "  -T, --seq N            Lq = Lk = N\n"
+        "      --lq N, --lk N     query / key lengths (default 512)\n"
+        "  -d, --head-dim N       head dim (default 64)\n"
+        "      --causal[=top-left|bottom-right]\n"
+        "      --path auto|unfused|fused\n"
+        "      --warmup N         untimed runs first (default 2)\n"
+        "      --reps N           timed runs, at least 3 (default 10; fewer past --max-seconds)\n"
+        "      --max-seconds S    time budget per row (default 10)\n"
+        "      --check            compare with the double-precision reference (batch item 0)\n"
+        "      --json FILE        also write the rows as JSON\n"
+        "      --device SPEC      as CLATTN_DEVICE: P:D indices or a piece of the device name\n"
+        "      --demo             show scores, mask and softmax for an 8-token sentence\n");
+}
+
+int main(int argc, char **argv)
+{
+    options o = {2, 10, 10.0, false};
+    const char *json = NULL, *op = "both";
+    shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO};
+    bool have_shape = false, do_demo = false;
+    enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
+           O_DEVICE, O_DEMO, O_OP };
+    static const struct option longopts[] = {
+        {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
+        {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
+        {"seq", required_argument, 0, 'T'},         {"lq", required_argument, 0, O_LQ},
+        {"lk", required_argument, 0, O_LK},         {"head-dim", required_argument, 0, 'd'},
+        {"causal", optional_argument, 0, O_CAUSAL}, {"path", required_argument, 0, O_PATH},
+        {"warmup", required_argument, 0, O_WARMUP}, {"reps", required_argument, 0, O_REPS},
+        {"max-seconds", required_argument, 0, O_MAXS}, {"check", no_argument, 0, O_CHECK},
+        {"json", required_argument, 0, O_JSON},     {"device", required_argument, 0, O_DEVICE},
+        {"demo", no_argument, 0, O_DEMO},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'b': custom.B = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case 'H': custom.H = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case O_KV: custom.Hkv = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case 'T': custom.Lq = custom.Lk = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case O_LQ: custom.Lq = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case O_LK: custom.Lk = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case 'd': custom.D = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case O_CAUSAL:
+            custom.causal = optarg && strcmp(optarg, "bottom-right") == 0 ? 2 : 1;
+            have_shape = true;
+            break;
+        case O_PATH:
+            custom.path = strcmp(optarg, "unfused") == 0 ? CLATTN_PATH_UNFUSED
+                          : strcmp(optarg, "fused") == 0 ? CLATTN_PATH_FUSED
+                                                         : CLATTN_PATH_AUTO;
+            break;
+        case O_WARMUP: o.warmup = atoi(optarg); break;
+        case O_REPS: o.reps = atoi(optarg); break;
+        case O_MAXS: o.max_seconds = atof(optarg); break;
+        case O_CHECK: o.check = true; break;
+        case O_JSON: json = optarg; break;
+        case O_DEVICE: setenv("CLATTN_DEVICE", optarg, 1); break;
+        case O_DEMO: do_demo = true; break;
+        case O_OP: op = optarg; break;
+        case 'h': usage(); return 0;
+        default: usage(); return 2;
+        }
+    }
+    if (strcmp(op, "sdpa") != 0 && strcmp(op, "mha") != 0 && strcmp(op, "both") != 0) {
+        usage();
+        return 2;
+    }
+    if (custom.Hkv == 0)
+        custom.Hkv = custom.H;
+
+    clattn_status st = clattn_context_create(NULL, &g_cc);
+    if (st != CL_SUCCESS)
+        die("clattn_context_create", st);
+    g_context = clattn_context_cl_context(g_cc);
+    g_device = clattn_context_cl_device(g_cc);
+    cl_int err;
+    g_queue = clCreateCommandQueue(g_context, g_device, 0, &err);
+    if (err != CL_SUCCESS)
+        die("clCreateCommandQueue", err);
+    clattn_device_info info;
+    clattn_context_device_info(g_cc, &info);
+    if (do_demo) {
+        int rc = demo();
+        clReleaseCommandQueue(g_queue);
+        clattn_context_destroy(&g_cc);
+        return rc;
+    }
+
+    shape rows[16];
+    size_t n = 0;
+    if (have_shape) {
+        rows[n] = custom;
+        rows[n++].op = "sdpa";
+        rows[n] = custom;
+        rows[n++].op = "mha";
+    } else {
+        static const shape suite[] = {
+            {"gpt2-small", "sdpa", 1, 12, 12, 1024, 1024, 64, 1, CLATTN_PATH_AUTO},
+            {"gpt2-small", "mha", 1, 12, 12, 1024, 1024, 64, 1, CLATTN_PATH_AUTO},
+            {"bert-base", "sdpa", 8, 12, 12, 128, 128, 64, 0, CLATTN_PATH_AUTO},
+            {"bert-base", "mha", 8, 12, 12, 128, 128, 64, 0, CLATTN_PATH_AUTO},
+            {"gqa-decoder", "sdpa", 1, 32, 8, 2048, 2048, 128, 1, CLATTN_PATH_AUTO},
+            {"gqa-decoder", "mha", 1, 32, 8, 2048, 2048, 128, 1, CLATTN_PATH_AUTO},
+        };
+        for (size_t i = 0; i < sizeof suite / sizeof suite[0]; i++)
+            rows[n++] = suite[i];
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(op, "both") == 0 || strcmp(op, rows[i].op) == 0)
+            rows[kept++] = rows[i];
+    n = kept;
+
+    FILE *jf = NULL;
+    if (json && !(jf = fopen(json, "w"))) {
+        fprintf(stderr, "clattn-bench: cannot write %s\n", json);
+        return 1;
+    }
+    if (jf)
+        fprintf(jf, "[\n");
+    printf("clattn %s on %s (%s), %d warm-up run(s), median of up to %d runs\n", clattn_version(),
+           info.name, info.platform_name, o.warmup, o.reps);
+    print_header();
+    int failures = 0;
+    for (size_t i = 0; i < n; i++) {
+        fprintf(stderr, "\r[%zu/%zu] %s %s ...", i + 1, n, rows[i].name, rows[i].op);
+        fflush(stderr);
+        result r = strcmp(rows[i].op, "sdpa") == 0 ? run_sdpa(&rows[i], &o) : run_mha(&rows[i], &o);
+        fprintf(stderr, "\r%*s\r", 60, "");
+        print_row(&rows[i], &r);
+        fflush(stdout);
+        failures += r.status != CL_SUCCESS;
+        if (jf)
+            json_row(jf, &rows[i], &r, info.name, i == 0);
+    }
+    if (jf) {
+        fprintf(jf, "\n]\n");
+        fclose(jf);
+    }
+    printf("GFLOP/s counts useful work only: 4·D flops per visible query-key pair, plus the\n"
+           "projections for mha. lib MiB: device memory clattn allocated for intermediates.\n");
+    clReleaseCommandQueue(g_queue);
+    clattn_context_destroy(&g_cc);
+    return failures ? 1 : 0;
+}
