@@ -5,14 +5,8 @@
 # Usage: ci/test.sh [meson test args, e.g. --suite sdpa]      env: BUILD_DIR (default: build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash ci/install-deps.sh || exit 1
+bash ci/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 build=${BUILD_DIR:-build}
-if [ -d "$build/meson-private" ]; then
-  meson setup --reconfigure -Dwerror=true "$build" >/dev/null || exit 1
-else
-  meson setup -Dwerror=true "$build" >/dev/null || exit 1
-fi
-ninja -C "$build" || exit 1
 rm -f "$build/meson-logs/testlog.json"
 meson test -C "$build" --print-errorlogs "$@"
 rc=$?

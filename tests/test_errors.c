@@ -290,6 +290,73 @@ static bool step_errors(void)
     return ok;
 }
 
+static bool mha_errors(void)
+{
+    bool ok = true;
+    /* Weights for E = 16, H = 4: in_proj [48, 16] and out_proj [16, 16] inside the K/V/S buffers. */
+    clattn_tensor in = clattn_tensor_bhtd(S.t.buffer, 0, 1, 1, 48, 16);
+    clattn_tensor wo = clattn_tensor_bhtd(K.t.buffer, 0, 1, 1, 16, 16);
+    clattn_mha_params mp = clattn_mha_params_default();
+    mp.embed_dim = 16;
+    mp.num_heads = 4;
+    mp.bias = 0;
+    mp.in_proj_weight = &in;
+    mp.out_proj_weight = &wo;
+    clattn_mha *m = (clattn_mha *)&mp;
+    EXPECT_STATUS(clattn_mha_create(NULL, &mp, &m), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(m == NULL);
+    clattn_mha_params bad = mp;
+    bad.num_heads = 3; /* does not divide 16 */
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_SHAPE);
+    bad = mp;
+    bad.num_kv_heads = 3;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_HEAD_MISMATCH);
+    bad = mp;
+    bad.out_proj_weight = NULL;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_ARGUMENT);
+    bad = mp;
+    clattn_tensor in_short = in;
+    in_short.dims[2] = 40;
+    bad.in_proj_weight = &in_short;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_SHAPE);
+    bad = mp;
+    bad.bias = 1; /* but no biases given */
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_ARGUMENT);
+    bad = mp;
+    bad.kdim = 8; /* packed weights need kdim = E, as in PyTorch */
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_SHAPE);
+    EXPECT(m == NULL);
+
+    EXPECT_STATUS(clattn_mha_create(E.cc, &mp, &m), CLATTN_SUCCESS);
+    /* Forward with a query of the wrong width, an output past its buffer, weights of the wrong
+     * shape: each fails before anything runs. */
+    clattn_tensor x = clattn_tensor_bhtd(Q.t.buffer, 0, 2, 1, 9, 16);
+    clattn_tensor out = clattn_tensor_bhtd(O.t.buffer, 1, 2, 1, 9, 16);
+    clattn_tensor x_wide = clattn_tensor_bhtd(Q.t.buffer, 0, 2, 1, 9, 12);
+    cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_mha_forward(m, E.queue, &x_wide, &x_wide, &x_wide, &out, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_SHAPE);
+    clattn_tensor out_past = out;
+    out_past.offset = O.elems - 9 * 16;
+    EXPECT_STATUS(clattn_mha_forward(m, E.queue, &x, &x, &x, &out_past, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+    clattn_mha_forward_params fp = clattn_mha_forward_params_default();
+    clattn_tensor w = clattn_tensor_bhtd(S.t.buffer, 0, 2, 1, 9, 10);
+    fp.weights = &w;
+    EXPECT_STATUS(clattn_mha_forward(m, E.queue, &x, &x, &x, &out, &fp, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_SHAPE);
+    EXPECT_STATUS(clattn_mha_forward(m, E.queue, &x, &x, &x, NULL, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_mha_forward(NULL, E.queue, &x, &x, &x, &out, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(untouched());
+    clattn_mha_destroy(&m);
+    EXPECT(m == NULL);
+    clattn_mha_destroy(NULL);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -301,6 +368,7 @@ int main(int argc, char **argv)
         {"sdpa_too_large_for_device", sdpa_too_large_for_device},
         {"foreign_objects", foreign_objects},
         {"step_errors", step_errors},
+        {"mha_errors", mha_errors},
     };
     env_open(&E, false);
     setup();
