@@ -25,8 +25,8 @@ static void mask_options(const clattn_mask_params *m, char *buf, size_t cap)
              m->additive != NULL, m->key_lengths != NULL);
 }
 
-clattn_status clattn__mask_check(clattn_context *ctx, const size_t sdims[4],
-                                 const clattn_mask_params *m)
+clattn_status clattn__mask_validate(clattn_context *ctx, const size_t sdims[4],
+                                    const clattn_mask_params *m)
 {
     if (!m)
         return CLATTN_ERROR_INVALID_ARGUMENT;
@@ -52,8 +52,15 @@ clattn_status clattn__mask_check(clattn_context *ctx, const size_t sdims[4],
         if ((st = clattn__buffer_check(ctx, m->key_lengths, bytes)) != CL_SUCCESS)
             return st;
     }
-    if (!mask_any(m) || sdims[0] * sdims[1] * sdims[2] * sdims[3] == 0)
-        return CL_SUCCESS;
+    return CL_SUCCESS;
+}
+
+clattn_status clattn__mask_check(clattn_context *ctx, const size_t sdims[4],
+                                 const clattn_mask_params *m)
+{
+    clattn_status st = clattn__mask_validate(ctx, sdims, m);
+    if (st != CL_SUCCESS || !mask_any(m) || sdims[0] * sdims[1] * sdims[2] * sdims[3] == 0)
+        return st;
     char opts[128];
     mask_options(m, opts, sizeof opts);
     return clattn__program_prepare(ctx, "mask", opts);

@@ -16,12 +16,10 @@ clattn_sdpa_params clattn_sdpa_params_default(void)
     return p;
 }
 
-/* Checks what the steps cannot see on their own: the params, how Q, K, V and O agree, and where
- * the scores will live. On success *ws_bytes is the workspace the call needs (0: none). */
-static clattn_status sdpa_check(clattn_context *ctx, const clattn_tensor *Q,
+/* Checks the params and how Q, K, V, O (and probs, lse, mask) agree. */
+static clattn_status check_args(clattn_context *ctx, const clattn_tensor *Q,
                                 const clattn_tensor *K, const clattn_tensor *V,
-                                const clattn_tensor *O, const clattn_sdpa_params *p,
-                                size_t *ws_bytes)
+                                const clattn_tensor *O, const clattn_sdpa_params *p)
 {
     for (size_t i = 0; i < sizeof p->reserved / sizeof p->reserved[0]; i++)
         if (p->reserved[i])
@@ -29,9 +27,6 @@ static clattn_status sdpa_check(clattn_context *ctx, const clattn_tensor *Q,
     if (p->path != CLATTN_PATH_AUTO && p->path != CLATTN_PATH_UNFUSED &&
         p->path != CLATTN_PATH_FUSED)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (p->path == CLATTN_PATH_FUSED)
-        return CLATTN_ERROR_UNSUPPORTED_PATH; /* no fused kernel in this version */
-
     clattn_status st;
     if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, K, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
@@ -41,19 +36,35 @@ static clattn_status sdpa_check(clattn_context *ctx, const clattn_tensor *Q,
         (p->lse && (st = clattn__view_check(ctx, p->lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
         return st;
     const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2], Lk = K->dims[2];
-    if (K->dims[0] != B || K->dims[3] != Q->dims[3] || V->dims[0] != B ||
-        V->dims[1] != K->dims[1] || V->dims[2] != Lk || O->dims[0] != B || O->dims[1] != Hq ||
-        O->dims[2] != Lq || O->dims[3] != V->dims[3])
+    const size_t Hkv = K->dims[1];
+    if (K->dims[0] != B || K->dims[3] != Q->dims[3] || V->dims[0] != B || V->dims[1] != Hkv ||
+        V->dims[2] != Lk || O->dims[0] != B || O->dims[1] != Hq || O->dims[2] != Lq ||
+        O->dims[3] != V->dims[3])
         return CLATTN_ERROR_INVALID_SHAPE;
     if (p->probs && (p->probs->dims[0] != B || p->probs->dims[1] != Hq ||
                      p->probs->dims[2] != Lq || p->probs->dims[3] != Lk))
         return CLATTN_ERROR_INVALID_SHAPE;
+    if (p->lse && (p->lse->dims[0] != B || p->lse->dims[1] != Hq || p->lse->dims[2] != Lq ||
+                   p->lse->dims[3] != 1))
+        return CLATTN_ERROR_INVALID_SHAPE;
+    if (Hkv == 0 ? Hq != 0 : Hq % Hkv != 0)
+        return CLATTN_ERROR_HEAD_MISMATCH;
+    if (Q->dims[3] == 0 && B * Hq * Lq * Lk > 0)
+        return CLATTN_ERROR_INVALID_SHAPE;
+    const size_t sdims[4] = {B, Hq, Lq, Lk};
+    return clattn__mask_validate(ctx, sdims, &p->mask);
+}
 
+/* Bytes of score matrix the unfused path needs, and whether it can have them. */
+static clattn_status unfused_workspace(const clattn_context *ctx, const clattn_tensor *Q,
+                                       const clattn_tensor *K, const clattn_sdpa_params *p,
+                                       size_t *ws_bytes)
+{
     *ws_bytes = 0;
     if (p->probs)
         return CL_SUCCESS;
     size_t n = sizeof(float);
-    const size_t sdims[4] = {B, Hq, Lq, Lk};
+    const size_t sdims[4] = {Q->dims[0], Q->dims[1], Q->dims[2], K->dims[2]};
     for (int d = 0; d < 4; d++)
         if (!clattn__mul(n, sdims[d], &n))
             return CLATTN_ERROR_SIZE_OVERFLOW;
@@ -64,12 +75,27 @@ static clattn_status sdpa_check(clattn_context *ctx, const clattn_tensor *Q,
             return CLATTN_ERROR_INVALID_ARGUMENT;
         if (!clattn__add(p->workspace_offset, n, &end))
             return CLATTN_ERROR_SIZE_OVERFLOW;
-        st = clattn__buffer_check(ctx, p->workspace, end);
+        clattn_status st = clattn__buffer_check(ctx, p->workspace, end);
         if (st != CL_SUCCESS)
             return st == CLATTN_ERROR_VIEW_OUT_OF_BOUNDS ? CLATTN_ERROR_WORKSPACE_TOO_SMALL : st;
     } else if (n > ctx->info.max_mem_alloc_size) {
         return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
     }
+    return CL_SUCCESS;
+}
+
+/* Picks the path: FUSED must be able to run, AUTO takes it when it can. */
+static clattn_status choose_path(clattn_context *ctx, const clattn_tensor *Q,
+                                 const clattn_tensor *K, const clattn_tensor *V,
+                                 const clattn_tensor *O, const clattn_sdpa_params *p, bool *fused)
+{
+    *fused = false;
+    if (p->path == CLATTN_PATH_UNFUSED)
+        return CL_SUCCESS;
+    clattn_status st = clattn__flash_check(ctx, Q, K, V, O, p);
+    if (p->path == CLATTN_PATH_FUSED)
+        return (*fused = st == CL_SUCCESS), st;
+    *fused = st == CL_SUCCESS; /* AUTO: otherwise the unfused path */
     return CL_SUCCESS;
 }
 
@@ -82,10 +108,16 @@ clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tenso
         return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
     p.workspace = NULL; /* the question is how much, not whether the given one fits */
+    bool fused = false;
     size_t n = 0;
-    clattn_status st = sdpa_check(ctx, Q, K, V, O, &p, &n);
-    if (st == CLATTN_ERROR_ALLOCATION_TOO_LARGE)
-        st = CL_SUCCESS; /* a caller's own buffer may still be that large */
+    clattn_status st = check_args(ctx, Q, K, V, O, &p);
+    if (st == CL_SUCCESS)
+        st = choose_path(ctx, Q, K, V, O, &p, &fused);
+    if (st == CL_SUCCESS && !fused) {
+        st = unfused_workspace(ctx, Q, K, &p, &n);
+        if (st == CLATTN_ERROR_ALLOCATION_TOO_LARGE)
+            st = CL_SUCCESS; /* a caller's own buffer may still be that large */
+    }
     if (st == CL_SUCCESS)
         *bytes = n;
     return st;
@@ -99,8 +131,7 @@ clattn_status clattn__sdpa_prepare(clattn_context *ctx, const clattn_tensor *Q,
     memset(call, 0, sizeof *call);
     call->p = params ? *params : clattn_sdpa_params_default();
     const clattn_sdpa_params *p = &call->p;
-    size_t ws_bytes = 0;
-    clattn_status st = sdpa_check(ctx, Q, K, V, O, p, &ws_bytes);
+    clattn_status st = check_args(ctx, Q, K, V, O, p);
     if (st != CL_SUCCESS)
         return st;
     call->Q = *Q;
@@ -111,7 +142,12 @@ clattn_status clattn__sdpa_prepare(clattn_context *ctx, const clattn_tensor *Q,
     call->no_op = B * Hq * Lq == 0 || (clattn__view_empty(O) && !p->probs && !p->lse);
     if (call->no_op)
         return CL_SUCCESS;
+    if ((st = choose_path(ctx, Q, K, V, O, p, &call->fused)) != CL_SUCCESS || call->fused)
+        return st;
 
+    size_t ws_bytes = 0;
+    if ((st = unfused_workspace(ctx, Q, K, p, &ws_bytes)) != CL_SUCCESS)
+        return st;
     /* Where the scores live: the caller's probabilities view, its workspace, or our own buffer
      * (released after enqueuing; OpenCL keeps it alive until the steps that use it are done). */
     clattn_tensor S = {NULL, 0, CLATTN_F32, {B, Hq, Lq, Lk}, {Hq * Lq * Lk, Lq * Lk, Lk, 1}};
@@ -153,6 +189,9 @@ clattn_status clattn__sdpa_enqueue(clattn_context *ctx, cl_command_queue queue,
     if (call->no_op)
         return clattn__no_op(queue, num_wait, wait_list, event_out);
     const clattn_sdpa_params *p = &call->p;
+    if (call->fused)
+        return clattn__flash_enqueue(ctx, queue, &call->Q, &call->K, &call->V, &call->O, p,
+                                     num_wait, wait_list, event_out);
     const clattn_tensor *S = &call->S;
     clattn_status st = CL_SUCCESS;
     clattn_chain chain = clattn__chain_start(num_wait, wait_list);

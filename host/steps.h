@@ -24,7 +24,10 @@ clattn_status clattn__scores_enqueue(clattn_context *ctx, cl_command_queue q,
                                      const clattn_tensor *S, float scale, cl_uint nw,
                                      const cl_event *wl, cl_event *ev);
 
-/* Checks mask params against scores of dims `sdims` = [B, H, Lq, Lk]. */
+/* Checks mask params against scores of dims `sdims` = [B, H, Lq, Lk]; _check also builds the
+ * mask kernel the unfused path needs. */
+clattn_status clattn__mask_validate(clattn_context *ctx, const size_t sdims[4],
+                                    const clattn_mask_params *m);
 clattn_status clattn__mask_check(clattn_context *ctx, const size_t sdims[4],
                                  const clattn_mask_params *m);
 clattn_status clattn__mask_enqueue(clattn_context *ctx, cl_command_queue q, const clattn_tensor *S,
@@ -95,12 +98,24 @@ static inline void clattn__chain_end(clattn_chain *c, cl_event *ev_out)
     c->last = NULL;
 }
 
+/* flash.c: the fused path. _check validates what the fused kernel needs beyond sdpa's own
+ * checks (and builds it); an error means the unfused path must run the call. */
+clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
+                                  const clattn_tensor *K, const clattn_tensor *V,
+                                  const clattn_tensor *O, const clattn_sdpa_params *p);
+clattn_status clattn__flash_enqueue(clattn_context *ctx, cl_command_queue queue,
+                                    const clattn_tensor *Q, const clattn_tensor *K,
+                                    const clattn_tensor *V, const clattn_tensor *O,
+                                    const clattn_sdpa_params *p, cl_uint nw, const cl_event *wl,
+                                    cl_event *ev);
+
 /* A validated sdpa call (sdpa.c): its views, params and where its scores live. */
 typedef struct clattn_sdpa_call {
     clattn_tensor Q, K, V, O, S;
     clattn_sdpa_params p;
     cl_mem own;  /* score buffer the library allocated, or NULL */
     bool no_op;  /* nothing to compute */
+    bool fused;  /* the fused kernel runs it (else the unfused steps) */
 } clattn_sdpa_call;
 
 /* Validates an sdpa call, places its scores and builds its kernels; enqueues nothing. On success

@@ -201,7 +201,7 @@ int run_cases(int argc, char **argv, const test_case *cases, size_t n)
 {
     int failed = 0, ran = 0;
     for (size_t i = 0; i < n; i++) {
-        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
+        if (argc > 1 && strcmp(argv[1], "all") != 0 && strcmp(argv[1], cases[i].name) != 0)
             continue;
         ran++;
         printf("== %s\n", cases[i].name);

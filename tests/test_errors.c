@@ -176,7 +176,14 @@ static bool sdpa_other_errors(void)
     ok &= sdpa_fails("no unit stride", &q, &K.t, &V.t, &o, &p, CLATTN_ERROR_UNSUPPORTED_LAYOUT);
     clattn_sdpa_params r = p;
     r.path = CLATTN_PATH_FUSED;
-    ok &= sdpa_fails("fused path not built yet", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_UNSUPPORTED_PATH);
+    r.probs = &S.t; /* the fused kernel never forms the probabilities */
+    ok &= sdpa_fails("probabilities on the fused path", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_UNSUPPORTED_PATH);
+    r = p;
+    r.path = CLATTN_PATH_FUSED;
+    clattn_tensor qs = Q.t, ks = K.t, vs = V.t, os = O.t;
+    qs.strides[3] = 2, ks.strides[3] = 2, vs.strides[3] = 2, os.strides[3] = 2; /* not unit */
+    qs.dims[3] = ks.dims[3] = vs.dims[3] = os.dims[3] = 8;
+    ok &= sdpa_fails("fused path needs unit inner stride", &qs, &ks, &vs, &os, &r, CLATTN_ERROR_UNSUPPORTED_LAYOUT);
     r = p;
     clattn_tensor m = M.t;
     m.dims[2] = 3; /* neither Lq (9) nor 1 */
@@ -186,6 +193,7 @@ static bool sdpa_other_errors(void)
     r = p;
     cl_mem small = buf_new(&E, 64);
     r.workspace = small;
+    r.path = CLATTN_PATH_UNFUSED; /* the path that uses it */
     ok &= sdpa_fails("workspace too small", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_WORKSPACE_TOO_SMALL);
     clReleaseMemObject(small);
     return ok;
@@ -208,6 +216,7 @@ static bool sdpa_too_large_for_device(void)
     cl_mem obuf = buf_new(&E, T * D * 4);
     clattn_tensor o = clattn_tensor_bhtd(obuf, 0, 1, 1, T, D);
     clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.path = CLATTN_PATH_UNFUSED; /* (the fused path needs no such buffer: see the sdpa tests) */
     cl_event ev = EVENT_SENTINEL;
     EXPECT_STATUS(clattn_sdpa(E.cc, E.queue, &t, &t, &t, &o, &p, 0, NULL, &ev),
                   CLATTN_ERROR_ALLOCATION_TOO_LARGE);

@@ -240,6 +240,7 @@ static bool steps_equal_sdpa(void)
     EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &S.t, &V.t, &O1.t, 1, &e3, &e4), CLATTN_SUCCESS);
     clattn_sdpa_params p = clattn_sdpa_params_default();
     p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    p.path = CLATTN_PATH_UNFUSED; /* the same steps inside: bit-identical */
     cl_event e5 = NULL;
     EXPECT_STATUS(clattn_sdpa(E.cc, E.queue, &Q.t, &K.t, &V.t, &O2.t, &p, 1, &e4, &e5), CLATTN_SUCCESS);
     EXPECT(wait_done(e5));

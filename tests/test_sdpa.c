@@ -22,6 +22,9 @@ typedef struct sdpa_case {
     float scale;         /* NAN: default */
 } sdpa_case;
 
+/* The path every case runs on: argv[2] of the test ("auto", "unfused" or "fused"). */
+static clattn_path g_path = CLATTN_PATH_AUTO;
+
 static bool run(const sdpa_case *c)
 {
     bool ok = true;
@@ -40,6 +43,7 @@ static bool run(const sdpa_case *c)
     clattn_sdpa_params p = clattn_sdpa_params_default();
     p.scale = c->scale;
     p.mask.causal = (clattn_causal)c->causal;
+    p.path = g_path;
     if (c->probs) {
         P = vb_new(&e, LAYOUT_BHTD, c->B, c->Hq, c->Lq, c->Lk, c->offset, pad, &seed, false);
         p.probs = &P.t;
@@ -91,7 +95,9 @@ static bool run(const sdpa_case *c)
         size_t need = 0;
         EXPECT_STATUS(clattn_sdpa_workspace_size(e.cc, &Q.t, &K.t, &V.t, &O.t, &p, &need),
                       CLATTN_SUCCESS);
-        EXPECT(need == (c->probs ? 0 : c->B * c->Hq * c->Lq * c->Lk * sizeof(float)));
+        /* Only the unfused path keeps scores, and not when they go to probs. */
+        bool unfused = g_path == CLATTN_PATH_UNFUSED || c->probs;
+        EXPECT(need == (unfused && !c->probs ? c->B * c->Hq * c->Lq * c->Lk * sizeof(float) : 0));
         ws = buf_new(&e, need + 64);
         /* NaN garbage in the workspace must not leak into the result (beta = 0 products). */
         float *nan = malloc(need + 64);
@@ -104,6 +110,18 @@ static bool run(const sdpa_case *c)
     }
 
     cl_event done = NULL;
+    if (g_path == CLATTN_PATH_FUSED && c->probs) {
+        /* The fused kernel never forms the probabilities: asking for them is an error that
+         * leaves every output as it was. */
+        EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, &done),
+                      CLATTN_ERROR_UNSUPPORTED_PATH);
+        EXPECT(done == NULL);
+        float *all = malloc(P.elems * sizeof *all);
+        vb_read_all(&e, &P, all);
+        EXPECT(memcmp(all, P.host, P.elems * sizeof *all) == 0);
+        free(all);
+        p.probs = NULL;
+    }
     EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, &done),
                   CLATTN_SUCCESS);
     if (done) {
@@ -130,7 +148,7 @@ static bool run(const sdpa_case *c)
     EXPECT(vb_outside_unchanged(&O, O.host, all));
     free(got);
     free(all);
-    if (c->probs) {
+    if (p.probs) {
         all = malloc(P.elems * sizeof *all + 1);
         vb_read_all(&e, &P, all);
         got = vb_dense(&P, all);
@@ -286,5 +304,9 @@ int main(int argc, char **argv)
         {"no_queries", no_queries},
         {"empty_batch", empty_batch},
     };
+    if (argc > 2)
+        g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
+                 : strcmp(argv[2], "unfused") == 0 ? CLATTN_PATH_UNFUSED
+                                                   : CLATTN_PATH_AUTO;
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -24,7 +24,8 @@ def expect(cond, what):
 # A small custom shape through both ops (GQA, causal), then through the JSON.
 path = os.path.join(out_dir, 'bench.json')
 args = [bench, '-b', '2', '-H', '4', '--kv-heads', '2', '--lq', '33', '--lk', '65', '-d', '32',
-        '--causal=bottom-right', '--warmup', '1', '--reps', '3', '--check', '--json', path]
+        '--causal=bottom-right', '--path', 'unfused', '--warmup', '1', '--reps', '3', '--check',
+        '--json', path]
 run = subprocess.run(args, capture_output=True, text=True)
 print(run.stdout)
 expect(run.returncode == 0, f'clattn-bench exited {run.returncode}: {run.stderr}')

@@ -38,6 +38,7 @@ typedef struct options {
 /* The reference is skipped above this many double-precision flops (it runs on one core). */
 #define CHECK_BUDGET_FLOPS 4e10
 
+static double g_peak; /* measured fp32 GFLOP/s, 0 when not measured */
 static cl_context g_context;
 static cl_device_id g_device;
 static cl_command_queue g_queue;
@@ -296,9 +297,9 @@ static const char *path_name(clattn_path p)
 
 static void print_header(void)
 {
-    printf("%-12s %-4s %3s %7s %6s %6s %4s %-12s %-7s %10s %9s %9s %9s\n", "shape", "op", "B",
+    printf("%-12s %-4s %3s %7s %6s %6s %4s %-12s %-7s %10s %9s %9s %9s%s\n", "shape", "op", "B",
            "H/Hkv", "Lq", "Lk", "D", "causal", "path", "median ms", "GFLOP/s", "lib MiB",
-           "max err");
+           "max err", g_peak > 0 ? "  % peak" : "");
 }
 
 static void print_row(const shape *s, const result *r)
@@ -315,9 +316,12 @@ static void print_row(const shape *s, const result *r)
                clattn_status_name(r->status));
         return;
     }
-    printf("%-12s %-4s %3zu %7s %6zu %6zu %4zu %-12s %-7s %10.3f %9.2f %9.2f %9s\n", s->name,
+    printf("%-12s %-4s %3zu %7s %6zu %6zu %4zu %-12s %-7s %10.3f %9.2f %9.2f %9s", s->name,
            s->op, s->B, heads, s->Lq, s->Lk, s->D, causal_name(s->causal), path_name(s->path),
            r->median_ms, r->gflops, (double)r->lib_bytes / 1048576.0, err);
+    if (g_peak > 0)
+        printf("  %6.1f", 100.0 * r->gflops / g_peak);
+    printf("\n");
 }
 
 static void json_row(FILE *f, const shape *s, const result *r, const char *device, bool first)
@@ -332,6 +336,8 @@ static void json_row(FILE *f, const shape *s, const result *r, const char *devic
                 r->gflops, r->lib_bytes);
     else
         fprintf(f, "\"median_ms\": null, \"gflops\": null, \"lib_bytes\": null, ");
+    if (g_peak > 0 && r->status == CL_SUCCESS)
+        fprintf(f, "\"peak_gflops\": %.4f, \"pct_peak\": %.3f, ", g_peak, 100.0 * r->gflops / g_peak);
     if (r->checked)
         fprintf(f, "\"max_err\": %.6g}", r->max_err);
     else
@@ -417,6 +423,78 @@ static int demo(void)
     return 0;
 }
 
+/* --- the device's fp32 peak ------------------------------------------------------------------ */
+
+/* Twelve independent fma chains per work-item (enough to hide FMA latency), VEC lanes each: the
+ * same idea as clpeak's compute test. The best of the vector widths is the peak. */
+static const char *peak_source =
+    "#define CAT2(a, b) a##b\n"
+    "#define CAT(a, b) CAT2(a, b)\n"
+    "#if VEC == 1\n#define T float\n#else\n#define T CAT(float, VEC)\n#endif\n"
+    "__kernel void peak(__global float *out, int iters, float b, float c) {\n"
+    "  T x0 = (T)(get_global_id(0) * 1e-7f), x1 = x0 + 1e-3f, x2 = x0 + 2e-3f, x3 = x0 + 3e-3f;\n"
+    "  T x4 = x0 + 4e-3f, x5 = x0 + 5e-3f, x6 = x0 + 6e-3f, x7 = x0 + 7e-3f;\n"
+    "  T x8 = x0 + 8e-3f, x9 = x0 + 9e-3f, x10 = x0 + 1e-2f, x11 = x0 + 1.1e-2f;\n"
+    "  for (int i = 0; i < iters; i++) {\n"
+    "    x0 = fma(x0, b, c); x1 = fma(x1, b, c); x2 = fma(x2, b, c); x3 = fma(x3, b, c);\n"
+    "    x4 = fma(x4, b, c); x5 = fma(x5, b, c); x6 = fma(x6, b, c); x7 = fma(x7, b, c);\n"
+    "    x8 = fma(x8, b, c); x9 = fma(x9, b, c); x10 = fma(x10, b, c); x11 = fma(x11, b, c);\n"
+    "  }\n"
+    "  T s = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + x10 + x11;\n"
+    "  float r = 0.0f;\n"
+    "  for (int k = 0; k < VEC; k++) r += ((float *)&s)[k];\n"
+    "  out[get_global_id(0)] = r;\n"
+    "}\n";
+
+/* Measured fp32 peak in GFLOP/s (0 on failure); prints one line per vector width. */
+static double measure_peak(const clattn_device_info *info, bool verbose)
+{
+    static const int widths[] = {1, 4, 8, 16};
+    double best = 0.0;
+    const bool cpu = (info->type & CL_DEVICE_TYPE_CPU) != 0;
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
+        cl_int err;
+        cl_program prog = clCreateProgramWithSource(g_context, 1, &peak_source, NULL, &err);
+        char opts[64];
+        snprintf(opts, sizeof opts, "-DVEC=%d", widths[w]);
+        if (err != CL_SUCCESS || clBuildProgram(prog, 1, &g_device, opts, NULL, NULL) != CL_SUCCESS) {
+            clReleaseProgram(prog);
+            continue;
+        }
+        cl_kernel k = clCreateKernel(prog, "peak", &err);
+        /* CPUs: a few long work-items per core. GPUs: many work-items. */
+        size_t global = cpu ? (size_t)info->compute_units * 4 : (size_t)info->compute_units * 4096;
+        cl_mem out = clCreateBuffer(g_context, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
+        float b = 0.999f, c = 1e-4f;
+        int iters = 1024;
+        double secs = 0;
+        for (;;) {
+            clSetKernelArg(k, 0, sizeof out, &out);
+            clSetKernelArg(k, 1, sizeof iters, &iters);
+            clSetKernelArg(k, 2, sizeof b, &b);
+            clSetKernelArg(k, 3, sizeof c, &c);
+            double t0 = now();
+            /* On CPUs one work-item per work-group, so that every core gets work-groups. */
+            const size_t one = 1;
+            err = clEnqueueNDRangeKernel(g_queue, k, 1, NULL, &global, cpu ? &one : NULL, 0, NULL, NULL);
+            clFinish(g_queue);
+            secs = now() - t0;
+            if (err != CL_SUCCESS || secs > 0.25 || iters > (1 << 28))
+                break;
+            iters *= 4;
+        }
+        double gflops = err == CL_SUCCESS ? 2.0 * 12.0 * widths[w] * (double)iters * (double)global / secs * 1e-9 : 0;
+        if (verbose)
+            printf("  float%-2d x 12 fma chains: %8.1f GFLOP/s\n", widths[w], gflops);
+        if (gflops > best)
+            best = gflops;
+        clReleaseMemObject(out);
+        clReleaseKernel(k);
+        clReleaseProgram(prog);
+    }
+    return best;
+}
+
 /* --- main ------------------------------------------------------------------------------------ */
 
 static void usage(void)
@@ -439,6 +517,11 @@ static void usage(void)
         "      --check            compare with the double-precision reference (batch item 0)\n"
         "      --json FILE        also write the rows as JSON\n"
         "      --device SPEC      as CLATTN_DEVICE: P:D indices or a piece of the device name\n"
+        "      --suite models|flash  models (default): GPT-2 small, BERT-base, a GQA decoder\n"
+        "                         layer; flash: sdpa fused vs unfused, T = 1024..8192, D = 64,\n"
+        "                         causal and not, then T = 65536 on both paths\n"
+        "      --peak             measure the device's fp32 peak first (FMA-bound kernel) and\n"
+        "                         report every row as a share of it\n"
         "      --demo             show scores, mask and softmax for an 8-token sentence\n");
 }
 
@@ -447,9 +530,10 @@ int main(int argc, char **argv)
     options o = {2, 10, 10.0, false};
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO};
-    bool have_shape = false, do_demo = false;
+    bool have_shape = false, do_demo = false, do_peak = false;
+    const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
-           O_DEVICE, O_DEMO, O_OP };
+           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -460,6 +544,7 @@ int main(int argc, char **argv)
         {"max-seconds", required_argument, 0, O_MAXS}, {"check", no_argument, 0, O_CHECK},
         {"json", required_argument, 0, O_JSON},     {"device", required_argument, 0, O_DEVICE},
         {"demo", no_argument, 0, O_DEMO},           {"help", no_argument, 0, 'h'},
+        {"suite", required_argument, 0, O_SUITE},   {"peak", no_argument, 0, O_PEAK},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -488,6 +573,8 @@ int main(int argc, char **argv)
         case O_DEVICE: setenv("CLATTN_DEVICE", optarg, 1); break;
         case O_DEMO: do_demo = true; break;
         case O_OP: op = optarg; break;
+        case O_SUITE: suite_name = optarg; break;
+        case O_PEAK: do_peak = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -517,13 +604,35 @@ int main(int argc, char **argv)
         return rc;
     }
 
-    shape rows[16];
+    if (do_peak) {
+        printf("fp32 peak of %s:\n", info.name);
+        g_peak = measure_peak(&info, true);
+        printf("peak: %.1f GFLOP/s\n\n", g_peak);
+    }
+
+    shape rows[32];
     size_t n = 0;
     if (have_shape) {
         rows[n] = custom;
         rows[n++].op = "sdpa";
         rows[n] = custom;
         rows[n++].op = "mha";
+    } else if (strcmp(suite_name, "flash") == 0) {
+        /* One head, so the unfused path's score matrix fits up to T = 8192 (256 MiB). */
+        static const size_t Ts[] = {1024, 2048, 4096, 8192};
+        for (size_t t = 0; t < sizeof Ts / sizeof Ts[0]; t++)
+            for (int causal = 0; causal <= 1; causal++)
+                for (int path = CLATTN_PATH_FUSED; path >= CLATTN_PATH_UNFUSED; path--) {
+                    shape sh = {"flash", "sdpa", 1, 1, 1, Ts[t], Ts[t], 64, causal, (clattn_path)path};
+                    rows[n++] = sh;
+                }
+        shape longest = {"flash-64k", "sdpa", 1, 1, 1, 65536, 65536, 64, 1, CLATTN_PATH_FUSED};
+        rows[n++] = longest;
+        longest.path = CLATTN_PATH_UNFUSED;
+        rows[n++] = longest;
+    } else if (strcmp(suite_name, "models") != 0) {
+        usage();
+        return 2;
     } else {
         static const shape suite[] = {
             {"gpt2-small", "sdpa", 1, 12, 12, 1024, 1024, 64, 1, CLATTN_PATH_AUTO},

@@ -1,0 +1,360 @@
+/* Fused attention (the FlashAttention algorithm): for a block of queries, loop over blocks of
+ * keys, compute the scores, mask them, and fold them into an online softmax (running max m and
+ * sum l, the output accumulator rescaled whenever m grows), then write O once, and optionally the
+ * log-sum-exp per query. No Lq x Lk buffer exists. Key blocks that the causal mask or the key
+ * lengths hide entirely are never loaded.
+ *
+ * Scores are kept in base 2: q is pre-multiplied by scale * log2(e) so each exponential is an
+ * exp2, and the additive mask is multiplied by log2(e).
+ *
+ * Two variants share the masking and the softmax bookkeeping below; they differ in how the work
+ * is laid out on the device:
+ *   VARIANT 0 (CPUs): one work-item per block of 16 queries, explicit float16 vectors and fma().
+ *     PoCL does not vectorise across work-items when the kernel body loops, so the vectors are
+ *     written out: scores are vectorised across the 16 queries, the weighted sum across the value
+ *     dim. No local memory, no barriers. NDRange (ceil(Lq / 16), B * H), local (1, 1).
+ *   VARIANT 1 (GPUs): a work-group of WG work-items, one query each; the work-group stages
+ *     blocks of K and V in local memory with coalesced loads. NDRange (ceil(Lq / WG) * WG, B * H),
+ *     local (WG, 1). Every work-item reaches every barrier: the key loop's bounds are the same
+ *     for the whole work-group.
+ *
+ * Specialised with HEAD_DIM, VALUE_DIM, BLOCK_K, VARIANT, WG (variant 1), VEC and ROWS (variant 0:
+ * the vector width along the value dim and the query rows per weighted-sum pass), CAUSAL (0 none,
+ * 1 top-left, 2 bottom-right), HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE. Q, K, V and O have unit stride
+ * along their last dim. */
+
+#ifndef HEAD_DIM
+#define HEAD_DIM 64
+#endif
+#ifndef VALUE_DIM
+#define VALUE_DIM HEAD_DIM
+#endif
+#ifndef BLOCK_K
+#define BLOCK_K 32
+#endif
+#ifndef VARIANT
+#define VARIANT 0
+#endif
+#ifndef WG
+#define WG 64
+#endif
+#ifndef VEC
+#define VEC 16
+#endif
+#ifndef ROWS
+#define ROWS 4
+#endif
+#ifndef CAUSAL
+#define CAUSAL 0
+#endif
+#ifndef HAS_ADDITIVE
+#define HAS_ADDITIVE 0
+#endif
+#ifndef HAS_LENGTHS
+#define HAS_LENGTHS 0
+#endif
+#ifndef HAS_LSE
+#define HAS_LSE 0
+#endif
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+/* ---- shared by both variants ---------------------------------------------------------------- */
+
+/* Keys j < key_limit(i) are visible to query i; lk is the batch item's valid key count. */
+inline long key_limit(long i, long lk, long Lq)
+{
+#if CAUSAL == 1
+    return min(i + 1, lk);
+#elif CAUSAL == 2
+    return clamp(i + lk - Lq + 1, 0L, lk);
+#else
+    (void)i;
+    (void)Lq;
+    return lk;
+#endif
+}
+
+/* The valid key count of batch item b. */
+inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
+{
+#if HAS_LENGTHS
+    return clamp((long)len[len_off + b], 0L, Lk);
+#else
+    (void)len;
+    (void)len_off;
+    (void)b;
+    return Lk;
+#endif
+}
+
+/* The running-max bookkeeping, for one query (float) or 16 (float16): the base the exponentials
+ * of this block are taken against. While every key so far is hidden the max is -inf; a finite
+ * base keeps exp2(-inf - base) at 0 instead of NaN. */
+#define EXP_BASE(m_new) fmax((m_new), -FLT_MAX)
+
+/* Final values for a query with running sum l and max m (base 2): 1/l for the output (0 when
+ * every key was hidden) and the natural-log log-sum-exp. */
+#define INV_SUM(l) select(1.0f / (l), 0.0f * (l), (l) == 0.0f)
+#define LSE_OF(m, l) select(((m) + log2(l)) * LN2, (m), (l) == 0.0f)
+
+#if VARIANT == 0
+/* ---- CPU variant ---------------------------------------------------------------------------- */
+
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define floatV CAT(float, VEC)
+#define vloadV CAT(vload, VEC)
+#define vstoreV CAT(vstore, VEC)
+#define NV (VALUE_DIM / VEC) /* vectors per value row */
+#define BQ 16                /* queries per work-item: one float16 lane each */
+#define JB 8                 /* keys whose scores are accumulated at once */
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void flash_attention(__global const float *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
+                     __global const float *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
+                     __global const float *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
+                     __global float *o, ulong o_off, ulong os0, ulong os1, ulong os2,
+                     __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,
+                     __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2,
+                     ulong ms3, __global const int *len, ulong len_off, ulong H, ulong group,
+                     ulong Lq_, ulong Lk_, float qscale)
+{
+    const long Lq = (long)Lq_, Lk = (long)Lk_;
+    /* Causal blocks grow with the query index: interleave the first and the last so that any
+     * contiguous run of work-groups (a CPU thread's share) holds a balanced mix. */
+    const long nb = (Lq + BQ - 1) / BQ, g = (long)get_global_id(0);
+    const long i0 = (CAUSAL ? (g % 2 ? nb - 1 - g / 2 : g / 2) : g) * BQ;
+    const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
+    const long lk = valid_keys(len, len_off, b, Lk);
+    const long i_last = min(i0 + BQ, Lq) - 1;
+    const long hi_first = key_limit(i0, lk, Lq), hi_max = key_limit(i_last, lk, Lq);
+
+    /* Per-lane key limits, for the blocks the mask cuts. */
+    int lim[BQ];
+    for (int r = 0; r < BQ; r++)
+        lim[r] = (int)key_limit(min(i0 + r, i_last), lk, Lq);
+    const int16 limv = vload16(0, lim);
+
+    /* Q of the 16 queries, transposed (qt[d] holds dim d of all 16) and pre-scaled. Lanes past
+     * Lq repeat the last query and are never written. */
+    float16 qt[HEAD_DIM];
+    {
+        float tmp[BQ];
+        for (int d = 0; d < HEAD_DIM; d++) {
+            for (int r = 0; r < BQ; r++)
+                tmp[r] = q[q_off + b * qs0 + h * qs1 + (ulong)min(i0 + r, i_last) * qs2 + d];
+            qt[d] = vload16(0, tmp) * qscale;
+        }
+    }
+
+    floatV acc[BQ][NV];
+    for (int r = 0; r < BQ; r++)
+        for (int c = 0; c < NV; c++)
+            acc[r][c] = 0.0f;
+    float16 m = -INFINITY, l = 0.0f;
+    float16 p[BLOCK_K];
+    const __private float *pf = (const __private float *)p; /* p[j] lane r = pf[j * 16 + r] */
+
+    const __global float *kb0 = k + k_off + b * ks0 + hk * ks1;
+    const __global float *vb0 = v + v_off + b * vs0 + hk * vs1;
+
+    for (long kb = 0; kb < hi_max; kb += BLOCK_K) {
+        /* Scores of the 16 queries against BLOCK_K keys, JB keys at a time. Keys past hi_max
+         * read the last visible row (valid memory) and are masked below. */
+        for (int j = 0; j < BLOCK_K; j += JB) {
+            const __global float *kr[JB];
+            float16 a[JB];
+            #pragma unroll
+            for (int t = 0; t < JB; t++) {
+                kr[t] = kb0 + (ulong)min(kb + j + t, hi_max - 1) * ks2;
+                a[t] = 0.0f;
+            }
+            for (int d = 0; d < HEAD_DIM; d++) {
+                const float16 qv = qt[d];
+                #pragma unroll
+                for (int t = 0; t < JB; t++)
+                    a[t] = fma(qv, (float16)(kr[t][d]), a[t]);
+            }
+            #pragma unroll
+            for (int t = 0; t < JB; t++)
+                p[j + t] = a[t];
+        }
+#if HAS_ADDITIVE
+        for (int j = 0; j < BLOCK_K; j++) {
+            float tmp[BQ];
+            const ulong jj = (ulong)min(kb + j, hi_max - 1);
+            for (int r = 0; r < BQ; r++)
+                tmp[r] = mask[m_off + b * ms0 + h * ms1 + (ulong)min(i0 + r, i_last) * ms2 + jj * ms3];
+            p[j] = fma(vload16(0, tmp), (float16)LOG2E, p[j]);
+        }
+#endif
+        /* Hide keys at or past each query's limit: only blocks the limits cut need it. */
+        if (kb + BLOCK_K > hi_first) {
+            for (int j = 0; j < BLOCK_K; j++)
+                p[j] = select(p[j], (float16)(-INFINITY), (int16)((int)kb + j) >= limv);
+        }
+
+        float16 bm = p[0];
+        for (int j = 1; j < BLOCK_K; j++)
+            bm = fmax(bm, p[j]);
+        const float16 m_new = fmax(m, bm);
+        const float16 base = EXP_BASE(m_new);
+        const float16 alpha = exp2(m - base);
+        float16 sum = 0.0f;
+        for (int j = 0; j < BLOCK_K; j++) {
+            p[j] = exp2(p[j] - base);
+            sum += p[j];
+        }
+        l = fma(l, alpha, sum);
+        m = m_new;
+
+        /* O = alpha * O + P * V, ROWS queries at a time, vectorised along the value dim. */
+        float af[BQ];
+        vstore16(alpha, 0, af);
+        const int nk = (int)min((long)BLOCK_K, hi_max - kb);
+        for (int r0 = 0; r0 < BQ; r0 += ROWS) {
+            floatV c[ROWS][NV];
+            #pragma unroll
+            for (int r = 0; r < ROWS; r++)
+                for (int cc = 0; cc < NV; cc++)
+                    c[r][cc] = acc[r0 + r][cc] * af[r0 + r];
+            for (int j = 0; j < nk; j++) {
+                const __global float *vr = vb0 + (ulong)(kb + j) * vs2;
+                floatV vv[NV];
+                #pragma unroll
+                for (int cc = 0; cc < NV; cc++)
+                    vv[cc] = vloadV(cc, vr);
+                #pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+                    const floatV pr = (floatV)(pf[j * 16 + r0 + r]);
+                    #pragma unroll
+                    for (int cc = 0; cc < NV; cc++)
+                        c[r][cc] = fma(pr, vv[cc], c[r][cc]);
+                }
+            }
+            #pragma unroll
+            for (int r = 0; r < ROWS; r++)
+                for (int cc = 0; cc < NV; cc++)
+                    acc[r0 + r][cc] = c[r][cc];
+        }
+    }
+
+    float inv[BQ];
+    vstore16(INV_SUM(l), 0, inv);
+    for (int r = 0; r < BQ && i0 + r < Lq; r++) {
+        __global float *orow = o + o_off + b * os0 + h * os1 + (ulong)(i0 + r) * os2;
+        for (int cc = 0; cc < NV; cc++)
+            vstoreV(acc[r][cc] * inv[r], cc, orow);
+    }
+#if HAS_LSE
+    float ls[BQ];
+    vstore16(LSE_OF(m, l), 0, ls);
+    for (int r = 0; r < BQ && i0 + r < Lq; r++)
+        lse[l_off + b * ls0 + h * ls1 + (ulong)(i0 + r) * ls2] = ls[r];
+#else
+    (void)lse, (void)l_off, (void)ls0, (void)ls1, (void)ls2;
+#endif
+#if !HAS_ADDITIVE
+    (void)mask, (void)m_off, (void)ms0, (void)ms1, (void)ms2, (void)ms3;
+#endif
+}
+
+#else
+/* ---- GPU variant ---------------------------------------------------------------------------- */
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void flash_attention(__global const float *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
+                     __global const float *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
+                     __global const float *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
+                     __global float *o, ulong o_off, ulong os0, ulong os1, ulong os2,
+                     __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,
+                     __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2,
+                     ulong ms3, __global const int *len, ulong len_off, ulong H, ulong group,
+                     ulong Lq_, ulong Lk_, float qscale)
+{
+    __local float ks[BLOCK_K * HEAD_DIM];
+    __local float vs[BLOCK_K * VALUE_DIM];
+    const long Lq = (long)Lq_, Lk = (long)Lk_;
+    const int lid = (int)get_local_id(0);
+    const long g0 = (long)get_group_id(0) * WG;
+    const long i = g0 + lid;
+    const long ic = min(i, Lq - 1); /* work-items past Lq shadow the last query, write nothing */
+    const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
+    const long lk = valid_keys(len, len_off, b, Lk);
+    /* Uniform across the work-group: the key loop and its barriers run the same for all. */
+    const long hi_max = key_limit(min(g0 + WG, Lq) - 1, lk, Lq);
+    const long lim = key_limit(ic, lk, Lq);
+
+    float qr[HEAD_DIM];
+    for (int d = 0; d < HEAD_DIM; d++)
+        qr[d] = q[q_off + b * qs0 + h * qs1 + (ulong)ic * qs2 + d] * qscale;
+    float acc[VALUE_DIM];
+    for (int d = 0; d < VALUE_DIM; d++)
+        acc[d] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    float s[BLOCK_K];
+
+    const __global float *kb0 = k + k_off + b * ks0 + hk * ks1;
+    const __global float *vb0 = v + v_off + b * vs0 + hk * vs1;
+
+    for (long kb = 0; kb < hi_max; kb += BLOCK_K) {
+        barrier(CLK_LOCAL_MEM_FENCE); /* the previous block is no longer read */
+        for (int t = lid; t < BLOCK_K * HEAD_DIM; t += WG) {
+            const long j = kb + t / HEAD_DIM;
+            ks[t] = j < hi_max ? kb0[(ulong)j * ks2 + t % HEAD_DIM] : 0.0f;
+        }
+        for (int t = lid; t < BLOCK_K * VALUE_DIM; t += WG) {
+            const long j = kb + t / VALUE_DIM;
+            vs[t] = j < hi_max ? vb0[(ulong)j * vs2 + t % VALUE_DIM] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        float bm = -INFINITY;
+        for (int j = 0; j < BLOCK_K; j++) {
+            float a = 0.0f;
+            for (int d = 0; d < HEAD_DIM; d++)
+                a = fma(qr[d], ks[j * HEAD_DIM + d], a);
+#if HAS_ADDITIVE
+            a = fma(mask[m_off + b * ms0 + h * ms1 + (ulong)ic * ms2 + (ulong)min(kb + j, hi_max - 1) * ms3],
+                    LOG2E, a);
+#endif
+            s[j] = kb + j < lim ? a : -INFINITY;
+            bm = fmax(bm, s[j]);
+        }
+        const float m_new = fmax(m, bm);
+        const float base = EXP_BASE(m_new);
+        const float alpha = exp2(m - base);
+        float sum = 0.0f;
+        for (int j = 0; j < BLOCK_K; j++) {
+            s[j] = exp2(s[j] - base);
+            sum += s[j];
+        }
+        l = fma(l, alpha, sum);
+        m = m_new;
+        for (int d = 0; d < VALUE_DIM; d++) {
+            float a = acc[d] * alpha;
+            for (int j = 0; j < BLOCK_K; j++)
+                a = fma(s[j], vs[j * VALUE_DIM + d], a);
+            acc[d] = a;
+        }
+    }
+
+    if (i < Lq) {
+        const float inv = INV_SUM(l);
+        __global float *orow = o + o_off + b * os0 + h * os1 + (ulong)i * os2;
+        for (int d = 0; d < VALUE_DIM; d++)
+            orow[d] = acc[d] * inv;
+#if HAS_LSE
+        lse[l_off + b * ls0 + h * ls1 + (ulong)i * ls2] = LSE_OF(m, l);
+#endif
+    }
+#if !HAS_LSE
+    (void)lse, (void)l_off, (void)ls0, (void)ls1, (void)ls2;
+#endif
+#if !HAS_ADDITIVE
+    (void)mask, (void)m_off, (void)ms0, (void)ms1, (void)ms2, (void)ms3;
+#endif
+}
+#endif
