@@ -303,7 +303,7 @@ CLATTN_API clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_que
 typedef enum clattn_path {
     CLATTN_PATH_AUTO = 0,    /* the fastest path that can give what was asked for */
     CLATTN_PATH_UNFUSED = 1, /* scores -> mask -> softmax -> weighted sum, S kept in memory */
-    CLATTN_PATH_FUSED = 2,   /* one kernel, O(T) memory (not available yet) */
+    CLATTN_PATH_FUSED = 2,   /* one kernel, online softmax, no Lq x Lk buffer (no probs) */
 } clattn_path;
 
 typedef struct clattn_sdpa_params {
@@ -340,6 +340,23 @@ CLATTN_API clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue
                           const clattn_sdpa_params *params, cl_uint num_wait,
                           const cl_event *wait_list, cl_event *event_out);
 
+
+/*
+ * Merges two partial attention results computed over disjoint sets of keys (each with its
+ * log-sum-exp, e.g. from clattn_sdpa with params.lse) into the result over their union:
+ *   lse = log(exp(lse1) + exp(lse2)),   O = O1 · exp(lse1 − lse) + O2 · exp(lse2 − lse).
+ * This is what split-KV decoding and attention across several devices need. A part whose
+ * lse is −inf (it saw no key) contributes nothing; if both are, O = 0 and lse = −inf.
+ *   O1, O2, O [B, H, Lq, Dv]   lse1, lse2 [B, H, Lq, 1]   lse: [B, H, Lq, 1] or NULL
+ * O may be O1 or O2 and lse may be lse1 or lse2 (the same view: in-place accumulation); other
+ * overlaps are not allowed.
+ */
+CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue,
+                                      const clattn_tensor *O1, const clattn_tensor *lse1,
+                                      const clattn_tensor *O2, const clattn_tensor *lse2,
+                                      const clattn_tensor *O, const clattn_tensor *lse,
+                                      cl_uint num_wait, const cl_event *wait_list,
+                                      cl_event *event_out);
 
 /* ------------------------------------------------------------------------------------------------
  * Multi-head attention block

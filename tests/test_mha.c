@@ -27,6 +27,11 @@ static view_buf weight(test_env *e, size_t rows, size_t cols, size_t offset, uin
     return w;
 }
 
+/* The attention path every case runs on: argv[2] ("auto", "unfused" or "fused"). With
+ * attention weights asked for, "fused" still runs the unfused path (AUTO's choice): only it
+ * forms the weights. */
+static clattn_path g_path = CLATTN_PATH_AUTO;
+
 static bool run(const mha_case *c)
 {
     bool ok = true;
@@ -89,6 +94,7 @@ static bool run(const mha_case *c)
     view_buf w = {0}, hw = {0}, M = {0};
     clattn_mha_forward_params fp = clattn_mha_forward_params_default();
     fp.mask.causal = (clattn_causal)c->causal;
+    fp.path = g_path == CLATTN_PATH_FUSED && (c->weights || c->head_weights) ? CLATTN_PATH_AUTO : g_path;
     double *mask = NULL;
     if (c->mask) { /* PyTorch's 2-D attn_mask [Lq, Lk], broadcast over batch and heads */
         M = vb_new(&e, LAYOUT_BHTD, 1, 1, c->Lq, Lk, 0, 0, &seed, true);
@@ -210,5 +216,9 @@ int main(int argc, char **argv)
         {"cross_padded_average_weights", cross_padded_average_weights},
         {"attn_mask_bottom_right", attn_mask_bottom_right},
     };
+    if (argc > 2)
+        g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
+                 : strcmp(argv[2], "unfused") == 0 ? CLATTN_PATH_UNFUSED
+                                                   : CLATTN_PATH_AUTO;
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

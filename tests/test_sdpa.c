@@ -276,6 +276,127 @@ CASE(no_keys, c.Lq = 5; c.Lk = 0; c.lse = true)
 CASE(no_queries, c.Lq = 0; c.Lk = 9)
 CASE(empty_batch, c.B = 0; c.Lq = c.Lk = 9)
 
+/* Split the keys into `parts` contiguous pieces, run sdpa on each with its log-sum-exp, merge the
+ * pieces in place one by one, and compare with one pass over all keys and with the reference. */
+static bool merge_parts(size_t parts)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    const size_t B = 2, Hq = 4, Hkv = 2, Lq = 19, Lk = 70, D = 32;
+    uint64_t seed = 900 + parts;
+    view_buf Q = vb_new(&e, LAYOUT_BHTD, B, Hq, Lq, D, 1, 2, &seed, true);
+    view_buf K = vb_new(&e, LAYOUT_BTHD, B, Hkv, Lk, D, 3, 2, &seed, true);
+    view_buf V = vb_new(&e, LAYOUT_BTHD, B, Hkv, Lk, D, 0, 2, &seed, true);
+    view_buf M = vb_new(&e, LAYOUT_BHTD, B, 1, Lq, Lk, 0, 0, &seed, true);
+    /* Query 0 sees no key at all; query 1 sees none in the first piece. */
+    for (size_t b = 0; b < B; b++)
+        for (size_t j = 0; j < Lk; j++) {
+            M.host[(b * Lq + 0) * Lk + j] = -INFINITY;
+            if (j < Lk / parts)
+                M.host[(b * Lq + 1) * Lk + j] = -INFINITY;
+        }
+    buf_write(&e, M.t.buffer, 0, M.host, M.elems * sizeof(float));
+    view_buf O = vb_new(&e, LAYOUT_BHTD, B, Hq, Lq, D, 0, 0, &seed, false);
+    view_buf L = vb_new(&e, LAYOUT_BHTD, B, Hq, Lq, 1, 0, 0, &seed, false);
+    view_buf Op = vb_new(&e, LAYOUT_BHTD, B, Hq, Lq, D, 0, 0, &seed, false);
+    view_buf Lp = vb_new(&e, LAYOUT_BHTD, B, Hq, Lq, 1, 0, 0, &seed, false);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.path = g_path;
+    cl_event ev = NULL;
+    for (size_t k = 0; k < parts; k++) {
+        const size_t j0 = Lk * k / parts, j1 = Lk * (k + 1) / parts;
+        clattn_tensor kp = K.t, vp = V.t, mp = M.t;
+        kp.offset += j0 * kp.strides[2];
+        vp.offset += j0 * vp.strides[2];
+        mp.offset += j0 * mp.strides[3];
+        kp.dims[2] = vp.dims[2] = mp.dims[3] = j1 - j0;
+        p.mask.additive = &mp;
+        /* The first piece goes straight into the accumulator; the others merge into it. */
+        p.lse = k == 0 ? &L.t : &Lp.t;
+        EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &kp, &vp, k == 0 ? &O.t : &Op.t, &p, 0, NULL, NULL),
+                      CLATTN_SUCCESS);
+        if (k > 0)
+            EXPECT_STATUS(clattn_merge(e.cc, e.queue, &O.t, &L.t, &Op.t, &Lp.t, &O.t, &L.t, 0, NULL,
+                                       k + 1 == parts ? &ev : NULL),
+                          CLATTN_SUCCESS);
+    }
+    if (ev) {
+        CL_OK(clWaitForEvents(1, &ev));
+        clReleaseEvent(ev);
+    }
+    double *q = vb_dense(&Q, Q.host), *kd = vb_dense(&K, K.host), *vd = vb_dense(&V, V.host);
+    double *md = malloc(B * Hq * Lq * Lk * sizeof *md);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < Hq; h++)
+            for (size_t i = 0; i < Lq * Lk; i++)
+                md[(b * Hq + h) * Lq * Lk + i] = M.host[b * Lq * Lk + i];
+    double *ro = malloc(B * Hq * Lq * D * sizeof *ro), *rl = malloc(B * Hq * Lq * sizeof *rl);
+    ref_sdpa(B, Hq, Hkv, Lq, Lk, D, D, 1.0 / sqrt((double)D), 0, md, NULL, q, kd, vd, ro, NULL, rl);
+    float *all = malloc(O.elems * sizeof *all);
+    vb_read_all(&e, &O, all);
+    double *got = vb_dense(&O, all);
+    ok &= check_close("merged O", got, ro, B * Hq * Lq * D, TOL);
+    free(got);
+    vb_read_all(&e, &L, all);
+    got = vb_dense(&L, all);
+    ok &= check_close("merged lse", got, rl, B * Hq * Lq, TOL);
+    free(got), free(all), free(q), free(kd), free(vd), free(md), free(ro), free(rl);
+    vb_free(&Q), vb_free(&K), vb_free(&V), vb_free(&M), vb_free(&O), vb_free(&L), vb_free(&Op), vb_free(&Lp);
+    env_close(&e);
+    return ok;
+}
+static bool merge_2_parts(void) { return merge_parts(2); }
+static bool merge_3_parts(void) { return merge_parts(3); }
+static bool merge_7_parts(void) { return merge_parts(7); }
+
+/* T = 65536, one head, D = 64, causal: the fused path runs it in O(T·D) memory; the unfused path
+ * would need a 16 GiB score matrix. Checked on sampled query rows (row i against the reference
+ * over keys 0..i, which is what the causal mask leaves it). */
+static bool long_sequence_65536(void)
+{
+    bool ok = true;
+    if (g_path == CLATTN_PATH_UNFUSED) {
+        printf("the unfused path's refusal of this size is tested in errors/sdpa_too_large_for_device\n");
+        return true;
+    }
+    test_env e;
+    env_open(&e, false);
+    const size_t T = 65536, D = 64;
+    uint64_t seed = 65536;
+    view_buf Q = vb_new(&e, LAYOUT_BHTD, 1, 1, T, D, 0, 0, &seed, true);
+    view_buf K = vb_new(&e, LAYOUT_BHTD, 1, 1, T, D, 0, 0, &seed, true);
+    view_buf V = vb_new(&e, LAYOUT_BHTD, 1, 1, T, D, 0, 0, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 1, T, D, 0, 0, &seed, false);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.path = g_path;
+    p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    size_t need = 1;
+    EXPECT_STATUS(clattn_sdpa_workspace_size(e.cc, &Q.t, &K.t, &V.t, &O.t, &p, &need), CLATTN_SUCCESS);
+    EXPECT(need == 0);
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+    float *all = malloc(O.elems * sizeof *all);
+    vb_read_all(&e, &O, all);
+    static const size_t rows[] = {0, 1, 15, 16, 1000, 4095, 30001, 65519, 65535};
+    double *q = malloc(D * sizeof *q), *kd = malloc(T * D * sizeof *kd), *vd = malloc(T * D * sizeof *vd);
+    for (size_t i = 0; i < T * D; i++)
+        kd[i] = K.host[i], vd[i] = V.host[i];
+    double ref[64], got[64];
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        size_t i = rows[r];
+        for (size_t d = 0; d < D; d++)
+            q[d] = Q.host[i * D + d], got[d] = all[i * D + d];
+        ref_sdpa(1, 1, 1, 1, i + 1, D, D, 1.0 / 8.0, 0, NULL, NULL, q, kd, vd, ref, NULL, NULL);
+        char what[32];
+        snprintf(what, sizeof what, "row %zu", i);
+        ok &= check_close(what, got, ref, D, TOL);
+    }
+    free(q), free(kd), free(vd), free(all);
+    vb_free(&Q), vb_free(&K), vb_free(&V), vb_free(&O);
+    env_close(&e);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -303,6 +424,10 @@ int main(int argc, char **argv)
         {"no_keys", no_keys},
         {"no_queries", no_queries},
         {"empty_batch", empty_batch},
+        {"merge_2_parts", merge_2_parts},
+        {"merge_3_parts", merge_3_parts},
+        {"merge_7_parts", merge_7_parts},
+        {"long_sequence_65536", long_sequence_65536},
     };
     if (argc > 2)
         g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
