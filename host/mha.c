@@ -299,19 +299,14 @@ clattn_status clattn_mha_workspace_size(clattn_mha *m, const clattn_tensor *quer
         st = plan_layout(m, query, key, value, &fp, NULL, &L);
     if (st != CL_SUCCESS)
         return st;
-    /* Plus the score matrix the attention step allocates (none when the caller takes the
-     * per-head weights: they hold the scores). */
+    /* Plus the score matrix the attention step allocates, if its path keeps one. */
     clattn_sdpa_params sp = clattn_sdpa_params_default();
+    sp.mask = fp.mask;
+    sp.path = fp.path;
     sp.probs = fp.head_weights ? fp.head_weights : (fp.weights ? &L.probs : NULL);
     size_t sbytes = 0;
-    if (!sp.probs) {
-        size_t n = sizeof(float);
-        const size_t sd[4] = {query->dims[0], m->H, query->dims[2], key->dims[2]};
-        for (int d = 0; d < 4; d++)
-            if (!clattn__mul(n, sd[d], &n))
-                return CLATTN_ERROR_SIZE_OVERFLOW;
-        sbytes = n;
-    }
+    if ((st = clattn__sdpa_workspace(m->ctx, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp, &sbytes)) != CL_SUCCESS)
+        return st;
     if (!clattn__mul(L.elems, sizeof(float), bytes) || !clattn__add(*bytes, sbytes, bytes))
         return CLATTN_ERROR_SIZE_OVERFLOW;
     return CL_SUCCESS;

@@ -99,20 +99,16 @@ static clattn_status choose_path(clattn_context *ctx, const clattn_tensor *Q,
     return CL_SUCCESS;
 }
 
-clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tensor *Q,
-                                         const clattn_tensor *K, const clattn_tensor *V,
-                                         const clattn_tensor *O, const clattn_sdpa_params *params,
-                                         size_t *bytes)
+clattn_status clattn__sdpa_workspace(clattn_context *ctx, const clattn_tensor *Q,
+                                     const clattn_tensor *K, const clattn_tensor *V,
+                                     const clattn_tensor *O, const clattn_sdpa_params *params,
+                                     size_t *bytes)
 {
-    if (!ctx || !bytes)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
+    clattn_sdpa_params p = *params;
     p.workspace = NULL; /* the question is how much, not whether the given one fits */
     bool fused = false;
     size_t n = 0;
-    clattn_status st = check_args(ctx, Q, K, V, O, &p);
-    if (st == CL_SUCCESS)
-        st = choose_path(ctx, Q, K, V, O, &p, &fused);
+    clattn_status st = choose_path(ctx, Q, K, V, O, &p, &fused);
     if (st == CL_SUCCESS && !fused) {
         st = unfused_workspace(ctx, Q, K, &p, &n);
         if (st == CLATTN_ERROR_ALLOCATION_TOO_LARGE)
@@ -121,6 +117,18 @@ clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tenso
     if (st == CL_SUCCESS)
         *bytes = n;
     return st;
+}
+
+clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tensor *Q,
+                                         const clattn_tensor *K, const clattn_tensor *V,
+                                         const clattn_tensor *O, const clattn_sdpa_params *params,
+                                         size_t *bytes)
+{
+    if (!ctx || !bytes)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    const clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
+    clattn_status st = check_args(ctx, Q, K, V, O, &p);
+    return st != CL_SUCCESS ? st : clattn__sdpa_workspace(ctx, Q, K, V, O, &p, bytes);
 }
 
 clattn_status clattn__sdpa_prepare(clattn_context *ctx, const clattn_tensor *Q,

@@ -128,5 +128,11 @@ clattn_status clattn__sdpa_enqueue(clattn_context *ctx, cl_command_queue queue,
                                    const clattn_sdpa_call *call, cl_uint num_wait,
                                    const cl_event *wait_list, cl_event *event_out);
 void clattn__sdpa_release(clattn_sdpa_call *call);
+/* Bytes of score matrix an sdpa call with these (already validated) views would allocate: 0 on
+ * the fused path or when probs hold the scores. */
+clattn_status clattn__sdpa_workspace(clattn_context *ctx, const clattn_tensor *Q,
+                                     const clattn_tensor *K, const clattn_tensor *V,
+                                     const clattn_tensor *O, const clattn_sdpa_params *params,
+                                     size_t *bytes);
 
 #endif
