@@ -1,6 +1,7 @@
 /* Device selection, capabilities, and the lifetime of a clattn_context. */
 #include "context.h"
 
+#include "gemm.h"
 #include "program.h"
 
 #include <ctype.h>
@@ -278,6 +279,7 @@ void clattn_context_destroy(clattn_context **pctx)
     if (!pctx || !*pctx)
         return;
     clattn_context *ctx = *pctx;
+    clattn__gemm_forget_context(ctx);
     clattn__program_cache_destroy(&ctx->programs);
     pthread_mutex_destroy(&ctx->lock);
     clReleaseDevice(ctx->device);

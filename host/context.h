@@ -4,6 +4,7 @@
 #include "clattn.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 struct clattn_program_cache; /* program.c */
 
@@ -17,6 +18,9 @@ struct clattn_context {
     clattn_log_fn log;
     void *log_user;
     clattn_log_level log_level;
+
+    /* Set once CLBlast has compiled programs for this context (gemm.c). */
+    atomic_int blas_used;
 
     /* Guards `programs` and the arguments of cached cl_kernels (set and enqueued together). */
     pthread_mutex_t lock;

@@ -107,6 +107,7 @@ clattn_status clattn__gemm(clattn_context *ctx, cl_command_queue queue, size_t d
     for (size_t i = 1; even && i < count; i++)
         even = ao[i] - ao[i - 1] == as && bo[i] - bo[i - 1] == bs && co[i] - co[i - 1] == cs;
 
+    atomic_store(&ctx->blas_used, 1);
     if (num_wait > 0) {
         cl_int err = clEnqueueBarrierWithWaitList(queue, num_wait, wait_list, NULL);
         if (err != CL_SUCCESS) {
@@ -141,4 +142,12 @@ clattn_status clattn__gemm(clattn_context *ctx, cl_command_queue queue, size_t d
     }
     free(offs);
     return from_blas(ctx, code);
+}
+
+void clattn__gemm_forget_context(clattn_context *ctx)
+{
+    /* CLBlast 1.5 can only clear its whole cache: other contexts recompile on their next
+     * product (their programs in use stay alive: the cache holds shared pointers). */
+    if (atomic_load(&ctx->blas_used))
+        CLBlastClearCache();
 }

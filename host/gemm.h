@@ -29,4 +29,8 @@ clattn_status clattn__gemm(clattn_context *ctx, cl_command_queue queue, size_t d
                            float beta, const clattn_operand *C, cl_uint num_wait,
                            const cl_event *wait_list, cl_event *event_out);
 
+/* Called by clattn_context_destroy: CLBlast keeps the programs it compiled in a process-wide
+ * cache, and they hold a reference to their cl_context, which would then never be freed. */
+void clattn__gemm_forget_context(clattn_context *ctx);
+
 #endif

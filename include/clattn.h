@@ -179,6 +179,9 @@ CLATTN_API clattn_context_params clattn_context_params_default(void);
  * Thread safety: every function taking a clattn_context may be called from several threads at
  * once on the same context (an internal mutex guards the caches and kernel arguments), provided
  * the buffers they write do not overlap. clattn_context_destroy must not race with any other use.
+ * Destroying a context that ran matrix products clears CLBlast's process-wide program cache (its
+ * programs would otherwise keep the cl_context alive forever): other contexts then recompile
+ * CLBlast's kernels on their next product.
  */
 typedef struct clattn_context clattn_context;
 

@@ -105,11 +105,42 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 #define floatV CAT(float, VEC)
+#define intV CAT(int, VEC)
 #define vloadV CAT(vload, VEC)
 #define vstoreV CAT(vstore, VEC)
 #define NV (VALUE_DIM / VEC) /* vectors per value row */
 #define BQ 16                /* queries per work-item: one float16 lane each */
 #define JB 8                 /* keys whose scores are accumulated at once */
+
+/* acc[r][:] = af[r] * acc[r][:] + sum over the block's keys j of P[r][j] * V[j][:], ROWS rows at
+ * a time (their accumulators stay in registers). ACCUMULATE is the update of c[r][cc] given
+ * pr = P[r][j] broadcast, vv[cc] = V[j] and skip = (P[r][j] == 0). */
+#define WEIGHTED_SUM(ACCUMULATE)                                                                   \
+    do {                                                                                           \
+    for (int r0 = 0; r0 < BQ; r0 += ROWS) {                                                        \
+        floatV c[ROWS][NV];                                                                        \
+        _Pragma("unroll") for (int r = 0; r < ROWS; r++)                                           \
+            for (int cc = 0; cc < NV; cc++)                                                        \
+                c[r][cc] = acc[r0 + r][cc] * af[r0 + r];                                           \
+        for (int j = 0; j < nk; j++) {                                                             \
+            const __global float *vr = vb0 + (ulong)(kb + j) * vs2;                                \
+            floatV vv[NV];                                                                         \
+            _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                      \
+                vv[cc] = vloadV(cc, vr);                                                           \
+            _Pragma("unroll") for (int r = 0; r < ROWS; r++) {                                     \
+                const float w = pf[j * 16 + r0 + r];                                               \
+                const floatV pr = (floatV)w;                                                       \
+                const intV skip = (intV)(w == 0.0f ? -1 : 0);                                      \
+                (void)skip;                                                                        \
+                _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                  \
+                    c[r][cc] = ACCUMULATE;                                                         \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("unroll") for (int r = 0; r < ROWS; r++)                                           \
+            for (int cc = 0; cc < NV; cc++)                                                        \
+                acc[r0 + r][cc] = c[r][cc];                                                        \
+    }                                                                                              \
+    } while (0)
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void flash_attention(__global const float *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
@@ -187,7 +218,9 @@ void flash_attention(__global const float *q, ulong q_off, ulong qs0, ulong qs1,
             const ulong jj = (ulong)min(kb + j, hi_max - 1);
             for (int r = 0; r < BQ; r++)
                 tmp[r] = mask[m_off + b * ms0 + h * ms1 + (ulong)min(i0 + r, i_last) * ms2 + jj * ms3];
-            p[j] = fma(vload16(0, tmp), (float16)LOG2E, p[j]);
+            const float16 mv = vload16(0, tmp);
+            /* -inf hides the key whatever its score, NaN included. */
+            p[j] = select(fma(mv, (float16)LOG2E, p[j]), (float16)(-INFINITY), mv == -INFINITY);
         }
 #endif
         /* Hide keys at or past each query's limit: only blocks the limits cut need it. */
@@ -210,35 +243,17 @@ void flash_attention(__global const float *q, ulong q_off, ulong qs0, ulong qs1,
         l = fma(l, alpha, sum);
         m = m_new;
 
-        /* O = alpha * O + P * V, ROWS queries at a time, vectorised along the value dim. */
+        /* O = alpha * O + P * V, ROWS queries at a time, vectorised along the value dim. In
+         * blocks where some key is hidden from some query, a weight of exactly 0 adds nothing:
+         * not even the NaN that 0 * Inf or 0 * NaN would make of a value row that query never
+         * sees. Other blocks skip that test. */
         float af[BQ];
         vstore16(alpha, 0, af);
         const int nk = (int)min((long)BLOCK_K, hi_max - kb);
-        for (int r0 = 0; r0 < BQ; r0 += ROWS) {
-            floatV c[ROWS][NV];
-            #pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                for (int cc = 0; cc < NV; cc++)
-                    c[r][cc] = acc[r0 + r][cc] * af[r0 + r];
-            for (int j = 0; j < nk; j++) {
-                const __global float *vr = vb0 + (ulong)(kb + j) * vs2;
-                floatV vv[NV];
-                #pragma unroll
-                for (int cc = 0; cc < NV; cc++)
-                    vv[cc] = vloadV(cc, vr);
-                #pragma unroll
-                for (int r = 0; r < ROWS; r++) {
-                    const floatV pr = (floatV)(pf[j * 16 + r0 + r]);
-                    #pragma unroll
-                    for (int cc = 0; cc < NV; cc++)
-                        c[r][cc] = fma(pr, vv[cc], c[r][cc]);
-                }
-            }
-            #pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                for (int cc = 0; cc < NV; cc++)
-                    acc[r0 + r][cc] = c[r][cc];
-        }
+        if (HAS_ADDITIVE || kb + BLOCK_K > hi_first)
+            WEIGHTED_SUM(select(fma(pr, vv[cc], c[r][cc]), c[r][cc], skip));
+        else
+            WEIGHTED_SUM(fma(pr, vv[cc], c[r][cc]));
     }
 
     float inv[BQ];
@@ -316,11 +331,14 @@ void flash_attention(__global const float *q, ulong q_off, ulong qs0, ulong qs1,
             float a = 0.0f;
             for (int d = 0; d < HEAD_DIM; d++)
                 a = fma(qr[d], ks[j * HEAD_DIM + d], a);
+            bool hidden = kb + j >= lim;
 #if HAS_ADDITIVE
-            a = fma(mask[m_off + b * ms0 + h * ms1 + (ulong)ic * ms2 + (ulong)min(kb + j, hi_max - 1) * ms3],
-                    LOG2E, a);
+            const float mv = mask[m_off + b * ms0 + h * ms1 + (ulong)ic * ms2 +
+                                  (ulong)min(kb + j, hi_max - 1) * ms3];
+            a = fma(mv, LOG2E, a);
+            hidden |= mv == -INFINITY; /* whatever the score, NaN included */
 #endif
-            s[j] = kb + j < lim ? a : -INFINITY;
+            s[j] = hidden ? -INFINITY : a;
             bm = fmax(bm, s[j]);
         }
         const float m_new = fmax(m, bm);
@@ -335,8 +353,8 @@ void flash_attention(__global const float *q, ulong q_off, ulong qs0, ulong qs1,
         m = m_new;
         for (int d = 0; d < VALUE_DIM; d++) {
             float a = acc[d] * alpha;
-            for (int j = 0; j < BLOCK_K; j++)
-                a = fma(s[j], vs[j * VALUE_DIM + d], a);
+            for (int j = 0; j < BLOCK_K; j++) /* weight 0: a hidden key adds nothing, NaN neither */
+                a = s[j] != 0.0f ? fma(s[j], vs[j * VALUE_DIM + d], a) : a;
             acc[d] = a;
         }
     }

@@ -41,7 +41,9 @@ __kernel void mask_apply(__global float *s, ulong s_off, ulong ss0, ulong ss1, u
     const ulong at = s_off + b * ss0 + h * ss1 + i * ss2 + j * ss3;
     float v = s[at];
 #if HAS_ADDITIVE
-    v += m[m_off + b * ms0 + h * ms1 + i * ms2 + j * ms3];
+    const float mv = m[m_off + b * ms0 + h * ms1 + i * ms2 + j * ms3];
+    v += mv;
+    hidden |= mv == -INFINITY; /* -inf hides the key whatever its score, NaN included */
 #endif
     s[at] = hidden ? -INFINITY : v;
 }

@@ -56,7 +56,7 @@ void ref_mask(size_t B, size_t H, size_t Lq, size_t Lk, int causal, const double
             for (size_t i = 0; i < Lq; i++)
                 for (size_t j = 0; j < Lk; j++) {
                     size_t at = ((b * H + h) * Lq + i) * Lk + j;
-                    if (ref_hidden(causal, lengths, b, i, j, Lq, Lk))
+                    if (ref_hidden(causal, lengths, b, i, j, Lq, Lk) || (mask && mask[at] == -INFINITY))
                         S[at] = -INFINITY;
                     else if (mask)
                         S[at] += mask[at];

@@ -397,6 +397,86 @@ static bool long_sequence_65536(void)
     return ok;
 }
 
+/* NaN and Inf reach exactly the outputs whose computation they enter. Causal top-left, one batch
+ * item, two heads, 40 tokens; injected:
+ *   Q[head 0, row 5] = NaN        -> O[0, 5] NaN, nothing else
+ *   K[head 1, row 20] = NaN       -> O[1, i] NaN for i >= 20 (they see key 20), rows < 20 clean
+ *   V[head 0, row 30] = +Inf      -> O[0, i] non-finite for i >= 30, rows < 30 clean
+ *   mask[row 10, key 3] = NaN     -> row 10 of both heads NaN (key 3 is visible to it)
+ *   mask[row 2, key 35] = NaN     -> nothing: key 35 is hidden from row 2 by the causal mask
+ *   mask[row 15, every key] = -inf -> row 15 of both heads is 0 (fully masked), never NaN
+ * Rows that must stay clean are compared with the reference on the clean inputs. The unfused
+ * path's weighted sum is a CLBlast product, where a hidden key's weight 0 times Inf is NaN: there
+ * the V row reaches every row of its head, which is checked as such. */
+static bool nan_inf_propagation(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    const size_t H = 2, L = 40, Dh = 16;
+    uint64_t seed = 77;
+    view_buf Q = vb_new(&e, LAYOUT_BHTD, 1, H, L, Dh, 0, 0, &seed, true);
+    view_buf K = vb_new(&e, LAYOUT_BHTD, 1, H, L, Dh, 0, 0, &seed, true);
+    view_buf V = vb_new(&e, LAYOUT_BHTD, 1, H, L, Dh, 0, 0, &seed, true);
+    view_buf M = vb_new(&e, LAYOUT_BHTD, 1, 1, L, L, 0, 0, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, H, L, Dh, 0, 0, &seed, false);
+    for (size_t j = 0; j < L; j++)
+        M.host[15 * L + j] = -INFINITY;
+    /* The clean reference first. */
+    double *q = vb_dense(&Q, Q.host), *k = vb_dense(&K, K.host), *v = vb_dense(&V, V.host);
+    double *m = malloc(H * L * L * sizeof *m), *ro = malloc(H * L * Dh * sizeof *ro);
+    for (size_t h = 0; h < H; h++)
+        for (size_t i = 0; i < L * L; i++)
+            m[h * L * L + i] = M.host[i];
+    ref_sdpa(1, H, H, L, L, Dh, Dh, 1.0 / 4.0, 1, m, NULL, q, k, v, ro, NULL, NULL);
+    /* Then the poison. */
+    Q.host[(0 * L + 5) * Dh + 3] = NAN;
+    K.host[(1 * L + 20) * Dh + 7] = NAN;
+    V.host[(0 * L + 30) * Dh + 2] = INFINITY;
+    M.host[10 * L + 3] = NAN;
+    M.host[2 * L + 35] = NAN;
+    view_buf *all[] = {&Q, &K, &V, &M};
+    for (int t = 0; t < 4; t++)
+        buf_write(&e, all[t]->t.buffer, 0, all[t]->host, all[t]->elems * sizeof(float));
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.path = g_path;
+    p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    p.mask.additive = &M.t;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+    float *got = malloc(O.elems * sizeof *got);
+    vb_read_all(&e, &O, got);
+    const bool unfused = g_path == CLATTN_PATH_UNFUSED;
+    int wrong = 0;
+    for (size_t h = 0; h < H; h++)
+        for (size_t i = 0; i < L; i++) {
+            const float *row = got + (h * L + i) * Dh;
+            const double *want = ro + (h * L + i) * Dh;
+            /* Rows a NaN enters through Q, K or the mask: every element non-finite. */
+            const bool whole = (h == 0 && i == 5) || (h == 1 && i >= 20) || i == 10;
+            /* Rows that see V's Inf (on the unfused path: every row of head 0): its column. */
+            const bool column = h == 0 && (unfused || i >= 30);
+            for (size_t d = 0; d < Dh; d++) {
+                bool good;
+                if (whole || (column && d == 2))
+                    good = !isfinite(row[d]);
+                else if (i == 15)
+                    good = row[d] == 0.0f; /* fully masked */
+                else
+                    good = isfinite(row[d]) && fabs(row[d] - want[d]) <= TOL;
+                if (!good) {
+                    printf("head %zu row %zu dim %zu: %g (clean value %g)\n", h, i, d, row[d], want[d]);
+                    wrong++;
+                }
+            }
+        }
+    printf("%d elements wrong\n", wrong);
+    EXPECT(wrong == 0);
+    free(q), free(k), free(v), free(m), free(ro), free(got);
+    vb_free(&Q), vb_free(&K), vb_free(&V), vb_free(&M), vb_free(&O);
+    env_close(&e);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -428,6 +508,7 @@ int main(int argc, char **argv)
         {"merge_3_parts", merge_3_parts},
         {"merge_7_parts", merge_7_parts},
         {"long_sequence_65536", long_sequence_65536},
+        {"nan_inf_propagation", nan_inf_propagation},
     };
     if (argc > 2)
         g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
