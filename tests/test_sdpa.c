@@ -85,8 +85,15 @@ static bool run(const sdpa_case *c)
         lengths[0] = 0;                                         /* every key hidden */
         if (c->B > 2)
             lengths[c->B - 1] = (int)c->Lk + 5; /* clamps to Lk */
+        /* Two decoys before the lengths: a kernel that ignored the offset would read them. The
+         * whole buffer is written (Oclgrind 21.10 reports reads after a write at an offset as
+         * uninitialised even where that write covered them). */
+        int *with_decoys = malloc((2 + c->B) * sizeof(int));
+        with_decoys[0] = 999, with_decoys[1] = -5;
+        memcpy(with_decoys + 2, lengths, c->B * sizeof(int));
         len_buf = buf_new(&e, (2 + c->B) * sizeof(int));
-        buf_write(&e, len_buf, 2 * sizeof(int), lengths, c->B * sizeof(int));
+        buf_write(&e, len_buf, 0, with_decoys, (2 + c->B) * sizeof(int));
+        free(with_decoys);
         p.mask.key_lengths = len_buf;
         p.mask.key_lengths_offset = 2;
     }
