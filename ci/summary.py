@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Prints 'N passed, N failed' (', N skipped' when any) from a meson testlog.json.
-Exits non-zero when the log is missing or holds no test."""
+"""Prints 'N passed, N failed' (', N skipped' when any) over one or more meson testlog.json
+files. A missing log counts as one failed test. Exits non-zero when no log holds a test."""
 import json
 import sys
 
@@ -8,22 +8,22 @@ PASS = {'OK', 'EXPECTEDFAIL'}
 SKIP = {'SKIP'}
 
 passed = failed = skipped = 0
-try:
-    with open(sys.argv[1]) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            result = json.loads(line).get('result')
-            if result in PASS:
-                passed += 1
-            elif result in SKIP:
-                skipped += 1
-            else:
-                failed += 1
-except OSError as e:
-    print(f'no test log: {e}')
-    print('0 passed, 1 failed')
-    sys.exit(1)
+for path in sys.argv[1:]:
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                result = json.loads(line).get('result')
+                if result in PASS:
+                    passed += 1
+                elif result in SKIP:
+                    skipped += 1
+                else:
+                    failed += 1
+    except OSError as e:
+        print(f'no test log: {e}')
+        failed += 1
 line = f'{passed} passed, {failed} failed'
 if skipped:
     line += f', {skipped} skipped'

@@ -1,14 +1,52 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, configures and builds (warnings are errors), runs
-# the whole suite on the default OpenCL device (PoCL when there is no GPU), and ends with the line
-# "N passed, N failed" counted from meson's test log.
-# Usage: ci/test.sh [meson test args, e.g. --suite sdpa]      env: BUILD_DIR (default: build)
+# the whole suite on the default OpenCL device (PoCL when there is no GPU), then the same tests
+# again in a build with AddressSanitizer and UBSan (leak checks included), then the fuzzer over
+# the validation layer for a bounded time, and ends with the line "N passed, N failed" counted
+# from meson's test logs of all three.
+#
+# Usage: ci/test.sh [meson test args]   e.g. ci/test.sh --suite sdpa (main build only)
+# env:   BUILD_DIR (default build), SANITIZE=0 to skip the sanitizer build, FUZZ_SECONDS
+#        (default 60; 0 skips the fuzzer)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash ci/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 build=${BUILD_DIR:-build}
+logs=()
+bash ci/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 rm -f "$build/meson-logs/testlog.json"
 meson test -C "$build" --print-errorlogs "$@"
 rc=$?
-python3 ci/summary.py "$build/meson-logs/testlog.json" || exit 1
+logs+=("$build/meson-logs/testlog.json")
+
+if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
+  echo "== AddressSanitizer + UBSan build"
+  if BUILD_DIR=$build-asan MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false" bash ci/build.sh; then
+    rm -f "$build-asan/meson-logs/testlog.json"
+    ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+    LSAN_OPTIONS=suppressions=$PWD/ci/lsan.supp:print_suppressions=0 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    POCL_CACHE_DIR=$PWD/$build/pocl-cache \
+      meson test -C "$build-asan" --print-errorlogs --suite unit --suite errors --suite ops \
+        --suite sdpa --suite mha --suite reliability || rc=1
+    logs+=("$build-asan/meson-logs/testlog.json")
+  else
+    echo "sanitizer build failed"; rc=1
+  fi
+fi
+
+if [ $# -eq 0 ] && [ "${FUZZ_SECONDS:-60}" != 0 ]; then
+  echo "== libFuzzer over the validation layer (${FUZZ_SECONDS:-60} s)"
+  if BUILD_DIR=$build-fuzz MESON_ARGS="-Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false" \
+     CC=clang bash ci/build.sh; then
+    rm -f "$build-fuzz/meson-logs/testlog.json"
+    FUZZ_SECONDS=${FUZZ_SECONDS:-60} POCL_CACHE_DIR=$PWD/$build/pocl-cache \
+    LSAN_OPTIONS=suppressions=$PWD/ci/lsan.supp:print_suppressions=0 \
+      meson test -C "$build-fuzz" --print-errorlogs --suite fuzz || rc=1
+    logs+=("$build-fuzz/meson-logs/testlog.json")
+  else
+    echo "fuzzer build failed"; rc=1
+  fi
+fi
+
+python3 ci/summary.py "${logs[@]}" || exit 1
 exit $rc

@@ -1,0 +1,346 @@
+/* libFuzzer harness over the validation layer: random dims, strides, offsets, buffers (small,
+ * large, NULL, from another context), dtypes, masks, lengths, paths and flags, fed to every
+ * public operation. The oracle: the call returns success or a documented status; on an error no
+ * event comes back and every buffer is bit-identical; on success every element outside the
+ * call's output views is unchanged (canaries). Any breach aborts, which libFuzzer reports with
+ * the input; AddressSanitizer and UBSan watch the rest. Calls whose views would make real work
+ * too large for a fuzzing rate (broadcast inputs with huge dims) only go through validation. */
+#include "clattn.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBUF 4
+static const size_t buf_elems[NBUF] = {16, 256, 2048, 16384};
+static cl_context C;
+static cl_command_queue Q;
+static clattn_context *CC;
+static cl_mem BUF[NBUF], FOREIGN, LENS;
+static float *SNAP[NBUF], *AFTER[NBUF];
+static unsigned char *REACH[NBUF];
+
+static void fail(const char *why, clattn_status st)
+{
+    fprintf(stderr, "fuzz oracle: %s (status %s %d)\n", why, clattn_status_name(st), st);
+    abort();
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    cl_int err = clattn_context_create(NULL, &CC);
+    if (err != CL_SUCCESS)
+        fail("no context", err);
+    C = clattn_context_cl_context(CC);
+    cl_device_id dev = clattn_context_cl_device(CC);
+    Q = clCreateCommandQueue(C, dev, 0, &err);
+    for (int i = 0; i < NBUF; i++) {
+        BUF[i] = clCreateBuffer(C, CL_MEM_READ_WRITE, buf_elems[i] * 4, NULL, &err);
+        SNAP[i] = malloc(buf_elems[i] * 4);
+        AFTER[i] = malloc(buf_elems[i] * 4);
+        REACH[i] = malloc(buf_elems[i]);
+    }
+    int lens[8] = {3, 0, 7, 100, -4, 2, 1, 5};
+    LENS = clCreateBuffer(C, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof lens, lens, &err);
+    cl_context other = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);
+    FOREIGN = clCreateBuffer(other, CL_MEM_READ_WRITE, 4096 * 4, NULL, &err);
+    clReleaseContext(other); /* the buffer keeps it alive */
+    return 0;
+}
+
+/* --- decoding ------------------------------------------------------------------------------- */
+
+typedef struct reader {
+    const uint8_t *p;
+    size_t n;
+} reader;
+
+static uint8_t u8(reader *r)
+{
+    if (r->n == 0)
+        return 0;
+    r->n--;
+    return *r->p++;
+}
+
+static size_t huge(reader *r)
+{
+    uint8_t v = u8(r);
+    return v < 128 ? (size_t)1 << (v % 64) : SIZE_MAX - (v % 16);
+}
+
+static size_t dim(reader *r)
+{
+    uint8_t v = u8(r);
+    return v < 200 ? v % 7 : v < 240 ? (size_t)(v - 200) * 3 : huge(r);
+}
+
+static size_t stride(reader *r)
+{
+    uint8_t v = u8(r);
+    return v < 180 ? v % 40 : v < 220 ? (size_t)(v - 180) * 37 : huge(r);
+}
+
+static size_t offset(reader *r)
+{
+    uint8_t v = u8(r);
+    return v < 200 ? v % 64 : v < 240 ? (size_t)(v - 200) * 1000 : huge(r);
+}
+
+static cl_mem buffer(reader *r)
+{
+    switch (u8(r) % 8) {
+    case 0: case 1: return BUF[3];
+    case 2: case 3: return BUF[2];
+    case 4: return BUF[1];
+    case 5: return BUF[0];
+    case 6: return NULL;
+    default: return FOREIGN;
+    }
+}
+
+static clattn_tensor tensor(reader *r)
+{
+    clattn_tensor t;
+    t.buffer = buffer(r);
+    t.offset = offset(r);
+    uint8_t d = u8(r);
+    t.dtype = d < 240 ? CLATTN_F32 : d < 250 ? CLATTN_F16 : (clattn_dtype)d;
+    for (int i = 0; i < 4; i++)
+        t.dims[i] = dim(r);
+    for (int i = 0; i < 4; i++)
+        t.strides[i] = stride(r);
+    return t;
+}
+
+/* log2 of a view's element count, saturating: the work bound. */
+static double size_log2(const clattn_tensor *t)
+{
+    double s = 0;
+    for (int i = 0; i < 4; i++) {
+        if (t->dims[i] == 0)
+            return -1e9;
+        double x = (double)t->dims[i];
+        int e = 0;
+        while (x >= 2) {
+            x /= 2;
+            e++;
+        }
+        s += e + (x > 1 ? 1 : 0);
+    }
+    return s;
+}
+
+/* --- the oracle ----------------------------------------------------------------------------- */
+
+static void snapshot(float **to)
+{
+    for (int i = 0; i < NBUF; i++)
+        clEnqueueReadBuffer(Q, BUF[i], CL_TRUE, 0, buf_elems[i] * 4, to[i], 0, NULL, NULL);
+}
+
+/* Marks the elements of `t` in its buffer as writable by the call. */
+static void reach(const clattn_tensor *t)
+{
+    if (!t || t->dims[0] == 0 || t->dims[1] == 0 || t->dims[2] == 0 || t->dims[3] == 0)
+        return; /* empty: reaches nothing, however large its other dims */
+    for (int b = 0; b < NBUF; b++) {
+        if (t->buffer != BUF[b])
+            continue;
+        for (size_t i0 = 0; i0 < t->dims[0]; i0++)
+            for (size_t i1 = 0; i1 < t->dims[1]; i1++)
+                for (size_t i2 = 0; i2 < t->dims[2]; i2++)
+                    for (size_t i3 = 0; i3 < t->dims[3]; i3++) {
+                        size_t at = t->offset + i0 * t->strides[0] + i1 * t->strides[1] +
+                                    i2 * t->strides[2] + i3 * t->strides[3];
+                        if (at >= buf_elems[b])
+                            fail("a successful call's output view runs past its buffer", 0);
+                        REACH[b][at] = 1;
+                    }
+    }
+}
+
+static int documented(clattn_status st)
+{
+    switch (st) {
+#define X(name, value, msg) case value:
+        CLATTN_STATUS_LIST(X)
+#undef X
+    case CL_OUT_OF_RESOURCES:
+    case CL_OUT_OF_HOST_MEMORY:
+    case CL_MEM_OBJECT_ALLOCATION_FAILURE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+#define EVENT_SENTINEL ((cl_event)(uintptr_t)0x5eed)
+
+/* Judges one call: `outs` are its output views (NULL entries ignored). */
+static void judge(clattn_status st, cl_event ev, const clattn_tensor *const *outs, int nouts)
+{
+    if (!documented(st))
+        fail("undocumented status", st);
+    if (st != CL_SUCCESS && ev != EVENT_SENTINEL)
+        fail("an event came back from a failed call", st);
+    if (st == CL_SUCCESS && ev != EVENT_SENTINEL) {
+        if (!ev)
+            fail("success without the event asked for", st);
+        clWaitForEvents(1, &ev);
+        clReleaseEvent(ev);
+    }
+    clFinish(Q);
+    for (int b = 0; b < NBUF; b++)
+        memset(REACH[b], 0, buf_elems[b]);
+    if (st == CL_SUCCESS)
+        for (int i = 0; i < nouts; i++)
+            reach(outs[i]);
+    snapshot(AFTER);
+    for (int b = 0; b < NBUF; b++)
+        for (size_t i = 0; i < buf_elems[b]; i++)
+            if (!REACH[b][i] && memcmp(&SNAP[b][i], &AFTER[b][i], 4) != 0)
+                fail(st == CL_SUCCESS ? "a canary outside the outputs changed"
+                                      : "a failed call changed a buffer", st);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    reader r = {data, size};
+    /* Fresh canaries: a pattern that any write disturbs. */
+    for (int b = 0; b < NBUF; b++) {
+        for (size_t i = 0; i < buf_elems[b]; i++)
+            SNAP[b][i] = (float)(i % 97) * 0.25f - 7.0f;
+        clEnqueueWriteBuffer(Q, BUF[b], CL_TRUE, 0, buf_elems[b] * 4, SNAP[b], 0, NULL, NULL);
+    }
+    const uint8_t op = u8(&r) % 8;
+    clattn_tensor t[6];
+    for (int i = 0; i < 6; i++)
+        t[i] = tensor(&r);
+    double work = 0;
+    for (int i = 0; i < 6; i++)
+        if (size_log2(&t[i]) > work)
+            work = size_log2(&t[i]);
+    const int runnable = work <= 14; /* at most 16k elements per view */
+    const uint8_t flags = u8(&r);
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.causal = (clattn_causal)(u8(&r) % 4); /* 3 is not a valid value */
+    mp.additive = (flags & 1) ? &t[4] : NULL;
+    mp.key_lengths = (flags & 2) ? ((flags & 64) ? BUF[0] : LENS) : NULL;
+    mp.key_lengths_offset = u8(&r) % 10;
+    cl_event ev = EVENT_SENTINEL;
+    cl_event *evp = (flags & 128) ? NULL : &ev;
+    clattn_status st = CL_SUCCESS;
+
+    switch (op) {
+    case 0: { /* sdpa */
+        clattn_sdpa_params p = clattn_sdpa_params_default();
+        p.mask = mp;
+        p.path = (clattn_path)(u8(&r) % 4);
+        p.probs = (flags & 4) ? &t[5] : NULL;
+        p.lse = (flags & 8) ? &t[5] : NULL;
+        uint8_t sc = u8(&r);
+        p.scale = sc < 128 ? CLATTN_SCALE_DEFAULT : (float)(sc - 192) * 0.5f;
+        if (flags & 16)
+            p.reserved[0] = &p;
+        if (runnable) {
+            st = clattn_sdpa(CC, Q, &t[0], &t[1], &t[2], &t[3], &p, 0, NULL, evp);
+            const clattn_tensor *outs[] = {&t[3], p.probs, p.lse};
+            judge(st, ev, outs, 3);
+        } else {
+            size_t bytes;
+            st = clattn_sdpa_workspace_size(CC, &t[0], &t[1], &t[2], &t[3], &p, &bytes);
+            judge(st, EVENT_SENTINEL, NULL, 0);
+        }
+        break;
+    }
+    case 1: /* linear */
+        if (runnable) {
+            st = clattn_linear(CC, Q, &t[0], &t[1], (flags & 4) ? &t[2] : NULL, &t[3], 0, NULL, evp);
+            const clattn_tensor *outs[] = {&t[3]};
+            judge(st, ev, outs, 1);
+        }
+        break;
+    case 2: /* scores */
+        if (runnable) {
+            st = clattn_scores(CC, Q, &t[0], &t[1], &t[2], (flags & 4) ? 0.5f : CLATTN_SCALE_DEFAULT,
+                               0, NULL, evp);
+            const clattn_tensor *outs[] = {&t[2]};
+            judge(st, ev, outs, 1);
+        }
+        break;
+    case 3: /* mask */
+        if (runnable) {
+            st = clattn_mask(CC, Q, &t[0], (flags & 32) ? NULL : &mp, 0, NULL, evp);
+            const clattn_tensor *outs[] = {&t[0]};
+            judge(st, ev, outs, 1);
+        }
+        break;
+    case 4: /* softmax, in place when flagged */
+        if (runnable) {
+            const clattn_tensor *P = (flags & 4) ? &t[0] : &t[1];
+            st = clattn_softmax(CC, Q, &t[0], P, (flags & 8) ? &t[2] : NULL, 0, NULL, evp);
+            const clattn_tensor *outs[] = {P, (flags & 8) ? &t[2] : NULL};
+            judge(st, ev, outs, 2);
+        }
+        break;
+    case 5: /* weighted sum */
+        if (runnable) {
+            st = clattn_weighted_sum(CC, Q, &t[0], &t[1], &t[2], 0, NULL, evp);
+            const clattn_tensor *outs[] = {&t[2]};
+            judge(st, ev, outs, 1);
+        }
+        break;
+    case 6: /* merge, in place when flagged */
+        if (runnable) {
+            const clattn_tensor *O = (flags & 4) ? &t[0] : &t[4];
+            const clattn_tensor *L = (flags & 8) ? &t[1] : ((flags & 16) ? NULL : &t[5]);
+            st = clattn_merge(CC, Q, &t[0], &t[1], &t[2], &t[3], O, L, 0, NULL, evp);
+            const clattn_tensor *outs[] = {O, L};
+            judge(st, ev, outs, 2);
+        }
+        break;
+    default: { /* the multi-head layer: create, size query, forward */
+        clattn_mha_params mp2 = clattn_mha_params_default();
+        mp2.embed_dim = u8(&r) % 20;
+        mp2.num_heads = u8(&r) % 5;
+        mp2.num_kv_heads = u8(&r) % 5;
+        mp2.kdim = u8(&r) % 20;
+        mp2.vdim = u8(&r) % 20;
+        mp2.bias = flags & 4;
+        if (flags & 8) {
+            mp2.in_proj_weight = &t[0];
+        } else {
+            mp2.q_proj_weight = &t[0];
+            mp2.k_proj_weight = &t[1];
+            mp2.v_proj_weight = &t[2];
+        }
+        mp2.in_proj_bias = mp2.bias ? &t[3] : NULL;
+        mp2.out_proj_weight = &t[4];
+        mp2.out_proj_bias = mp2.bias ? &t[5] : NULL;
+        clattn_mha *m = NULL;
+        st = clattn_mha_create(CC, &mp2, &m);
+        judge(st, EVENT_SENTINEL, NULL, 0);
+        if (st == CL_SUCCESS) {
+            clattn_tensor x = tensor(&r), kv = tensor(&r), out = tensor(&r), w = tensor(&r);
+            clattn_mha_forward_params fp = clattn_mha_forward_params_default();
+            fp.mask = mp;
+            fp.weights = (flags & 16) ? &w : NULL;
+            size_t bytes;
+            st = clattn_mha_workspace_size(m, &x, &kv, &kv, &fp, &bytes);
+            judge(st, EVENT_SENTINEL, NULL, 0);
+            if (size_log2(&x) <= 14 && size_log2(&kv) <= 14 && size_log2(&out) <= 14) {
+                st = clattn_mha_forward(m, Q, &x, (flags & 32) ? &x : &kv, (flags & 32) ? &x : &kv,
+                                        &out, &fp, 0, NULL, evp);
+                const clattn_tensor *outs[] = {&out, fp.weights};
+                judge(st, ev, outs, 2);
+            }
+            clattn_mha_destroy(&m);
+        }
+        break;
+    }
+    }
+    return 0;
+}
