@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages clattn needs to build and test, only those that are missing.
+# Installs the Debian 12 packages clattn needs to build and test, only those that are missing:
+# the build (meson, ninja, gcc, the OpenCL ICD loader and headers, CLBlast), the device for the
+# tests (PoCL), and the checkers (Oclgrind; clang with its sanitizer runtimes and libFuzzer).
 # Usage: ci/install-deps.sh [extra packages...]
 set -euo pipefail
 want=(meson ninja-build gcc pkg-config python3 ocl-icd-opencl-dev opencl-c-headers
-      libclblast-dev pocl-opencl-icd clinfo "$@")
+      libclblast-dev pocl-opencl-icd clinfo
+      oclgrind clang libclang-rt-14-dev libfuzzer-14-dev "$@")
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

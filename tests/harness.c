@@ -151,6 +151,17 @@ double *vb_dense(const view_buf *v, const float *all)
     return d;
 }
 
+bool vb_same(test_env *e, const view_buf *v)
+{
+    float *now = malloc((v->elems ? v->elems : 1) * sizeof *now);
+    vb_read_all(e, v, now);
+    bool same = memcmp(now, v->host, v->elems * sizeof *now) == 0;
+    if (!same)
+        fprintf(stderr, "an input buffer changed\n");
+    free(now);
+    return same;
+}
+
 bool vb_outside_unchanged(const view_buf *v, const float *before, const float *all)
 {
     const clattn_tensor *t = &v->t;

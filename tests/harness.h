@@ -61,6 +61,8 @@ void vb_free(view_buf *v);
 void vb_read_all(test_env *e, const view_buf *v, float *out);
 /* Dense [d0,d1,d2,d3] doubles of the view's elements, from a host copy of the buffer. */
 double *vb_dense(const view_buf *v, const float *all);
+/* Whether the device buffer still holds exactly v->host (an input the call must not write). */
+bool vb_same(test_env *e, const view_buf *v);
 /* Checks that every element of `all` outside the view equals `before` (guards untouched). */
 bool vb_outside_unchanged(const view_buf *v, const float *before, const float *all);
 

@@ -154,6 +154,11 @@ static bool run(const mha_case *c)
         EXPECT(vb_outside_unchanged(outs[i], outs[i]->host, all));
         free(got), free(all);
     }
+    /* Inputs and weights are read only. */
+    view_buf *ins[] = {&q, &k, &v, &M, &in, &wq, &wk, &wv, &bin, &wo, &bo};
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
+        if (ins[i]->t.buffer)
+            EXPECT(vb_same(&e, ins[i]));
     size_t need = 0;
     EXPECT_STATUS(clattn_mha_workspace_size(mha, &q.t, kt, vt, &fp, &need), CLATTN_SUCCESS);
     EXPECT(need > 0);

@@ -61,6 +61,7 @@ static bool linear_case(layout xl, size_t d0, size_t d1, size_t M, size_t K, siz
     double *ref = malloc(d0 * d1 * M * N * sizeof *ref + 1);
     ref_linear(d0 * d1 * M, K, N, x, w, bias ? bb : NULL, ref);
     ok &= expect_view("Y", &Y, ref, TOL);
+    EXPECT(vb_same(&E, &X) && vb_same(&E, &W) && vb_same(&E, &b));
     free(x), free(w), free(bb), free(ref);
     vb_free(&X), vb_free(&W), vb_free(&b), vb_free(&Y);
     return ok;
@@ -91,6 +92,7 @@ static bool scores_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, s
     double *ref = malloc(B * Hq * Lq * Lk * sizeof *ref + 1);
     ref_scores(B, Hq, Hkv, Lq, Lk, D, isnan(scale) ? 1.0 / sqrt((double)D) : scale, q, k, ref);
     ok &= expect_view("S", &S, ref, TOL);
+    EXPECT(vb_same(&E, &Q) && vb_same(&E, &K));
     free(q), free(k), free(ref);
     vb_free(&Q), vb_free(&K), vb_free(&S);
     return ok;
@@ -127,6 +129,7 @@ static bool mask_case(int causal, int additive, bool lengths, size_t Lq, size_t 
             memcpy(m + (b * H + h) * Lq * Lk, m1 + b * Lq * Lk, Lq * Lk * sizeof *m);
     ref_mask(B, H, Lq, Lk, causal, additive ? m : NULL, lengths ? lens : NULL, ref);
     ok &= expect_view("masked S", &S, ref, TOL);
+    EXPECT(vb_same(&E, &M));
     free(ref), free(m1), free(m);
     clReleaseMemObject(lb);
     vb_free(&S), vb_free(&M);
@@ -183,6 +186,8 @@ static bool softmax_case(bool in_place, bool lse, size_t Lk, float big)
     ok &= expect_view("P", out, rp, TOL);
     if (lse)
         ok &= expect_view("lse", &L, rl, TOL);
+    if (!in_place)
+        EXPECT(vb_same(&E, &S));
     free(s), free(rp), free(rl);
     vb_free(&S), vb_free(&P), vb_free(&L);
     return ok;
@@ -210,6 +215,7 @@ static bool weighted_sum_case(size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_
     double *ref = malloc(B * Hq * Lq * Dv * sizeof *ref + 1);
     ref_weighted_sum(B, Hq, Hkv, Lq, Lk, Dv, p, v, ref);
     ok &= expect_view("O", &O, ref, TOL);
+    EXPECT(vb_same(&E, &P) && vb_same(&E, &V));
     free(p), free(v), free(ref);
     vb_free(&P), vb_free(&V), vb_free(&O);
     return ok;

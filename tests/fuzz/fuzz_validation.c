@@ -179,11 +179,33 @@ static int documented(clattn_status st)
 
 #define EVENT_SENTINEL ((cl_event)(uintptr_t)0x5eed)
 
+/* How many calls ended in each status, printed at exit: the bad inputs tried. */
+static unsigned long n_success, n_errors, n_calls;
+static unsigned long by_code[64]; /* library codes -1000 .. -1063 */
+
+__attribute__((destructor)) static void report(void)
+{
+    if (n_calls == 0)
+        return;
+    fprintf(stderr, "fuzz calls: %lu, succeeded: %lu, refused with a status: %lu\n", n_calls,
+            n_success, n_errors);
+    for (int i = 0; i < 64; i++)
+        if (by_code[i])
+            fprintf(stderr, "  %-36s %lu\n", clattn_status_name(-1000 - i), by_code[i]);
+}
+
 /* Judges one call: `outs` are its output views (NULL entries ignored). */
 static void judge(clattn_status st, cl_event ev, const clattn_tensor *const *outs, int nouts)
 {
     if (!documented(st))
         fail("undocumented status", st);
+    n_calls++;
+    if (st == CL_SUCCESS)
+        n_success++;
+    else
+        n_errors++;
+    if (st <= -1000 && st > -1064)
+        by_code[-1000 - st]++;
     if (st != CL_SUCCESS && ev != EVENT_SENTINEL)
         fail("an event came back from a failed call", st);
     if (st == CL_SUCCESS && ev != EVENT_SENTINEL) {
