@@ -2,6 +2,7 @@
  * cl_kernels. Sources come from the table embedded at build time, or from $CLATTN_KERNEL_DIR. */
 #include "program.h"
 
+#include "disk_cache.h"
 #include "kernel_sources.h"
 
 #include <stdio.h>
@@ -170,28 +171,36 @@ static clattn_status get_program(clattn_context *ctx, const char *file, const ch
     clattn_status st = load_source(ctx, file, &src, &len, &owned);
     if (st != CL_SUCCESS)
         return st;
-    cl_int err;
-    cl_program prog = clCreateProgramWithSource(ctx->context, 1, &src, &len, &err);
-    free(owned);
-    if (err != CL_SUCCESS)
-        return err;
-
     size_t olen = strlen(BASE_OPTIONS) + 1 + strlen(options) + 1;
     char *all = malloc(olen);
     if (!all) {
-        clReleaseProgram(prog);
+        free(owned);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
     snprintf(all, olen, "%s %s", BASE_OPTIONS, options);
-    err = clBuildProgram(prog, 1, &ctx->device, all, NULL, NULL);
+
+    /* The disk cache first; on any miss, compile from source and store the binary. */
+    cl_int err = CL_SUCCESS;
+    cl_program prog = clattn__disk_cache_load(ctx, src, len, all);
+    if (!prog) {
+        prog = clCreateProgramWithSource(ctx->context, 1, &src, &len, &err);
+        if (err == CL_SUCCESS) {
+            err = clBuildProgram(prog, 1, &ctx->device, all, NULL, NULL);
+            if (err != CL_SUCCESS) {
+                log_build_failure(ctx, prog, file, options, err);
+                clReleaseProgram(prog);
+                prog = NULL;
+            } else {
+                clattn__disk_cache_store(ctx, prog, src, len, all);
+            }
+        }
+    }
     free(all);
-    if (err != CL_SUCCESS) {
-        log_build_failure(ctx, prog, file, options, err);
-        clReleaseProgram(prog);
+    free(owned);
+    if (err != CL_SUCCESS)
         return (err == CL_BUILD_PROGRAM_FAILURE || err == CL_INVALID_BUILD_OPTIONS)
                    ? CLATTN_ERROR_BUILD_FAILED
                    : err;
-    }
 
     program_entry e = {strdup(file), strdup(options), prog, NULL, 0};
     if (!e.file || !e.options) {

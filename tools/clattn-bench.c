@@ -536,6 +536,8 @@ static void usage(void)
         "                         causal and not, then T = 65536 on both paths\n"
         "      --peak             measure the device's fp32 peak first (FMA-bound kernel) and\n"
         "                         report every row as a share of it\n"
+        "      --startup          time a new context until every kernel is ready (run twice:\n"
+        "                         cold, then warm from the disk cache)\n"
         "      --demo             show scores, mask and softmax for an 8-token sentence\n");
 }
 
@@ -544,10 +546,10 @@ int main(int argc, char **argv)
     options o = {2, 10, 10.0, false};
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO};
-    bool have_shape = false, do_demo = false, do_peak = false;
+    bool have_shape = false, do_demo = false, do_peak = false, do_startup = false;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
-           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK };
+           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -559,6 +561,7 @@ int main(int argc, char **argv)
         {"json", required_argument, 0, O_JSON},     {"device", required_argument, 0, O_DEVICE},
         {"demo", no_argument, 0, O_DEMO},           {"help", no_argument, 0, 'h'},
         {"suite", required_argument, 0, O_SUITE},   {"peak", no_argument, 0, O_PEAK},
+        {"startup", no_argument, 0, O_STARTUP},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -589,6 +592,7 @@ int main(int argc, char **argv)
         case O_OP: op = optarg; break;
         case O_SUITE: suite_name = optarg; break;
         case O_PEAK: do_peak = true; break;
+        case O_STARTUP: do_startup = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -600,6 +604,24 @@ int main(int argc, char **argv)
     if (custom.Hkv == 0)
         custom.Hkv = custom.H;
 
+    if (do_startup) {
+        /* From nothing to every kernel ready: context, device queries, each kernel file built
+         * or loaded from the disk cache. */
+        double t0 = now();
+        clattn_status st0 = clattn_context_create(NULL, &g_cc);
+        double t1 = now();
+        if (st0 == CL_SUCCESS)
+            st0 = clattn_context_prepare(g_cc);
+        double t2 = now();
+        if (st0 != CL_SUCCESS)
+            die("startup", st0);
+        const char *cache = getenv("CLATTN_CACHE_DIR");
+        printf("startup: context %.1f ms, all %zu kernels ready %.1f ms after it, %.1f ms in all "
+               "(CLATTN_CACHE_DIR=%s)\n", 1e3 * (t1 - t0), clattn_kernel_count(), 1e3 * (t2 - t1),
+               1e3 * (t2 - t0), cache ? cache : "(default)");
+        clattn_context_destroy(&g_cc);
+        return 0;
+    }
     clattn_status st = clattn_context_create(NULL, &g_cc);
     if (st != CL_SUCCESS)
         die("clattn_context_create", st);

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the build into a scratch prefix with `meson install --destdir`, then builds and runs
+# tests/install/consumer.c with nothing but `pkg-config --cflags --libs clattn` from that prefix.
+# usage: check.sh BUILD_DIR SOURCE_DIR SCRATCH
+set -euo pipefail
+build=$1 src=$2 scratch=$3
+rm -rf "$scratch" && mkdir -p "$scratch"
+meson install -C "$build" --destdir "$scratch/root" --no-rebuild --quiet
+pc=$(dirname "$(find "$scratch/root" -name clattn.pc | head -n 1)")
+[ -f "$pc/clattn.pc" ] || { echo "no clattn.pc installed"; exit 1; }
+export PKG_CONFIG_PATH="$pc" PKG_CONFIG_SYSROOT_DIR="$scratch/root"
+echo "pkg-config --cflags --libs clattn: $(pkg-config --cflags --libs clattn)"
+# shellcheck disable=SC2046
+cc -std=c11 -Wall -Werror -o "$scratch/consumer" "$src/tests/install/consumer.c" \
+   $(pkg-config --cflags --libs clattn) -lm
+libdir=$(dirname "$(find "$scratch/root" -name 'libclattn.so.0' | head -n 1)")
+LD_LIBRARY_PATH="$libdir" "$scratch/consumer"
+# The library it ran is the installed one, not the build tree's.
+LD_LIBRARY_PATH="$libdir" ldd "$scratch/consumer" | grep -q "$libdir/libclattn"

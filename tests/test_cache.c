@@ -1,0 +1,206 @@
+/* The on-disk program cache: a second context loads what the first compiled (files untouched);
+ * corrupt, truncated and stale files are rebuilt and replaced; an unwritable directory and "off"
+ * leave everything working. Each case runs in its own CLATTN_CACHE_DIR. */
+#define _POSIX_C_SOURCE 200809L
+#include "harness.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[512];
+
+static void fresh_dir(const char *name)
+{
+    const char *base = getenv("CLATTN_TEST_SCRATCH");
+    snprintf(dir, sizeof dir, "%.400s/%.60s-%ld", base ? base : "/tmp", name, (long)getpid());
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%.511s'", dir);
+    if (system(cmd) != 0)
+        exit(2);
+    setenv("CLATTN_CACHE_DIR", dir, 1);
+}
+
+/* Builds every kernel in a new context (its own memory cache), then destroys it. */
+static clattn_status prepare_once(void)
+{
+    clattn_context *cc = NULL;
+    clattn_status st = clattn_context_create(NULL, &cc);
+    if (st == CL_SUCCESS)
+        st = clattn_context_prepare(cc);
+    clattn_context_destroy(&cc);
+    return st;
+}
+
+/* Runs one small fused and unfused attention and checks a row by hand-free means: both paths
+ * must agree, so the kernels loaded from the cache compute. */
+static bool attention_works(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open_default(&e);
+    uint64_t seed = 3;
+    view_buf Q = vb_new(&e, LAYOUT_BHTD, 1, 2, 9, 16, 0, 0, &seed, true);
+    view_buf O1 = vb_new(&e, LAYOUT_BHTD, 1, 2, 9, 16, 0, 0, &seed, false);
+    view_buf O2 = vb_new(&e, LAYOUT_BHTD, 1, 2, 9, 16, 0, 0, &seed, false);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    p.path = CLATTN_PATH_FUSED;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &Q.t, &Q.t, &O1.t, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+    p.path = CLATTN_PATH_UNFUSED;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &Q.t, &Q.t, &O2.t, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+    float *a = malloc(O1.elems * 4), *b = malloc(O2.elems * 4);
+    vb_read_all(&e, &O1, a);
+    vb_read_all(&e, &O2, b);
+    double *da = vb_dense(&O1, a), *db = vb_dense(&O2, b);
+    ok &= check_close("fused vs unfused", da, db, O1.elems, TOL);
+    free(a), free(b), free(da), free(db);
+    vb_free(&Q), vb_free(&O1), vb_free(&O2);
+    env_close(&e);
+    return ok;
+}
+
+typedef struct entry {
+    char name[300];
+    long long ino, mtime_ns, size;
+} entry;
+
+/* The cache files (*.bin) and their identities. */
+static int list(entry *out, int cap)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < cap) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".bin") != 0)
+            continue;
+        struct stat st;
+        char path[1024];
+        snprintf(path, sizeof path, "%.511s/%.300s", dir, de->d_name);
+        if (stat(path, &st) != 0)
+            continue;
+        snprintf(out[n].name, sizeof out[n].name, "%.299s", de->d_name);
+        out[n].ino = (long long)st.st_ino;
+        out[n].mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        out[n].size = (long long)st.st_size;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static bool warm_second_context_loads(void)
+{
+    bool ok = true;
+    fresh_dir("warm");
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    entry before[64], after[64];
+    int n = list(before, 64);
+    printf("%d cache files after the first context\n", n);
+    EXPECT(n >= (int)clattn_kernel_count());
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    /* A load never rewrites: same files, same inodes (a store would rename a new one in). */
+    int m = list(after, 64);
+    EXPECT(m == n);
+    for (int i = 0; i < n && i < m; i++)
+        EXPECT(strcmp(before[i].name, after[i].name) == 0 && before[i].ino == after[i].ino);
+    ok &= attention_works();
+    return ok;
+}
+
+/* Damages every cache file with `how`, then checks a new context rebuilds and replaces them. */
+static bool damaged_files_are_replaced(const char *name, void (*damage)(const char *path))
+{
+    bool ok = true;
+    fresh_dir(name);
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    entry files[64];
+    int n = list(files, 64);
+    EXPECT(n > 0);
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%.511s/%.300s", dir, files[i].name);
+        damage(path);
+    }
+    entry damaged[64];
+    list(damaged, 64);
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    entry after[64];
+    int m = list(after, 64);
+    EXPECT(m == n);
+    int replaced = 0;
+    for (int i = 0; i < m && i < n; i++)
+        replaced += after[i].ino != damaged[i].ino && after[i].size == files[i].size;
+    printf("%s: %d of %d files rebuilt and replaced\n", name, replaced, n);
+    EXPECT(replaced == n);
+    ok &= attention_works();
+    return ok;
+}
+
+static void corrupt(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    fseek(f, -16, SEEK_END);
+    fputs("garbage garbage", f); /* the binary's bytes change: its checksum no longer holds */
+    fclose(f);
+}
+static void truncate_half(const char *path)
+{
+    struct stat st;
+    stat(path, &st);
+    if (truncate(path, st.st_size / 2) != 0)
+        exit(2);
+}
+/* A file from another driver or clattn version, at this name: its header's key differs. */
+static void stale_key(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 16, SEEK_SET); /* magic[8], format, reserved, then the key */
+    fputc('S', f);
+    fclose(f);
+}
+static bool corrupt_file(void) { return damaged_files_are_replaced("corrupt", corrupt); }
+static bool truncated_file(void) { return damaged_files_are_replaced("truncated", truncate_half); }
+static bool stale_driver_version(void) { return damaged_files_are_replaced("stale", stale_key); }
+
+static bool unwritable_or_off(void)
+{
+    bool ok = true;
+    /* A directory that cannot be created (its parent is a file; root ignores permissions, so a
+     * read-only mode would not test anything here). */
+    fresh_dir("notadir");
+    FILE *f = fopen(dir, "w");
+    fputs("a file, not a directory", f);
+    fclose(f);
+    char inside[600];
+    snprintf(inside, sizeof inside, "%.511s/cache", dir);
+    setenv("CLATTN_CACHE_DIR", inside, 1);
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    ok &= attention_works();
+    remove(dir);
+    /* Off: nothing is written anywhere. */
+    fresh_dir("off");
+    setenv("CLATTN_CACHE_DIR", "off", 1);
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    ok &= attention_works();
+    struct stat st;
+    EXPECT(stat(dir, &st) != 0); /* never created */
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    static const test_case cases[] = {
+        {"warm_second_context_loads", warm_second_context_loads},
+        {"corrupt_file", corrupt_file},
+        {"truncated_file", truncated_file},
+        {"stale_driver_version", stale_driver_version},
+        {"unwritable_or_off", unwritable_or_off},
+    };
+    return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
+}
