@@ -20,12 +20,11 @@ logs+=("$build/meson-logs/testlog.json")
 
 if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
   echo "== AddressSanitizer + UBSan build"
-  if BUILD_DIR=$build-asan MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false" bash ci/build.sh; then
+  if BUILD_DIR=$build-asan MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false -Dtest_pocl_cache=$PWD/$build/pocl-cache" bash ci/build.sh; then
     rm -f "$build-asan/meson-logs/testlog.json"
     ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
     LSAN_OPTIONS=suppressions=$PWD/ci/lsan.supp:print_suppressions=0 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    POCL_CACHE_DIR=$PWD/$build/pocl-cache \
       meson test -C "$build-asan" --print-errorlogs --suite unit --suite errors --suite ops \
         --suite sdpa --suite mha --suite reliability || rc=1
     logs+=("$build-asan/meson-logs/testlog.json")
@@ -36,10 +35,10 @@ fi
 
 if [ $# -eq 0 ] && [ "${FUZZ_SECONDS:-60}" != 0 ]; then
   echo "== libFuzzer over the validation layer (${FUZZ_SECONDS:-60} s)"
-  if BUILD_DIR=$build-fuzz MESON_ARGS="-Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false" \
+  if BUILD_DIR=$build-fuzz MESON_ARGS="-Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dtest_pocl_cache=$PWD/$build/pocl-cache" \
      CC=clang bash ci/build.sh; then
     rm -f "$build-fuzz/meson-logs/testlog.json"
-    FUZZ_SECONDS=${FUZZ_SECONDS:-60} POCL_CACHE_DIR=$PWD/$build/pocl-cache \
+    FUZZ_SECONDS=${FUZZ_SECONDS:-60} \
     LSAN_OPTIONS=suppressions=$PWD/ci/lsan.supp:print_suppressions=0 \
       meson test -C "$build-fuzz" --print-errorlogs --suite fuzz || rc=1
     logs+=("$build-fuzz/meson-logs/testlog.json")

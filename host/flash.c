@@ -74,15 +74,16 @@ static flash_config choose(const clattn_context *ctx, size_t D, size_t Dv)
     return c;
 }
 
-static void options(const flash_config *c, size_t D, size_t Dv, const clattn_mask_params *m,
-                    bool lse, char *buf, size_t cap)
+static void options(const flash_config *c, size_t D, size_t Dv, const clattn_sdpa_params *p,
+                    bool half, char *buf, size_t cap)
 {
+    const clattn_mask_params *m = &p->mask;
     snprintf(buf, cap,
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
-             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d",
+             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_IO=%d",
              D, Dv, c->variant, c->block_k, c->wg ? c->wg : 1, c->vec ? c->vec : 16,
              c->rows ? c->rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
-             lse ? 1 : 0);
+             p->lse != NULL, half ? 1 : 0);
 }
 
 clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
@@ -103,7 +104,7 @@ clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
     if (c.variant == 0 && Dv % 2 != 0)
         return CLATTN_ERROR_UNSUPPORTED_PATH;
     char opts[320];
-    options(&c, D, Dv, &p->mask, p->lse != NULL, opts, sizeof opts);
+    options(&c, D, Dv, p, Q->dtype == CLATTN_F16, opts, sizeof opts);
     size_t wg = 0;
     clattn_status st = clattn__kernel_work_group_size(ctx, "flash_attention", "flash_attention",
                                                       opts, &wg);
@@ -121,7 +122,7 @@ clattn_status clattn__flash_enqueue(clattn_context *ctx, cl_command_queue queue,
     const size_t D = Q->dims[3], Dv = V->dims[3], Hq = Q->dims[1];
     const flash_config c = choose(ctx, D, Dv);
     char opts[320];
-    options(&c, D, Dv, &p->mask, p->lse != NULL, opts, sizeof opts);
+    options(&c, D, Dv, p, Q->dtype == CLATTN_F16, opts, sizeof opts);
     float scale = isnan(p->scale) ? 1.0f / sqrtf((float)D) : p->scale;
     float qscale = scale * 1.4426950408889634f; /* scores in base 2: exp2 in the kernel */
 

@@ -28,10 +28,10 @@ static clattn_status check_args(clattn_context *ctx, const clattn_tensor *Q,
         p->path != CLATTN_PATH_FUSED)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_status st;
-    if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, K, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, V, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
+    if ((st = clattn__view_check_f16(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check_f16(ctx, K, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check_f16(ctx, V, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check_f16(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
         (p->probs && (st = clattn__view_check(ctx, p->probs, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS) ||
         (p->lse && (st = clattn__view_check(ctx, p->lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
         return st;
@@ -49,6 +49,12 @@ static clattn_status check_args(clattn_context *ctx, const clattn_tensor *Q,
         return CLATTN_ERROR_INVALID_SHAPE;
     if (Hkv == 0 ? Hq != 0 : Hq % Hkv != 0)
         return CLATTN_ERROR_HEAD_MISMATCH;
+    /* fp16 storage: Q, K, V and O together, on the fused path only (its kernel converts on load
+     * and store; the unfused steps are float products). */
+    const bool f16 = Q->dtype == CLATTN_F16;
+    if (K->dtype != Q->dtype || V->dtype != Q->dtype || O->dtype != Q->dtype ||
+        (f16 && (p->probs || p->path == CLATTN_PATH_UNFUSED)))
+        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     if (Q->dims[3] == 0 && B * Hq * Lq * Lk > 0)
         return CLATTN_ERROR_INVALID_SHAPE;
     const size_t sdims[4] = {B, Hq, Lq, Lk};
@@ -95,6 +101,8 @@ static clattn_status choose_path(clattn_context *ctx, const clattn_tensor *Q,
     clattn_status st = clattn__flash_check(ctx, Q, K, V, O, p);
     if (p->path == CLATTN_PATH_FUSED)
         return (*fused = st == CL_SUCCESS), st;
+    if (Q->dtype == CLATTN_F16) /* AUTO, but only the fused path stores fp16 */
+        return (*fused = st == CL_SUCCESS), st == CL_SUCCESS ? st : CLATTN_ERROR_UNSUPPORTED_DTYPE;
     *fused = st == CL_SUCCESS; /* AUTO: otherwise the unfused path */
     return CL_SUCCESS;
 }

@@ -26,12 +26,12 @@ clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t
     return bytes <= size ? CL_SUCCESS : CLATTN_ERROR_VIEW_OUT_OF_BOUNDS;
 }
 
-clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,
-                                 clattn_view_role role)
+static clattn_status check(const clattn_context *ctx, const clattn_tensor *t,
+                           clattn_view_role role, bool f16_ok)
 {
     if (!t)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (t->dtype != CLATTN_F32)
+    if (t->dtype != CLATTN_F32 && !(f16_ok && t->dtype == CLATTN_F16))
         return t->dtype == CLATTN_F16 ? CLATTN_ERROR_UNSUPPORTED_DTYPE : CLATTN_ERROR_INVALID_ARGUMENT;
     size_t count = 1;
     for (int d = 0; d < 4; d++)
@@ -53,6 +53,18 @@ clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor 
     if (!clattn__add(last, 1, &bytes) || !clattn__mul(bytes, clattn_dtype_size(t->dtype), &bytes))
         return CLATTN_ERROR_SIZE_OVERFLOW;
     return clattn__buffer_check(ctx, t->buffer, bytes);
+}
+
+clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,
+                                 clattn_view_role role)
+{
+    return check(ctx, t, role, false);
+}
+
+clattn_status clattn__view_check_f16(const clattn_context *ctx, const clattn_tensor *t,
+                                     clattn_view_role role)
+{
+    return check(ctx, t, role, true);
 }
 
 bool clattn__view_rows_flat(const clattn_tensor *t, size_t *step)

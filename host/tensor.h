@@ -30,6 +30,9 @@ typedef enum clattn_view_role { CLATTN_VIEW_INPUT = 0, CLATTN_VIEW_OUTPUT = 1 } 
  * buffer may be NULL. */
 clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,
                                  clattn_view_role role);
+/* The same, but CLATTN_F16 passes too (for the calls that can store fp16). */
+clattn_status clattn__view_check_f16(const clattn_context *ctx, const clattn_tensor *t,
+                                     clattn_view_role role);
 
 static inline bool clattn__view_empty(const clattn_tensor *t)
 {

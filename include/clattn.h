@@ -97,7 +97,8 @@ CLATTN_API const char *clattn_status_string(clattn_status status);
 
 typedef enum clattn_dtype {
     CLATTN_F32 = 1, /* IEEE binary32 */
-    CLATTN_F16 = 2, /* IEEE binary16 storage (reserved: no operation accepts it yet) */
+    CLATTN_F16 = 2, /* IEEE binary16 storage, arithmetic in float: clattn_sdpa's Q, K, V and O
+                     * (all four together) on the fused path; other calls take CLATTN_F32 */
 } clattn_dtype;
 
 /* Bytes per element of a dtype, 0 for an unknown one. */
@@ -336,6 +337,8 @@ CLATTN_API clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const c
  * O = softmax(mask(scale · Q·Kᵀ)) · V per batch item and query head.
  *   Q [B, Hq, Lq, D]   K [B, Hkv, Lk, D]   V [B, Hkv, Lk, Dv]   O [B, Hq, Lq, Dv]
  * Hq must be a multiple of Hkv (GQA/MQA). A query whose keys are all hidden gets O = 0.
+ * Q, K, V and O are all CLATTN_F32, or all CLATTN_F16 (fused path only: loaded and stored with
+ * vload_half/vstore_half, computed in float; mask, probs and lse stay CLATTN_F32).
  * params may be NULL (defaults).
  */
 CLATTN_API clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,

@@ -84,6 +84,42 @@ void buf_read(test_env *e, cl_mem b, size_t off, void *dst, size_t bytes)
         CL_OK(clEnqueueReadBuffer(e->queue, b, CL_TRUE, off, bytes, dst, 0, NULL, NULL));
 }
 
+uint16_t half_from_float(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t abs = x & 0x7fffffff;
+    if (abs >= 0x7f800000) /* Inf, NaN */
+        return sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0);
+    if (abs >= 0x477ff000) /* rounds to beyond 65504 */
+        return sign | 0x7c00;
+    if (abs < 0x38800000) { /* subnormal half (or zero): scale by 2^24 and round */
+        float a;
+        memcpy(&a, &abs, 4);
+        return sign | (uint16_t)lrintf(a * 16777216.0f);
+    }
+    /* Normal: drop 13 mantissa bits, rounding to nearest even. */
+    uint32_t h = ((abs >> 13) - (112u << 10));
+    const uint32_t rest = abs & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1)))
+        h++;
+    return sign | (uint16_t)h;
+}
+
+float half_to_float(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    float f;
+    if (e == 0) {
+        f = (float)m / 16777216.0f;
+        return sign ? -f : f;
+    }
+    uint32_t x = sign | (e == 31 ? 0x7f800000 | (m << 13) : ((e + 112) << 23) | (m << 13));
+    memcpy(&f, &x, 4);
+    return f;
+}
+
 static uint64_t next(uint64_t *s)
 {
     /* splitmix64 */

@@ -37,6 +37,11 @@ cl_mem buf_new(test_env *e, size_t bytes);
 void buf_write(test_env *e, cl_mem b, size_t off_bytes, const void *src, size_t bytes);
 void buf_read(test_env *e, cl_mem b, size_t off_bytes, void *dst, size_t bytes);
 
+/* IEEE binary16 <-> float on the host, rounding to nearest even (the tests' own conversion,
+ * independent of the device's vstore_half). */
+uint16_t half_from_float(float f);
+float half_to_float(uint16_t h);
+
 /* Deterministic uniform floats in [lo, hi). */
 void fill_uniform(float *x, size_t n, uint64_t *seed, float lo, float hi);
 

@@ -484,6 +484,99 @@ static bool nan_inf_propagation(void)
     return ok;
 }
 
+/* fp16 storage (FlashAttention's rule): on fp16-rounded inputs, the fp16 path's max error
+ * against the float64 reference is at most twice the error of that reference's own output
+ * rounded to fp16, plus a floor of 1e-4 * max(1, max|ref|). The fused path only; the unfused
+ * path refuses fp16 views with CLATTN_ERROR_UNSUPPORTED_DTYPE. */
+static bool fp16_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, int causal,
+                      bool lengths)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    uint64_t seed = 1600 + Lq + D;
+    const size_t nq = B * Hq * Lq * D, nk = B * Hkv * Lk * D, off = 3;
+    float *f = malloc((nq + 2 * nk) * sizeof *f);
+    fill_uniform(f, nq + 2 * nk, &seed, -2.0f, 2.0f);
+    uint16_t *hq = calloc(nq + off, 2), *hk = calloc(nk + off, 2), *hv = calloc(nk + off, 2),
+             *ho = calloc(nq + off + 4, 2);
+    double *q = malloc(nq * sizeof *q), *k = malloc(nk * sizeof *k), *v = malloc(nk * sizeof *v);
+    for (size_t i = 0; i < nq; i++)
+        hq[off + i] = half_from_float(f[i]), q[i] = half_to_float(hq[off + i]);
+    for (size_t i = 0; i < nk; i++) {
+        hk[off + i] = half_from_float(f[nq + i]), k[i] = half_to_float(hk[off + i]);
+        hv[off + i] = half_from_float(f[nq + nk + i]), v[i] = half_to_float(hv[off + i]);
+    }
+    for (size_t i = 0; i < nq + off + 4; i++)
+        ho[i] = 0x7e00; /* NaN sentinels */
+    cl_mem bq = buf_new(&e, (nq + off) * 2), bk = buf_new(&e, (nk + off) * 2),
+           bv = buf_new(&e, (nk + off) * 2), bo = buf_new(&e, (nq + off + 4) * 2);
+    buf_write(&e, bq, 0, hq, (nq + off) * 2);
+    buf_write(&e, bk, 0, hk, (nk + off) * 2);
+    buf_write(&e, bv, 0, hv, (nk + off) * 2);
+    buf_write(&e, bo, 0, ho, (nq + off + 4) * 2);
+    clattn_tensor Q = clattn_tensor_bthd(bq, off, B, Lq, Hq, D), K = clattn_tensor_bthd(bk, off, B, Lk, Hkv, D),
+                  V = clattn_tensor_bthd(bv, off, B, Lk, Hkv, D), O = clattn_tensor_bthd(bo, off, B, Lq, Hq, D);
+    Q.dtype = K.dtype = V.dtype = O.dtype = CLATTN_F16;
+    int lens[4] = {(int)Lk, (int)Lk / 3, 0, (int)Lk - 1};
+    cl_mem lb = buf_new(&e, sizeof lens);
+    buf_write(&e, lb, 0, lens, sizeof lens);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.mask.causal = (clattn_causal)causal;
+    p.mask.key_lengths = lengths ? lb : NULL;
+    p.path = CLATTN_PATH_UNFUSED;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q, &K, &V, &O, &p, 0, NULL, NULL), CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    p.path = g_path == CLATTN_PATH_UNFUSED ? CLATTN_PATH_AUTO : g_path;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q, &K, &V, &O, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+    buf_read(&e, bo, 0, ho, (nq + off + 4) * 2);
+    EXPECT(ho[0] == 0x7e00 && ho[off - 1] == 0x7e00 && ho[off + nq] == 0x7e00); /* guards */
+
+    /* The reference in [B, H, T, D] order; the device output in [B, T, H, D]. */
+    double *qd = malloc(nq * sizeof *qd), *kd = malloc(nk * sizeof *kd), *vd = malloc(nk * sizeof *vd);
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < Lq; t++)
+            for (size_t h = 0; h < Hq; h++)
+                for (size_t d = 0; d < D; d++)
+                    qd[((b * Hq + h) * Lq + t) * D + d] = q[((b * Lq + t) * Hq + h) * D + d];
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < Lk; t++)
+            for (size_t h = 0; h < Hkv; h++)
+                for (size_t d = 0; d < D; d++) {
+                    kd[((b * Hkv + h) * Lk + t) * D + d] = k[((b * Lk + t) * Hkv + h) * D + d];
+                    vd[((b * Hkv + h) * Lk + t) * D + d] = v[((b * Lk + t) * Hkv + h) * D + d];
+                }
+    double *ref = malloc(nq * sizeof *ref);
+    ref_sdpa(B, Hq, Hkv, Lq, Lk, D, D, 1.0 / sqrt((double)D), causal, NULL, lengths ? lens : NULL,
+             qd, kd, vd, ref, NULL, NULL);
+    double err = 0, rounding = 0, scale = 1;
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < Lq; t++)
+            for (size_t h = 0; h < Hq; h++)
+                for (size_t d = 0; d < D; d++) {
+                    double r = ref[((b * Hq + h) * Lq + t) * D + d];
+                    double got = half_to_float(ho[off + ((b * Lq + t) * Hq + h) * D + d]);
+                    err = fmax(err, isnan(got) ? INFINITY : fabs(got - r));
+                    rounding = fmax(rounding, fabs(half_to_float(half_from_float((float)r)) - r));
+                    scale = fmax(scale, fabs(r));
+                }
+    const double limit = 2 * rounding + 1e-4 * scale;
+    printf("fp16 path error %.3g; reference rounded to fp16: %.3g; limit %.3g%s\n", err, rounding,
+           limit, err <= limit ? "" : "  FAIL");
+    EXPECT(err <= limit);
+    free(f), free(hq), free(hk), free(hv), free(ho), free(q), free(k), free(v);
+    free(qd), free(kd), free(vd), free(ref);
+    cl_mem all[] = {bq, bk, bv, bo, lb};
+    for (int i = 0; i < 5; i++)
+        clReleaseMemObject(all[i]);
+    env_close(&e);
+    return ok;
+}
+static bool fp16_storage(void)
+{
+    return fp16_case(2, 4, 2, 37, 37, 64, 1, false) && fp16_case(3, 2, 2, 9, 70, 40, 2, true) &&
+           fp16_case(1, 2, 1, 65, 33, 128, 0, false);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -516,6 +609,7 @@ int main(int argc, char **argv)
         {"merge_7_parts", merge_7_parts},
         {"long_sequence_65536", long_sequence_65536},
         {"nan_inf_propagation", nan_inf_propagation},
+        {"fp16_storage", fp16_storage},
     };
     if (argc > 2)
         g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
