@@ -74,16 +74,21 @@ static flash_config choose(const clattn_context *ctx, size_t D, size_t Dv)
     return c;
 }
 
-static void options(const flash_config *c, size_t D, size_t Dv, const clattn_sdpa_params *p,
-                    bool half, char *buf, size_t cap)
+static void options(const flash_config *c, const clattn_tensor *Q, const clattn_tensor *V,
+                    const clattn_sdpa_params *p, bool lse, char *buf, size_t cap)
 {
     const clattn_mask_params *m = &p->mask;
     snprintf(buf, cap,
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
-             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_IO=%d",
-             D, Dv, c->variant, c->block_k, c->wg ? c->wg : 1, c->vec ? c->vec : 16,
+             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DHALF_KV=%d",
+             Q->dims[3], V->dims[3], c->variant, c->block_k, c->wg ? c->wg : 1, c->vec ? c->vec : 16,
              c->rows ? c->rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
-             p->lse != NULL, half ? 1 : 0);
+             lse ? 1 : 0, Q->dtype == CLATTN_F16, V->dtype == CLATTN_F16);
+}
+
+int clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv)
+{
+    return choose(ctx, D, Dv).block_k;
 }
 
 clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
@@ -104,7 +109,7 @@ clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
     if (c.variant == 0 && Dv % 2 != 0)
         return CLATTN_ERROR_UNSUPPORTED_PATH;
     char opts[320];
-    options(&c, D, Dv, p, Q->dtype == CLATTN_F16, opts, sizeof opts);
+    options(&c, Q, V, p, p->lse != NULL, opts, sizeof opts);
     size_t wg = 0;
     clattn_status st = clattn__kernel_work_group_size(ctx, "flash_attention", "flash_attention",
                                                       opts, &wg);
@@ -116,13 +121,17 @@ clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
 clattn_status clattn__flash_enqueue(clattn_context *ctx, cl_command_queue queue,
                                     const clattn_tensor *Q, const clattn_tensor *K,
                                     const clattn_tensor *V, const clattn_tensor *O,
-                                    const clattn_sdpa_params *p, cl_uint nw, const cl_event *wl,
-                                    cl_event *ev)
+                                    const clattn_sdpa_params *p, const clattn_flash_split *split,
+                                    cl_uint nw, const cl_event *wl, cl_event *ev)
 {
     const size_t D = Q->dims[3], Dv = V->dims[3], Hq = Q->dims[1];
     const flash_config c = choose(ctx, D, Dv);
     char opts[320];
-    options(&c, D, Dv, p, Q->dtype == CLATTN_F16, opts, sizeof opts);
+    options(&c, Q, V, p, p->lse != NULL, opts, sizeof opts);
+    const clattn_flash_split none_split = {0, 1, 0, 0};
+    if (!split)
+        split = &none_split;
+    cl_ulong split_keys = split->keys, o_split = split->o_stride, l_split = split->lse_stride;
     float scale = isnan(p->scale) ? 1.0f / sqrtf((float)D) : p->scale;
     float qscale = scale * 1.4426950408889634f; /* scores in base 2: exp2 in the kernel */
 
@@ -147,11 +156,12 @@ clattn_status clattn__flash_enqueue(clattn_context *ctx, cl_command_queue queue,
         CLATTN_KARG(m->buffer), CLATTN_KARG(m_off), CLATTN_KARG(ms0), CLATTN_KARG(ms1), CLATTN_KARG(ms2),
         CLATTN_KARG(ms3),
         CLATTN_KARG(p->mask.key_lengths), CLATTN_KARG(len_off), CLATTN_KARG(H), CLATTN_KARG(group),
-        CLATTN_KARG(Lq), CLATTN_KARG(Lk), CLATTN_KARG(qscale)};
+        CLATTN_KARG(Lq), CLATTN_KARG(Lk), CLATTN_KARG(qscale), CLATTN_KARG(split_keys),
+        CLATTN_KARG(o_split), CLATTN_KARG(l_split)};
     const size_t per = c.variant == 0 ? 16 : (size_t)c.wg;
     const size_t blocks = (Q->dims[2] + per - 1) / per;
-    const size_t global[2] = {c.variant == 0 ? blocks : blocks * per, Q->dims[0] * Hq};
-    const size_t local[2] = {c.variant == 0 ? 1 : per, 1};
-    return clattn__launch(ctx, queue, "flash_attention", "flash_attention", opts, 2, global, local,
+    const size_t global[3] = {c.variant == 0 ? blocks : blocks * per, Q->dims[0] * Hq, split->count};
+    const size_t local[3] = {c.variant == 0 ? 1 : per, 1, 1};
+    return clattn__launch(ctx, queue, "flash_attention", "flash_attention", opts, 3, global, local,
                           args, sizeof args / sizeof args[0], nw, wl, ev);
 }

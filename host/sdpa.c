@@ -206,7 +206,7 @@ clattn_status clattn__sdpa_enqueue(clattn_context *ctx, cl_command_queue queue,
         return clattn__no_op(queue, num_wait, wait_list, event_out);
     const clattn_sdpa_params *p = &call->p;
     if (call->fused)
-        return clattn__flash_enqueue(ctx, queue, &call->Q, &call->K, &call->V, &call->O, p,
+        return clattn__flash_enqueue(ctx, queue, &call->Q, &call->K, &call->V, &call->O, p, NULL,
                                      num_wait, wait_list, event_out);
     const clattn_tensor *S = &call->S;
     clattn_status st = CL_SUCCESS;

@@ -103,11 +103,18 @@ static inline void clattn__chain_end(clattn_chain *c, cl_event *ev_out)
 clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
                                   const clattn_tensor *K, const clattn_tensor *V,
                                   const clattn_tensor *O, const clattn_sdpa_params *p);
+/* Split keys (flash-decoding): `count` splits of `keys` keys each (a multiple of the block size,
+ * clattn__flash_block_k), split s writing its partial O and lse `o_stride` / `lse_stride`
+ * elements after split s - 1's. NULL: one pass over all keys. */
+typedef struct clattn_flash_split {
+    size_t keys, count, o_stride, lse_stride;
+} clattn_flash_split;
+int clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv);
 clattn_status clattn__flash_enqueue(clattn_context *ctx, cl_command_queue queue,
                                     const clattn_tensor *Q, const clattn_tensor *K,
                                     const clattn_tensor *V, const clattn_tensor *O,
-                                    const clattn_sdpa_params *p, cl_uint nw, const cl_event *wl,
-                                    cl_event *ev);
+                                    const clattn_sdpa_params *p, const clattn_flash_split *split,
+                                    cl_uint nw, const cl_event *wl, cl_event *ev);
 
 /* A validated sdpa call (sdpa.c): its views, params and where its scores live. */
 typedef struct clattn_sdpa_call {

@@ -75,7 +75,8 @@ CLATTN_API const char *clattn_version(void);
     X(CLATTN_ERROR_WORKSPACE_TOO_SMALL, -1016, "caller-given workspace is smaller than needed")       \
     X(CLATTN_ERROR_NO_DEVICE, -1017, "no usable OpenCL device found")                                 \
     X(CLATTN_ERROR_DEVICE_NOT_FOUND, -1018, "CLATTN_DEVICE names no device")                         \
-    X(CLATTN_ERROR_UNSUPPORTED_DEVICE, -1019, "the device cannot run a kernel this call needs")
+    X(CLATTN_ERROR_UNSUPPORTED_DEVICE, -1019, "the device cannot run a kernel this call needs")  \
+    X(CLATTN_ERROR_CACHE_FULL, -1020, "appending would pass the KV cache's capacity")
 
 typedef int32_t clattn_status;
 
@@ -444,6 +445,75 @@ CLATTN_API clattn_status clattn_mha_workspace_size(clattn_mha *mha, const clattn
                                                    const clattn_tensor *value,
                                                    const clattn_mha_forward_params *params,
                                                    size_t *bytes);
+
+/* ------------------------------------------------------------------------------------------------
+ * KV cache for decoding
+ * ----------------------------------------------------------------------------------------------*/
+
+typedef struct clattn_kv_cache_params {
+    size_t batch;        /* B sequences */
+    size_t num_kv_heads; /* Hkv */
+    size_t head_dim;     /* D, of keys and values alike */
+    size_t capacity;     /* tokens each sequence can hold */
+    clattn_dtype dtype;  /* storage: CLATTN_F32 or CLATTN_F16 (computed in float either way) */
+    void *reserved[8];   /* must be zero */
+} clattn_kv_cache_params;
+
+CLATTN_API clattn_kv_cache_params clattn_kv_cache_params_default(void);
+
+/*
+ * Keys and values of B sequences x Hkv heads, up to `capacity` tokens each, in device memory the
+ * cache owns ([B, Hkv, capacity, D] each), with every sequence's length kept on the host (for
+ * capacity checks) and on the device (for attention).
+ * Ownership: created by clattn_kv_cache_create, freed by clattn_kv_cache_destroy; the context
+ * must outlive it. Thread safety: none; calls on one cache must not overlap in time (different
+ * caches are independent). Work is enqueued in call order: use one in-order queue per cache, or
+ * chain the events.
+ */
+typedef struct clattn_kv_cache clattn_kv_cache;
+
+CLATTN_API clattn_status clattn_kv_cache_create(clattn_context *ctx,
+                                                const clattn_kv_cache_params *params,
+                                                clattn_kv_cache **out);
+CLATTN_API void clattn_kv_cache_destroy(clattn_kv_cache **cache);
+
+/* Tokens sequence b holds (0 when b is out of range). */
+CLATTN_API size_t clattn_kv_cache_length(const clattn_kv_cache *cache, size_t b);
+
+/*
+ * Appends new tokens' keys and values, e.g. straight from a projection's output (no host round
+ * trip): K_new, V_new [B, Hkv, T, D] of the cache's dtype; sequence b gains counts[b] <= T tokens
+ * (counts NULL: T each), taken from the first counts[b] positions. Appending past the capacity
+ * is CLATTN_ERROR_CACHE_FULL, checked before anything is enqueued: the cache is unchanged.
+ */
+CLATTN_API clattn_status clattn_kv_cache_append(clattn_kv_cache *cache, cl_command_queue queue,
+                                                const clattn_tensor *K_new,
+                                                const clattn_tensor *V_new, const size_t *counts,
+                                                cl_uint num_wait, const cl_event *wait_list,
+                                                cl_event *event_out);
+
+typedef struct clattn_kv_attend_params {
+    float scale;               /* NaN (default) = 1/sqrt(D) */
+    /* Split the keys over this many work-groups per query block and merge the partial results
+     * by log-sum-exp (flash-decoding): 0 picks from the device and the cache length, 1 is off. */
+    size_t splits;
+    const clattn_tensor *lse;  /* optional [B, Hq, Lq, 1] CLATTN_F32 */
+    void *reserved[8];         /* must be zero */
+} clattn_kv_attend_params;
+
+CLATTN_API clattn_kv_attend_params clattn_kv_attend_params_default(void);
+
+/*
+ * Attention of the Lq newest tokens' queries over everything each sequence holds, bottom-right
+ * causal (query i of sequence b sees keys j <= i + length_b - Lq): decoding (Lq = 1) or a chunk
+ * of a prompt whose K/V were just appended.
+ *   Q [B, Hq, Lq, D]   O [B, Hq, Lq, D], both CLATTN_F32; Hq a multiple of the cache's Hkv.
+ */
+CLATTN_API clattn_status clattn_kv_cache_attend(clattn_kv_cache *cache, cl_command_queue queue,
+                                                const clattn_tensor *Q, const clattn_tensor *O,
+                                                const clattn_kv_attend_params *params,
+                                                cl_uint num_wait, const cl_event *wait_list,
+                                                cl_event *event_out);
 
 #ifdef __cplusplus
 }

@@ -20,7 +20,13 @@
  *
  * Specialised with HEAD_DIM, VALUE_DIM, BLOCK_K, VARIANT, WG (variant 1), VEC and ROWS (variant 0:
  * the vector width along the value dim and the query rows per weighted-sum pass), CAUSAL (0 none,
- * 1 top-left, 2 bottom-right), HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HALF_IO (fp16 storage). Q, K, V and O have unit stride
+ * 1 top-left, 2 bottom-right), HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HALF_QO and HALF_KV (fp16
+ * storage).
+ *
+ * Split keys (flash-decoding): get_global_id(2) picks a split that covers keys
+ * [split * split_keys, (split + 1) * split_keys) (split_keys a multiple of BLOCK_K; 0: all keys,
+ * one split) and writes its partial O and log-sum-exp at o_split / l_split elements per split,
+ * for clattn_merge-style combination. Q, K, V and O have unit stride
  * along their last dim. */
 
 #ifndef HEAD_DIM
@@ -56,27 +62,37 @@
 #ifndef HAS_LSE
 #define HAS_LSE 0
 #endif
-#ifndef HALF_IO
-#define HALF_IO 0
+#ifndef HALF_QO
+#define HALF_QO 0
+#endif
+#ifndef HALF_KV
+#define HALF_KV 0
 #endif
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 
-/* Q, K, V and O are float, or half read and written with vload_half/vstore_half (core OpenCL:
- * no cl_khr_fp16 needed); arithmetic is float either way. */
-#if HALF_IO
-#define T_IO half
-#define LOAD1(p, i) vload_half((i), (p))
+/* Q and O (HALF_QO), K and V (HALF_KV) are float, or half read and written with
+ * vload_half/vstore_half (core OpenCL: no cl_khr_fp16 needed); arithmetic is float either way. */
+#if HALF_QO
+#define T_QO half
+#define LOAD_QO(p, i) vload_half((i), (p))
 #define STORE1(x, p, i) vstore_half((x), (i), (p))
-#define LOADV(i, p) CAT(vload_half, VEC)((i), (p))
 #define STOREV(x, i, p) CAT(vstore_half, VEC)((x), (i), (p))
 #else
-#define T_IO float
-#define LOAD1(p, i) ((p)[i])
+#define T_QO float
+#define LOAD_QO(p, i) ((p)[i])
 #define STORE1(x, p, i) ((p)[i] = (x))
-#define LOADV(i, p) CAT(vload, VEC)((i), (p))
 #define STOREV(x, i, p) CAT(vstore, VEC)((x), (i), (p))
+#endif
+#if HALF_KV
+#define T_KV half
+#define LOAD_KV(p, i) vload_half((i), (p))
+#define LOADV(i, p) CAT(vload_half, VEC)((i), (p))
+#else
+#define T_KV float
+#define LOAD_KV(p, i) ((p)[i])
+#define LOADV(i, p) CAT(vload, VEC)((i), (p))
 #endif
 
 #define LOG2E 1.4426950408889634f
@@ -141,7 +157,7 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
             for (int cc = 0; cc < NV; cc++)                                                        \
                 c[r][cc] = acc[r0 + r][cc] * af[r0 + r];                                           \
         for (int j = 0; j < nk; j++) {                                                             \
-            const __global T_IO *vr = vb0 + (ulong)(kb + j) * vs2;                                 \
+            const __global T_KV *vr = vb0 + (ulong)(kb + j) * vs2;                                 \
             floatV vv[NV];                                                                         \
             _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                      \
                 vv[cc] = LOADV(cc, vr);                                                            \
@@ -161,14 +177,15 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
     } while (0)
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
-void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
-                     __global const T_IO *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
-                     __global const T_IO *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
-                     __global T_IO *o, ulong o_off, ulong os0, ulong os1, ulong os2,
+void flash_attention(__global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
+                     __global const T_KV *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
+                     __global const T_KV *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
+                     __global T_QO *o, ulong o_off, ulong os0, ulong os1, ulong os2,
                      __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,
                      __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2,
                      ulong ms3, __global const int *len, ulong len_off, ulong H, ulong group,
-                     ulong Lq_, ulong Lk_, float qscale)
+                     ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,
+                     ulong l_split)
 {
     const long Lq = (long)Lq_, Lk = (long)Lk_;
     /* Causal blocks grow with the query index: interleave the first and the last so that any
@@ -178,7 +195,13 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
     const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
     const long lk = valid_keys(len, len_off, b, Lk);
     const long i_last = min(i0 + BQ, Lq) - 1;
-    const long hi_first = key_limit(i0, lk, Lq), hi_max = key_limit(i_last, lk, Lq);
+    const long hi_first = key_limit(i0, lk, Lq);
+    const ulong split = get_global_id(2);
+    const long k_begin = (long)(split * split_keys);
+    const long hi_max = split_keys ? min(key_limit(i_last, lk, Lq), k_begin + (long)split_keys)
+                                   : key_limit(i_last, lk, Lq);
+    o += split * o_split;
+    lse += split * l_split;
 
     /* Per-lane key limits, for the blocks the mask cuts. */
     int lim[BQ];
@@ -193,7 +216,7 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
         float tmp[BQ];
         for (int d = 0; d < HEAD_DIM; d++) {
             for (int r = 0; r < BQ; r++)
-                tmp[r] = LOAD1(q, q_off + b * qs0 + h * qs1 + (ulong)min(i0 + r, i_last) * qs2 + d);
+                tmp[r] = LOAD_QO(q, q_off + b * qs0 + h * qs1 + (ulong)min(i0 + r, i_last) * qs2 + d);
             qt[d] = vload16(0, tmp) * qscale;
         }
     }
@@ -206,14 +229,14 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
     float16 p[BLOCK_K];
     const __private float *pf = (const __private float *)p; /* p[j] lane r = pf[j * 16 + r] */
 
-    const __global T_IO *kb0 = k + k_off + b * ks0 + hk * ks1;
-    const __global T_IO *vb0 = v + v_off + b * vs0 + hk * vs1;
+    const __global T_KV *kb0 = k + k_off + b * ks0 + hk * ks1;
+    const __global T_KV *vb0 = v + v_off + b * vs0 + hk * vs1;
 
-    for (long kb = 0; kb < hi_max; kb += BLOCK_K) {
+    for (long kb = k_begin; kb < hi_max; kb += BLOCK_K) {
         /* Scores of the 16 queries against BLOCK_K keys, JB keys at a time. Keys past hi_max
          * read the last visible row (valid memory) and are masked below. */
         for (int j = 0; j < BLOCK_K; j += JB) {
-            const __global T_IO *kr[JB];
+            const __global T_KV *kr[JB];
             float16 a[JB];
             #pragma unroll
             for (int t = 0; t < JB; t++) {
@@ -224,7 +247,7 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
                 const float16 qv = qt[d];
                 #pragma unroll
                 for (int t = 0; t < JB; t++)
-                    a[t] = fma(qv, (float16)LOAD1(kr[t], d), a[t]);
+                    a[t] = fma(qv, (float16)LOAD_KV(kr[t], d), a[t]);
             }
             #pragma unroll
             for (int t = 0; t < JB; t++)
@@ -277,7 +300,7 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
     float inv[BQ];
     vstore16(INV_SUM(l), 0, inv);
     for (int r = 0; r < BQ && i0 + r < Lq; r++) {
-        __global T_IO *orow = o + o_off + b * os0 + h * os1 + (ulong)(i0 + r) * os2;
+        __global T_QO *orow = o + o_off + b * os0 + h * os1 + (ulong)(i0 + r) * os2;
         for (int cc = 0; cc < NV; cc++)
             STOREV(acc[r][cc] * inv[r], cc, orow);
     }
@@ -298,14 +321,15 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
 /* ---- GPU variant ---------------------------------------------------------------------------- */
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
-                     __global const T_IO *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
-                     __global const T_IO *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
-                     __global T_IO *o, ulong o_off, ulong os0, ulong os1, ulong os2,
+void flash_attention(__global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
+                     __global const T_KV *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
+                     __global const T_KV *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
+                     __global T_QO *o, ulong o_off, ulong os0, ulong os1, ulong os2,
                      __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,
                      __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2,
                      ulong ms3, __global const int *len, ulong len_off, ulong H, ulong group,
-                     ulong Lq_, ulong Lk_, float qscale)
+                     ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,
+                     ulong l_split)
 {
     __local float ks[BLOCK_K * HEAD_DIM];
     __local float vs[BLOCK_K * VALUE_DIM];
@@ -317,30 +341,35 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
     const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
     const long lk = valid_keys(len, len_off, b, Lk);
     /* Uniform across the work-group: the key loop and its barriers run the same for all. */
-    const long hi_max = key_limit(min(g0 + WG, Lq) - 1, lk, Lq);
+    const ulong split = get_global_id(2);
+    const long k_begin = (long)(split * split_keys);
+    const long hi_all = key_limit(min(g0 + WG, Lq) - 1, lk, Lq);
+    const long hi_max = split_keys ? min(hi_all, k_begin + (long)split_keys) : hi_all;
+    o += split * o_split;
+    lse += split * l_split;
     const long lim = key_limit(ic, lk, Lq);
 
     float qr[HEAD_DIM];
     for (int d = 0; d < HEAD_DIM; d++)
-        qr[d] = LOAD1(q, q_off + b * qs0 + h * qs1 + (ulong)ic * qs2 + d) * qscale;
+        qr[d] = LOAD_QO(q, q_off + b * qs0 + h * qs1 + (ulong)ic * qs2 + d) * qscale;
     float acc[VALUE_DIM];
     for (int d = 0; d < VALUE_DIM; d++)
         acc[d] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     float s[BLOCK_K];
 
-    const __global T_IO *kb0 = k + k_off + b * ks0 + hk * ks1;
-    const __global T_IO *vb0 = v + v_off + b * vs0 + hk * vs1;
+    const __global T_KV *kb0 = k + k_off + b * ks0 + hk * ks1;
+    const __global T_KV *vb0 = v + v_off + b * vs0 + hk * vs1;
 
-    for (long kb = 0; kb < hi_max; kb += BLOCK_K) {
+    for (long kb = k_begin; kb < hi_max; kb += BLOCK_K) {
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous block is no longer read */
         for (int t = lid; t < BLOCK_K * HEAD_DIM; t += WG) {
             const long j = kb + t / HEAD_DIM;
-            ks[t] = j < hi_max ? LOAD1(kb0, (ulong)j * ks2 + t % HEAD_DIM) : 0.0f;
+            ks[t] = j < hi_max ? LOAD_KV(kb0, (ulong)j * ks2 + t % HEAD_DIM) : 0.0f;
         }
         for (int t = lid; t < BLOCK_K * VALUE_DIM; t += WG) {
             const long j = kb + t / VALUE_DIM;
-            vs[t] = j < hi_max ? LOAD1(vb0, (ulong)j * vs2 + t % VALUE_DIM) : 0.0f;
+            vs[t] = j < hi_max ? LOAD_KV(vb0, (ulong)j * vs2 + t % VALUE_DIM) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -379,7 +408,7 @@ void flash_attention(__global const T_IO *q, ulong q_off, ulong qs0, ulong qs1, 
 
     if (i < Lq) {
         const float inv = INV_SUM(l);
-        __global T_IO *orow = o + o_off + b * os0 + h * os1 + (ulong)i * os2;
+        __global T_QO *orow = o + o_off + b * os0 + h * os1 + (ulong)i * os2;
         for (int d = 0; d < VALUE_DIM; d++)
             STORE1(acc[d] * inv, orow, d);
 #if HAS_LSE
