@@ -437,6 +437,69 @@ static int demo(void)
     return 0;
 }
 
+/* --- decoding over a KV cache ---------------------------------------------------------------- */
+
+typedef struct decode_state {
+    clattn_kv_cache *cache;
+    clattn_tensor q, o;
+    clattn_kv_attend_params ap;
+} decode_state;
+
+static clattn_status decode_enqueue(void *s)
+{
+    decode_state *st = s;
+    return clattn_kv_cache_attend(st->cache, g_queue, &st->q, &st->o, &st->ap, 0, NULL, NULL);
+}
+
+/* One decode step (one new query per head) over caches of 1k..32k tokens, split-KV off and
+ * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128. */
+static int run_decode(const options *o, const clattn_device_info *info)
+{
+    const size_t Hq = 32, Hkv = 8, D = 128;
+    printf("decode step (attention of 1 new token over the cache), B = 1, Hq = %zu, Hkv = %zu, "
+           "D = %zu, fp32 cache, on %s\n", Hq, Hkv, D, info->name);
+    printf("%8s %14s %14s %14s %18s\n", "cache", "no split ms", "8 splits ms", "auto ms",
+           "best K+V GB/s");
+    int failures = 0;
+    for (size_t len = 1024; len <= 32768; len *= 2) {
+        clattn_kv_cache_params cp = clattn_kv_cache_params_default();
+        cp.batch = 1, cp.num_kv_heads = Hkv, cp.head_dim = D, cp.capacity = len;
+        decode_state st = {0};
+        clattn_status s = clattn_kv_cache_create(g_cc, &cp, &st.cache);
+        const size_t nkv = Hkv * len * D;
+        float *h = random_floats(nkv, (unsigned)len, 1.0f), *hq = random_floats(Hq * D, 3, 1.0f);
+        cl_mem bk = upload(h, nkv), bq = upload(hq, Hq * D), bo = upload(hq, Hq * D);
+        clattn_tensor K = clattn_tensor_bhtd(bk, 0, 1, Hkv, len, D);
+        if (s == CL_SUCCESS)
+            s = clattn_kv_cache_append(st.cache, g_queue, &K, &K, NULL, 0, NULL, NULL);
+        clFinish(g_queue);
+        st.q = clattn_tensor_bhtd(bq, 0, 1, Hq, 1, D);
+        st.o = clattn_tensor_bhtd(bo, 0, 1, Hq, 1, D);
+        st.ap = clattn_kv_attend_params_default();
+        result r[3] = {{0}};
+        static const size_t splits[3] = {1, 8, 0};
+        for (int k = 0; k < 3; k++) {
+            r[k].status = s;
+            st.ap.splits = splits[k];
+            if (s == CL_SUCCESS)
+                time_runs(decode_enqueue, &st, o, &r[k]);
+        }
+        if (r[0].status != CL_SUCCESS || r[1].status != CL_SUCCESS || r[2].status != CL_SUCCESS) {
+            printf("%8zu  error: %s\n", len,
+                   clattn_status_name(r[0].status ? r[0].status : r[1].status ? r[1].status : r[2].status));
+            failures++;
+        } else {
+            double best = fmin(r[0].median_ms, fmin(r[1].median_ms, r[2].median_ms));
+            printf("%8zu %14.3f %14.3f %14.3f %18.1f\n", len, r[0].median_ms, r[1].median_ms,
+                   r[2].median_ms, 2.0 * (double)nkv * 4 / (best * 1e-3) * 1e-9);
+        }
+        clattn_kv_cache_destroy(&st.cache);
+        clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
+        free(h), free(hq);
+    }
+    return failures ? 1 : 0;
+}
+
 /* --- the device's fp32 peak ------------------------------------------------------------------ */
 
 /* Twelve independent fma chains per work-item (enough to hide FMA latency), VEC lanes each: the
@@ -538,6 +601,8 @@ static void usage(void)
         "                         report every row as a share of it\n"
         "      --startup          time a new context until every kernel is ready (run twice:\n"
         "                         cold, then warm from the disk cache)\n"
+        "      --decode           decode-step time over a KV cache of 1k..32k tokens, split-KV\n"
+        "                         off and automatic\n"
         "      --demo             show scores, mask and softmax for an 8-token sentence\n");
 }
 
@@ -546,10 +611,10 @@ int main(int argc, char **argv)
     options o = {2, 10, 10.0, false};
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO};
-    bool have_shape = false, do_demo = false, do_peak = false, do_startup = false;
+    bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
-           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP };
+           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -561,7 +626,7 @@ int main(int argc, char **argv)
         {"json", required_argument, 0, O_JSON},     {"device", required_argument, 0, O_DEVICE},
         {"demo", no_argument, 0, O_DEMO},           {"help", no_argument, 0, 'h'},
         {"suite", required_argument, 0, O_SUITE},   {"peak", no_argument, 0, O_PEAK},
-        {"startup", no_argument, 0, O_STARTUP},
+        {"startup", no_argument, 0, O_STARTUP},     {"decode", no_argument, 0, O_DECODE},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -593,6 +658,7 @@ int main(int argc, char **argv)
         case O_SUITE: suite_name = optarg; break;
         case O_PEAK: do_peak = true; break;
         case O_STARTUP: do_startup = true; break;
+        case O_DECODE: do_decode = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -633,6 +699,12 @@ int main(int argc, char **argv)
         die("clCreateCommandQueue", err);
     clattn_device_info info;
     clattn_context_device_info(g_cc, &info);
+    if (do_decode) {
+        int rc = run_decode(&o, &info);
+        clReleaseCommandQueue(g_queue);
+        clattn_context_destroy(&g_cc);
+        return rc;
+    }
     if (do_demo) {
         int rc = demo();
         clReleaseCommandQueue(g_queue);
