@@ -26,7 +26,7 @@ if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
     LSAN_OPTIONS=suppressions=$PWD/ci/lsan.supp:print_suppressions=0 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       meson test -C "$build-asan" --print-errorlogs --suite unit --suite errors --suite ops \
-        --suite sdpa --suite mha --suite reliability || rc=1
+        --suite sdpa --suite mha --suite kv --suite reliability --suite cache || rc=1
     logs+=("$build-asan/meson-logs/testlog.json")
   else
     echo "sanitizer build failed"; rc=1
