@@ -21,12 +21,21 @@ logs+=("$build/meson-logs/testlog.json")
 if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
   echo "== AddressSanitizer + UBSan build"
   if BUILD_DIR=$build-asan MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false -Dtest_pocl_cache=$PWD/$build/pocl-cache" bash ci/build.sh; then
+    # Leak checks on the create/destroy, error and cache paths. LeakSanitizer's exit-time
+    # thread tracer now and then crashes ("Tracer caught signal 11") in processes where PoCL's
+    # worker threads are busy, so the kernel-heavy suites run with ASan and UBSan but without
+    # the exit-time leak check.
     rm -f "$build-asan/meson-logs/testlog.json"
+    export LSAN_OPTIONS=suppressions=$PWD/ci/lsan.supp:print_suppressions=0
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
-    LSAN_OPTIONS=suppressions=$PWD/ci/lsan.supp:print_suppressions=0 \
-    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-      meson test -C "$build-asan" --print-errorlogs --suite unit --suite errors --suite ops \
-        --suite sdpa --suite mha --suite kv --suite reliability --suite cache || rc=1
+      meson test -C "$build-asan" --print-errorlogs --suite unit --suite errors \
+        --suite reliability --suite cache || rc=1
+    mv "$build-asan/meson-logs/testlog.json" "$build-asan/meson-logs/testlog-leaks.json"
+    logs+=("$build-asan/meson-logs/testlog-leaks.json")
+    ASAN_OPTIONS=detect_leaks=0:strict_string_checks=1:detect_stack_use_after_return=1 \
+      meson test -C "$build-asan" --print-errorlogs --suite ops --suite sdpa --suite mha \
+        --suite kv || rc=1
     logs+=("$build-asan/meson-logs/testlog.json")
   else
     echo "sanitizer build failed"; rc=1

@@ -102,8 +102,8 @@ clattn_status clattn__flash_check(clattn_context *ctx, const clattn_tensor *Q,
         Q->dims[2] > INT_MAX || K->dims[2] > INT_MAX)
         return CLATTN_ERROR_UNSUPPORTED_PATH;
     const clattn_tensor *all[] = {Q, K, V, O};
-    for (int t = 0; t < 4; t++)
-        if (clattn__stride(all[t], 3) > 1) /* rows are read and written as vectors */
+    for (int t = 0; t < 4; t++) /* rows are read and written as contiguous vectors */
+        if (all[t]->dims[3] > 1 && all[t]->strides[3] != 1)
             return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
     flash_config c = choose(ctx, D, Dv);
     if (c.variant == 0 && Dv % 2 != 0)

@@ -21,6 +21,9 @@ typedef struct clattn_operand {
  * two dims must be contiguous and the rows (or columns) must not overlap. */
 bool clattn__gemm_layout_ok(size_t rows, size_t cols, size_t rs, size_t cs);
 
+/* Whether a (checked) view's elements, dims and strides fit CLBlast's 32-bit ints. */
+bool clattn__gemm_view_ok(const clattn_tensor *t);
+
 /* For every item: C = alpha * A * B + beta * C, with A m x k, B k x n, C m x n (m, n, k > 0).
  * Waits for the wait list (through a barrier: CLBlast takes none); *event_out completes when all
  * items are written. */

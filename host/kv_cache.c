@@ -65,6 +65,9 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     if (p->batch == 0 || p->num_kv_heads == 0 || p->head_dim == 0 || p->capacity == 0 ||
         p->capacity > 0x7fffffff)
         return CLATTN_ERROR_INVALID_SHAPE;
+    /* Attention over the cache is the fused kernel's: head dims it takes (even, at most 256). */
+    if (p->head_dim > 256 || p->head_dim % 2 != 0)
+        return CLATTN_ERROR_UNSUPPORTED_PATH;
     size_t bytes = clattn_dtype_size(p->dtype);
     if (!clattn__mul(bytes, p->batch, &bytes) || !clattn__mul(bytes, p->num_kv_heads, &bytes) ||
         !clattn__mul(bytes, p->capacity, &bytes) || !clattn__mul(bytes, p->head_dim, &bytes))
@@ -231,9 +234,14 @@ clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
     const size_t groups = B * Hq * ((Lq + 15) / 16);
     size_t S = ap.splits ? ap.splits : auto_splits(c, groups, max_len);
     const size_t bk = (size_t)clattn__flash_block_k(ctx, c->D, c->D);
-    size_t per = (c->cap + S - 1) / S;
-    per = (per + bk - 1) / bk * bk; /* whole key blocks per split */
-    S = (c->cap + per - 1) / per;
+    /* Whole key blocks per split, over the keys the longest sequence holds. */
+    const size_t blocks = (max_len + bk - 1) / bk;
+    if (S > blocks)
+        S = blocks ? blocks : 1;
+    const size_t per = (blocks + S - 1) / S * bk;
+    S = per ? (max_len + per - 1) / per : 1;
+    if (S == 0)
+        S = 1;
 
     clattn_sdpa_params p = clattn_sdpa_params_default();
     p.scale = ap.scale;
@@ -262,6 +270,11 @@ clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
     clattn_tensor part_lse = clattn_tensor_bhtd(scratch, S * n_o, B, Hq, Lq, 1);
     p.lse = &part_lse;
     st = clattn__flash_check(ctx, Q, &K, &V, &part, &p);
+    /* The merges' kernels too, before anything is enqueued. */
+    if (st == CL_SUCCESS)
+        st = clattn__program_prepare(ctx, "merge", "-DHAS_LSE=1");
+    if (st == CL_SUCCESS)
+        st = clattn__program_prepare(ctx, "merge", "-DHAS_LSE=0");
     const clattn_flash_split split = {per, S, n_o, n_l};
     clattn_chain chain = clattn__chain_start(num_wait, wait_list);
     CLATTN_STEP(st, chain, clattn__flash_enqueue(ctx, queue, Q, &K, &V, &part, &p, &split,

@@ -29,6 +29,8 @@ clattn_status clattn__linear_check(clattn_context *ctx, const clattn_tensor *X,
         !clattn__gemm_layout_ok(N, K, W->strides[2], W->strides[3]) ||
         !clattn__gemm_layout_ok(M, N, Y->strides[2], Y->strides[3]))
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
+    if (!clattn__gemm_view_ok(X) || !clattn__gemm_view_ok(W) || !clattn__gemm_view_ok(Y))
+        return CLATTN_ERROR_UNSUPPORTED_LAYOUT; /* past CLBlast's 32-bit element indices */
     return bias ? clattn__program_prepare(ctx, "bias", "") : CL_SUCCESS;
 }
 

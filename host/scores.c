@@ -28,6 +28,8 @@ clattn_status clattn__scores_check(clattn_context *ctx, const clattn_tensor *Q,
         !clattn__gemm_layout_ok(Lk, D, K->strides[2], K->strides[3]) ||
         !clattn__gemm_layout_ok(Lq, Lk, S->strides[2], S->strides[3]))
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
+    if (!clattn__gemm_view_ok(Q) || !clattn__gemm_view_ok(K) || !clattn__gemm_view_ok(S))
+        return CLATTN_ERROR_UNSUPPORTED_LAYOUT; /* past CLBlast's 32-bit element indices */
     return CL_SUCCESS;
 }
 

@@ -37,8 +37,8 @@ static clattn_status check(const clattn_context *ctx, const clattn_tensor *t,
     for (int d = 0; d < 4; d++)
         if (!clattn__mul(count, t->dims[d], &count))
             return CLATTN_ERROR_SIZE_OVERFLOW;
-    if (count == 0)
-        return CL_SUCCESS;
+    if (count == 0) /* reaches nothing; a handle given anyway must still be ours */
+        return t->buffer ? clattn__buffer_check(ctx, t->buffer, 0) : CL_SUCCESS;
 
     /* Last element reached = offset + sum((dims - 1) * strides). */
     size_t last = t->offset;
@@ -52,7 +52,17 @@ static clattn_status check(const clattn_context *ctx, const clattn_tensor *t,
     size_t bytes;
     if (!clattn__add(last, 1, &bytes) || !clattn__mul(bytes, clattn_dtype_size(t->dtype), &bytes))
         return CLATTN_ERROR_SIZE_OVERFLOW;
-    return clattn__buffer_check(ctx, t->buffer, bytes);
+    /* More elements than the span they lie in: some are the same element. */
+    if (role == CLATTN_VIEW_OUTPUT && count > last - t->offset + 1)
+        return CLATTN_ERROR_INVALID_STRIDE;
+    clattn_status st = clattn__buffer_check(ctx, t->buffer, bytes);
+    if (st == CL_SUCCESS && role == CLATTN_VIEW_OUTPUT) {
+        cl_mem_flags flags = 0;
+        st = clGetMemObjectInfo(t->buffer, CL_MEM_FLAGS, sizeof flags, &flags, NULL);
+        if (st == CL_SUCCESS && (flags & CL_MEM_READ_ONLY))
+            st = CLATTN_ERROR_INVALID_ARGUMENT; /* the device may not write it */
+    }
+    return st;
 }
 
 clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,

@@ -26,6 +26,8 @@ clattn_status clattn__weighted_sum_check(clattn_context *ctx, const clattn_tenso
         !clattn__gemm_layout_ok(Lk, Dv, V->strides[2], V->strides[3]) ||
         !clattn__gemm_layout_ok(Lq, Dv, O->strides[2], O->strides[3]))
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
+    if (!clattn__gemm_view_ok(P) || !clattn__gemm_view_ok(V) || !clattn__gemm_view_ok(O))
+        return CLATTN_ERROR_UNSUPPORTED_LAYOUT; /* past CLBlast's 32-bit element indices */
     return CL_SUCCESS;
 }
 

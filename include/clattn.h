@@ -58,12 +58,12 @@ CLATTN_API const char *clattn_version(void);
     X(CLATTN_SUCCESS, 0, "success")                                                                   \
     X(CLATTN_ERROR_INVALID_ARGUMENT, -1000, "invalid argument (null handle, pointer or bad enum)")    \
     X(CLATTN_ERROR_INVALID_SHAPE, -1001, "tensor shapes do not agree with each other")                \
-    X(CLATTN_ERROR_INVALID_STRIDE, -1002, "output view has overlapping elements (stride 0)")          \
+    X(CLATTN_ERROR_INVALID_STRIDE, -1002, "output view reaches some element twice")                  \
     X(CLATTN_ERROR_VIEW_OUT_OF_BOUNDS, -1003, "tensor view runs past the end of its buffer")          \
     X(CLATTN_ERROR_SIZE_OVERFLOW, -1004, "element count or byte size overflows size_t")               \
     X(CLATTN_ERROR_CONTEXT_MISMATCH, -1005, "buffer or queue belongs to another context or device")   \
     X(CLATTN_ERROR_UNSUPPORTED_DTYPE, -1006, "data type not supported by this operation")             \
-    X(CLATTN_ERROR_UNSUPPORTED_LAYOUT, -1007, "a matrix operand has no unit stride in either dim")    \
+    X(CLATTN_ERROR_UNSUPPORTED_LAYOUT, -1007, "a view's strides or size do not suit this path")       \
     X(CLATTN_ERROR_UNSUPPORTED_PATH, -1008, "the requested attention path cannot run this call")      \
     X(CLATTN_ERROR_HEAD_MISMATCH, -1009, "query heads are not a multiple of key/value heads")         \
     X(CLATTN_ERROR_MASK_SHAPE, -1010, "mask does not broadcast to [B, H, Lq, Lk]")                    \
@@ -153,7 +153,8 @@ typedef enum clattn_log_level {
 } clattn_log_level;
 
 /* Receives diagnostics such as kernel build logs. `msg` is valid only during the call. May be
- * called from any thread that calls into the library, possibly concurrently. */
+ * called from any thread that calls into the library, possibly concurrently, and while the
+ * context's internal lock is held: it must not call back into clattn with the same context. */
 typedef void (*clattn_log_fn)(void *user, clattn_log_level level, const char *msg);
 
 typedef struct clattn_context_params {

@@ -190,6 +190,23 @@ static bool sdpa_other_errors(void)
     m.strides[1] = m.strides[0] = 3 * 11;
     r.mask.additive = &m;
     ok &= sdpa_fails("mask does not broadcast", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_MASK_SHAPE);
+    /* Review findings, pinned: a broadcast (stride 0) last dim on the fused path, an output
+     * whose elements must overlap, an output the device may not write. */
+    r = p;
+    r.path = CLATTN_PATH_FUSED;
+    q = Q.t;
+    q.strides[3] = 0;
+    ok &= sdpa_fails("fused path, broadcast head dim", &q, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_UNSUPPORTED_LAYOUT);
+    o = O.t;
+    o.strides[0] = o.strides[1] = o.strides[2] = 1;
+    ok &= sdpa_fails("output elements overlapping", &Q.t, &K.t, &V.t, &o, &p, CLATTN_ERROR_INVALID_STRIDE);
+    cl_int err;
+    cl_mem ro = clCreateBuffer(E.context, CL_MEM_READ_ONLY, O.elems * sizeof(float), NULL, &err);
+    CL_OK(err);
+    o = O.t;
+    o.buffer = ro;
+    ok &= sdpa_fails("read-only output buffer", &Q.t, &K.t, &V.t, &o, &p, CLATTN_ERROR_INVALID_ARGUMENT);
+    clReleaseMemObject(ro);
     r = p;
     cl_mem small = buf_new(&E, 64);
     r.workspace = small;

@@ -134,6 +134,7 @@ static bool decode(bool f16)
     const size_t big[B] = {CAP - (size_t)m.len[0], 0, 100};
     EXPECT_STATUS(append(&e, c, &m, CAP - (size_t)m.len[0], big, f16, &seed), CLATTN_SUCCESS);
     ok &= attend_matches(&e, c, &m, 1, 7, &seed, "full cache, 7 splits");
+    ok &= attend_matches(&e, c, &m, 1, (size_t)-1, &seed, "more splits than keys");
     EXPECT(clattn_kv_cache_length(c, 0) == CAP);
     int before[B];
     for (size_t b = 0; b < B; b++)

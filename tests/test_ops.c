@@ -99,6 +99,38 @@ static bool scores_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, s
 }
 
 static bool scores_gqa(void) { return scores_case(2, 4, 2, 11, 19, 16, false, 0.5f); }
+
+/* GQA over packed views with a user event in the wait list: the call must return at once (it
+ * may not wait on the caller's queue), and compute once the event completes. */
+static bool scores_gqa_waits_without_blocking(void)
+{
+    bool ok = true;
+    const size_t B = 2, Hq = 4, Hkv = 2, L = 9, Dh = 16;
+    uint64_t seed = 12;
+    view_buf Q = vb_new(&E, LAYOUT_BTHD, B, Hq, L, Dh, 1, 1, &seed, true);
+    view_buf K = vb_new(&E, LAYOUT_BTHD, B, Hkv, L, Dh, 2, 1, &seed, true);
+    view_buf S = vb_new(&E, LAYOUT_BHTD, B, Hq, L, L, 0, 1, &seed, false);
+    cl_int err;
+    cl_event gate = clCreateUserEvent(E.context, &err);
+    CL_OK(err);
+    cl_event done = NULL;
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &Q.t, &K.t, &S.t, NAN, 1, &gate, &done), CLATTN_SUCCESS);
+    /* Reaching this line is the test: a blocking call would wait here forever. */
+    cl_int state = 0;
+    if (done)
+        clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof state, &state, NULL);
+    EXPECT(state != CL_COMPLETE);
+    CL_OK(clSetUserEventStatus(gate, CL_COMPLETE));
+    EXPECT(wait_done(done));
+    clReleaseEvent(gate);
+    double *q = vb_dense(&Q, Q.host), *k = vb_dense(&K, K.host);
+    double *ref = malloc(B * Hq * L * L * sizeof *ref);
+    ref_scores(B, Hq, Hkv, L, L, Dh, 0.25, q, k, ref);
+    ok &= expect_view("S", &S, ref, TOL);
+    free(q), free(k), free(ref);
+    vb_free(&Q), vb_free(&K), vb_free(&S);
+    return ok;
+}
 static bool scores_default_scale(void) { return scores_case(1, 3, 3, 7, 65, 40, false, NAN); }
 static bool scores_transposed_output(void) { return scores_case(2, 2, 1, 9, 14, 24, true, 1.0f); }
 
@@ -268,6 +300,7 @@ int main(int argc, char **argv)
         {"linear_head_split_input", linear_head_split_input},
         {"linear_transposed_weight", linear_transposed_weight},
         {"scores_gqa", scores_gqa},
+        {"scores_gqa_waits_without_blocking", scores_gqa_waits_without_blocking},
         {"scores_default_scale", scores_default_scale},
         {"scores_transposed_output", scores_transposed_output},
         {"mask_causal_top_left", mask_causal_top_left},
