@@ -132,6 +132,34 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
  * base keeps exp2(-inf - base) at 0 instead of NaN. */
 #define EXP_BASE(m_new) fmax((m_new), -FLT_MAX)
 
+/* Folds one block's scores s[0 .. BLOCK_K) (base 2, hidden keys -inf) whose max is bm into the
+ * running max m and sum l, turns the scores into their weights, and sets alpha, the factor by
+ * which the output accumulated so far must be scaled. T: float or float16. */
+#define ONLINE_SOFTMAX_BLOCK(T, s, bm, m, l, alpha)                                                \
+    do {                                                                                           \
+        const T m_new_ = fmax((m), (bm));                                                          \
+        const T base_ = EXP_BASE(m_new_);                                                          \
+        (alpha) = exp2((m) - base_);                                                               \
+        T sum_ = 0.0f;                                                                             \
+        for (int j_ = 0; j_ < BLOCK_K; j_++) {                                                     \
+            (s)[j_] = exp2((s)[j_] - base_);                                                       \
+            sum_ += (s)[j_];                                                                       \
+        }                                                                                          \
+        (l) = fma((l), (alpha), sum_);                                                             \
+        (m) = m_new_;                                                                              \
+    } while (0)
+
+/* The kernel's arguments, the same for both variants (host/flash.c sets them). */
+#define FLASH_PARAMS                                                                               \
+    __global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,                          \
+    __global const T_KV *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,                          \
+    __global const T_KV *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,                          \
+    __global T_QO *o, ulong o_off, ulong os0, ulong os1, ulong os2,                                \
+    __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,                             \
+    __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2, ulong ms3,           \
+    __global const int *len, ulong len_off, ulong H, ulong group, ulong Lq_, ulong Lk_,            \
+    float qscale, ulong split_keys, ulong o_split, ulong l_split
+
 /* Final values for a query with running sum l and max m (base 2): 1/l for the output (0 when
  * every key was hidden) and the natural-log log-sum-exp. */
 #define INV_SUM(l) select(1.0f / (l), 0.0f * (l), (l) == 0.0f)
@@ -177,15 +205,7 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
     } while (0)
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
-void flash_attention(__global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
-                     __global const T_KV *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
-                     __global const T_KV *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
-                     __global T_QO *o, ulong o_off, ulong os0, ulong os1, ulong os2,
-                     __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,
-                     __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2,
-                     ulong ms3, __global const int *len, ulong len_off, ulong H, ulong group,
-                     ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,
-                     ulong l_split)
+void flash_attention(FLASH_PARAMS)
 {
     const long Lq = (long)Lq_, Lk = (long)Lk_;
     /* Causal blocks grow with the query index: interleave the first and the last so that any
@@ -273,16 +293,8 @@ void flash_attention(__global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, 
         float16 bm = p[0];
         for (int j = 1; j < BLOCK_K; j++)
             bm = fmax(bm, p[j]);
-        const float16 m_new = fmax(m, bm);
-        const float16 base = EXP_BASE(m_new);
-        const float16 alpha = exp2(m - base);
-        float16 sum = 0.0f;
-        for (int j = 0; j < BLOCK_K; j++) {
-            p[j] = exp2(p[j] - base);
-            sum += p[j];
-        }
-        l = fma(l, alpha, sum);
-        m = m_new;
+        float16 alpha;
+        ONLINE_SOFTMAX_BLOCK(float16, p, bm, m, l, alpha);
 
         /* O = alpha * O + P * V, ROWS queries at a time, vectorised along the value dim. In
          * blocks where some key is hidden from some query, a weight of exactly 0 adds nothing:
@@ -321,15 +333,7 @@ void flash_attention(__global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, 
 /* ---- GPU variant ---------------------------------------------------------------------------- */
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void flash_attention(__global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,
-                     __global const T_KV *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,
-                     __global const T_KV *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,
-                     __global T_QO *o, ulong o_off, ulong os0, ulong os1, ulong os2,
-                     __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,
-                     __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2,
-                     ulong ms3, __global const int *len, ulong len_off, ulong H, ulong group,
-                     ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,
-                     ulong l_split)
+void flash_attention(FLASH_PARAMS)
 {
     __local float ks[BLOCK_K * HEAD_DIM];
     __local float vs[BLOCK_K * VALUE_DIM];
@@ -388,16 +392,8 @@ void flash_attention(__global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, 
             s[j] = hidden ? -INFINITY : a;
             bm = fmax(bm, s[j]);
         }
-        const float m_new = fmax(m, bm);
-        const float base = EXP_BASE(m_new);
-        const float alpha = exp2(m - base);
-        float sum = 0.0f;
-        for (int j = 0; j < BLOCK_K; j++) {
-            s[j] = exp2(s[j] - base);
-            sum += s[j];
-        }
-        l = fma(l, alpha, sum);
-        m = m_new;
+        float alpha;
+        ONLINE_SOFTMAX_BLOCK(float, s, bm, m, l, alpha);
         for (int d = 0; d < VALUE_DIM; d++) {
             float a = acc[d] * alpha;
             for (int j = 0; j < BLOCK_K; j++) /* weight 0: a hidden key adds nothing, NaN neither */
