@@ -12,6 +12,7 @@ struct clattn_mha {
     clattn_context *ctx;
     size_t E, H, Hkv, D, KV, kdim, vdim;
     bool packed; /* in_proj_weight given (else q/k/v_proj_weight) */
+    clattn_dtype dtype; /* of the weights, inputs and output (fp16: staged through float) */
     bool bias;
     /* Copies of the caller's views; their buffers are retained. */
     clattn_tensor wq, wk, wv, bq, bk, bv, wo, bo;
@@ -55,13 +56,15 @@ static clattn_tensor span_of(const clattn_tensor *b, size_t n0, size_t n)
 }
 
 static clattn_status check_matrix(clattn_context *ctx, const clattn_tensor *t, size_t rows,
-                                  size_t cols)
+                                  size_t cols, clattn_dtype dtype)
 {
     if (!t)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_status st = clattn__view_check(ctx, t, CLATTN_VIEW_INPUT);
+    clattn_status st = clattn__view_check_f16(ctx, t, CLATTN_VIEW_INPUT);
     if (st != CL_SUCCESS)
         return st;
+    if (t->dtype != dtype)
+        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     return (t->dims[0] == 1 && t->dims[1] == 1 && t->dims[2] == rows && t->dims[3] == cols)
                ? CL_SUCCESS
                : CLATTN_ERROR_INVALID_SHAPE;
@@ -92,8 +95,8 @@ clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *pa
     for (size_t i = 0; i < sizeof p->reserved / sizeof p->reserved[0]; i++)
         if (p->reserved[i])
             return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (p->dtype != CLATTN_F32)
-        return p->dtype == CLATTN_F16 ? CLATTN_ERROR_UNSUPPORTED_DTYPE : CLATTN_ERROR_INVALID_ARGUMENT;
+    if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16)
+        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     const size_t E = p->embed_dim, H = p->num_heads;
     const size_t Hkv = p->num_kv_heads ? p->num_kv_heads : H;
     if (E == 0 || H == 0 || E % H != 0)
@@ -110,6 +113,7 @@ clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *pa
     m.kdim = p->kdim ? p->kdim : E;
     m.vdim = p->vdim ? p->vdim : E;
     m.packed = p->in_proj_weight != NULL;
+    m.dtype = p->dtype;
     m.bias = p->bias != 0;
     const size_t W3 = E + 2 * m.KV;
 
@@ -119,27 +123,27 @@ clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *pa
             return CLATTN_ERROR_INVALID_ARGUMENT; /* one form or the other */
         if (m.kdim != E || m.vdim != E)
             return CLATTN_ERROR_INVALID_SHAPE; /* as in PyTorch: packed needs kdim = vdim = E */
-        if ((st = check_matrix(ctx, p->in_proj_weight, W3, E)) != CL_SUCCESS)
+        if ((st = check_matrix(ctx, p->in_proj_weight, W3, E, p->dtype)) != CL_SUCCESS)
             return st;
         m.in_proj = *p->in_proj_weight;
         m.wq = rows_of(&m.in_proj, 0, E);
         m.wk = rows_of(&m.in_proj, E, m.KV);
         m.wv = rows_of(&m.in_proj, E + m.KV, m.KV);
     } else {
-        if ((st = check_matrix(ctx, p->q_proj_weight, E, E)) != CL_SUCCESS ||
-            (st = check_matrix(ctx, p->k_proj_weight, m.KV, m.kdim)) != CL_SUCCESS ||
-            (st = check_matrix(ctx, p->v_proj_weight, m.KV, m.vdim)) != CL_SUCCESS)
+        if ((st = check_matrix(ctx, p->q_proj_weight, E, E, p->dtype)) != CL_SUCCESS ||
+            (st = check_matrix(ctx, p->k_proj_weight, m.KV, m.kdim, p->dtype)) != CL_SUCCESS ||
+            (st = check_matrix(ctx, p->v_proj_weight, m.KV, m.vdim, p->dtype)) != CL_SUCCESS)
             return st;
         m.wq = *p->q_proj_weight;
         m.wk = *p->k_proj_weight;
         m.wv = *p->v_proj_weight;
     }
-    if ((st = check_matrix(ctx, p->out_proj_weight, E, E)) != CL_SUCCESS)
+    if ((st = check_matrix(ctx, p->out_proj_weight, E, E, p->dtype)) != CL_SUCCESS)
         return st;
     m.wo = *p->out_proj_weight;
     if (m.bias) {
-        if ((st = check_matrix(ctx, p->in_proj_bias, 1, W3)) != CL_SUCCESS ||
-            (st = check_matrix(ctx, p->out_proj_bias, 1, E)) != CL_SUCCESS)
+        if ((st = check_matrix(ctx, p->in_proj_bias, 1, W3, p->dtype)) != CL_SUCCESS ||
+            (st = check_matrix(ctx, p->out_proj_bias, 1, E, p->dtype)) != CL_SUCCESS)
             return st;
         m.in_bias = *p->in_proj_bias;
         m.bq = span_of(&m.in_bias, 0, E);
@@ -175,6 +179,9 @@ typedef struct mha_layout {
     clattn_tensor Yq, Yk, Yv, Xo; /* projection outputs / out-projection input, [B, 1, T, n] */
     clattn_tensor Qh, Kh, Vh, Oh; /* head views of the same memory, [B, heads, T, D] */
     clattn_tensor probs;          /* per-head weights when only the average is wanted */
+    /* An fp16 layer: float copies of the inputs and weights, and the float output. */
+    bool staged;
+    clattn_tensor x32, k32, v32, out32, win32, bin32, wq32, wk32, wv32, wo32, bo32;
 } mha_layout;
 
 static bool same_view(const clattn_tensor *a, const clattn_tensor *b)
@@ -251,6 +258,31 @@ static clattn_status plan_layout(const clattn_mha *m, const clattn_tensor *query
         L->probs = (clattn_tensor){buf, op, CLATTN_F32, {B, m->H, Lq, Lk},
                                    {m->H * Lq * Lk, Lq * Lk, Lk, 1}};
     }
+    if (m->dtype == CLATTN_F16) {
+        /* Float copies, contiguous: a matrix [rows, cols] at `off` is a [1, 1, rows, cols] view. */
+        L->staged = true;
+        size_t o1, o2, o3, o4, o5, o6, o7;
+        const size_t wins = m->packed ? W3 * E : E * E + KV * (m->kdim + m->vdim);
+        if (!take(&L->elems, B, Lq, E, &o1) || !take(&L->elems, B, Lq, E, &o2) ||
+            !take(&L->elems, wins, 1, 1, &o3) || !take(&L->elems, E, E, 1, &o4) ||
+            !take(&L->elems, W3 + E, 1, 1, &o5))
+            return CLATTN_ERROR_SIZE_OVERFLOW;
+        L->x32 = rows_view(buf, o1, B, Lq, E, E);
+        L->out32 = rows_view(buf, o2, B, Lq, E, E);
+        L->win32 = rows_view(buf, o3, 1, W3, E, E);
+        L->wq32 = rows_view(buf, o3, 1, E, E, E);
+        L->wk32 = rows_view(buf, o3 + E * E, 1, KV, m->kdim, m->kdim);
+        L->wv32 = rows_view(buf, o3 + E * E + KV * m->kdim, 1, KV, m->vdim, m->vdim);
+        L->wo32 = rows_view(buf, o4, 1, E, E, E);
+        L->bin32 = rows_view(buf, o5, 1, 1, W3, W3);
+        L->bo32 = rows_view(buf, o5 + W3, 1, 1, E, E);
+        if (!L->self_attention) {
+            if (!take(&L->elems, B, Lk, m->kdim, &o6) || !take(&L->elems, B, Lk, m->vdim, &o7))
+                return CLATTN_ERROR_SIZE_OVERFLOW;
+            L->k32 = rows_view(buf, o6, B, Lk, m->kdim, m->kdim);
+            L->v32 = rows_view(buf, o7, B, Lk, m->vdim, m->vdim);
+        }
+    }
     size_t bytes; /* the byte size must fit too */
     return clattn__mul(L->elems, sizeof(float), &bytes) ? CL_SUCCESS : CLATTN_ERROR_SIZE_OVERFLOW;
 }
@@ -266,12 +298,16 @@ static clattn_status forward_check(const clattn_mha *m, const clattn_tensor *que
         if (fp->reserved[i])
             return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_status st;
-    if ((st = clattn__view_check(ctx, query, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, key, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, value, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (output && (st = clattn__view_check(ctx, output, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS) ||
+    if ((st = clattn__view_check_f16(ctx, query, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check_f16(ctx, key, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check_f16(ctx, value, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (output && (st = clattn__view_check_f16(ctx, output, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS) ||
         (fp->weights && (st = clattn__view_check(ctx, fp->weights, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
         return st;
+    /* The layer's dtype for the inputs and the output; attention weights are always float. */
+    if (query->dtype != m->dtype || key->dtype != m->dtype || value->dtype != m->dtype ||
+        (output && output->dtype != m->dtype))
+        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     const size_t B = query->dims[0], Lq = query->dims[2], Lk = key->dims[2];
     if (query->dims[1] != 1 || query->dims[3] != m->E || key->dims[0] != B || key->dims[1] != 1 ||
         key->dims[3] != m->kdim || value->dims[0] != B || value->dims[1] != 1 ||
@@ -364,6 +400,50 @@ clattn_status clattn_mha_forward(clattn_mha *m, cl_command_queue queue,
         plan_layout(m, query, key, value, &fp, scratch, &L);
     }
 
+    /* What the float pipeline reads and writes: the caller's tensors, or for an fp16 layer the
+     * float copies staged in the scratch (converted first; the output converted back last). */
+    const clattn_tensor *xq = query, *xk = key, *xv = value, *out = output;
+    clattn_tensor in_proj = m->in_proj, in_bias = m->in_bias, wq = m->wq, wk = m->wk, wv = m->wv,
+                  wo = m->wo, bq = m->bq, bk = m->bk, bv = m->bv, bo = m->bo;
+    const clattn_tensor *conv_src[9], *conv_dst[9];
+    int nconv = 0;
+    if (L.staged) {
+        xq = &L.x32;
+        xk = L.self_attention ? &L.x32 : &L.k32;
+        xv = L.self_attention ? &L.x32 : &L.v32;
+        out = &L.out32;
+        conv_src[nconv] = query, conv_dst[nconv++] = &L.x32;
+        if (!L.self_attention) {
+            conv_src[nconv] = key, conv_dst[nconv++] = &L.k32;
+            conv_src[nconv] = value, conv_dst[nconv++] = &L.v32;
+        }
+        if (m->packed) {
+            in_proj = L.win32;
+            conv_src[nconv] = &m->in_proj, conv_dst[nconv++] = &L.win32;
+        } else {
+            conv_src[nconv] = &m->wq, conv_dst[nconv++] = &L.wq32;
+            conv_src[nconv] = &m->wk, conv_dst[nconv++] = &L.wk32;
+            conv_src[nconv] = &m->wv, conv_dst[nconv++] = &L.wv32;
+        }
+        wq = m->packed ? rows_of(&in_proj, 0, m->E) : L.wq32;
+        wk = m->packed ? rows_of(&in_proj, m->E, m->KV) : L.wk32;
+        wv = m->packed ? rows_of(&in_proj, m->E + m->KV, m->KV) : L.wv32;
+        wo = L.wo32;
+        conv_src[nconv] = &m->wo, conv_dst[nconv++] = &L.wo32;
+        if (m->bias) {
+            in_bias = L.bin32;
+            bq = span_of(&in_bias, 0, m->E);
+            bk = span_of(&in_bias, m->E, m->KV);
+            bv = span_of(&in_bias, m->E + m->KV, m->KV);
+            bo = L.bo32;
+            conv_src[nconv] = &m->in_bias, conv_dst[nconv++] = &L.bin32;
+            conv_src[nconv] = &m->bo, conv_dst[nconv++] = &L.bo32;
+        }
+    }
+    const clattn_tensor *pin_bias = m->bias ? &in_bias : NULL, *pbq = m->bias ? &bq : NULL,
+                        *pbk = m->bias ? &bk : NULL, *pbv = m->bias ? &bv : NULL,
+                        *pbo = m->bias ? &bo : NULL;
+
     /* Validate every step (and build its kernels) before enqueuing the first. */
     clattn_sdpa_params sp = clattn_sdpa_params_default();
     sp.mask = fp.mask;
@@ -371,37 +451,38 @@ clattn_status clattn_mha_forward(clattn_mha *m, cl_command_queue queue,
     sp.probs = fp.head_weights ? fp.head_weights : (fp.weights ? &L.probs : NULL);
     clattn_sdpa_call call = {0};
     bool have_call = false;
-    if (L.self_attention) {
-        st = clattn__linear_check(ctx, query, &m->in_proj, m->bias ? &m->in_bias : NULL, &L.Yqkv);
-    } else if ((st = clattn__linear_check(ctx, query, &m->wq, m->bias ? &m->bq : NULL, &L.Yq)) == CL_SUCCESS &&
-               (st = clattn__linear_check(ctx, key, &m->wk, m->bias ? &m->bk : NULL, &L.Yk)) == CL_SUCCESS) {
-        st = clattn__linear_check(ctx, value, &m->wv, m->bias ? &m->bv : NULL, &L.Yv);
+    if (L.staged)
+        st = clattn__convert_prepare(ctx);
+    if (st == CL_SUCCESS && L.self_attention) {
+        st = clattn__linear_check(ctx, xq, &in_proj, pin_bias, &L.Yqkv);
+    } else if (st == CL_SUCCESS && (st = clattn__linear_check(ctx, xq, &wq, pbq, &L.Yq)) == CL_SUCCESS &&
+               (st = clattn__linear_check(ctx, xk, &wk, pbk, &L.Yk)) == CL_SUCCESS) {
+        st = clattn__linear_check(ctx, xv, &wv, pbv, &L.Yv);
     }
     if (st == CL_SUCCESS && (st = clattn__sdpa_prepare(ctx, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp, &call)) == CL_SUCCESS)
         have_call = true;
     if (st == CL_SUCCESS)
-        st = clattn__linear_check(ctx, &L.Xo, &m->wo, m->bias ? &m->bo : NULL, output);
+        st = clattn__linear_check(ctx, &L.Xo, &wo, pbo, out);
     if (st == CL_SUCCESS && fp.weights)
         st = clattn__program_prepare(ctx, "head_mean", "");
 
     clattn_chain chain = clattn__chain_start(num_wait, wait_list);
+    for (int i = 0; i < nconv; i++)
+        CLATTN_STEP(st, chain, clattn__convert_enqueue(ctx, queue, conv_src[i], conv_dst[i],
+                                                       chain.nw, chain.wl, &chain.next));
     if (L.self_attention) {
-        CLATTN_STEP(st, chain, clattn__linear_enqueue(ctx, queue, query, &m->in_proj,
-                                                      m->bias ? &m->in_bias : NULL, &L.Yqkv,
+        CLATTN_STEP(st, chain, clattn__linear_enqueue(ctx, queue, xq, &in_proj, pin_bias, &L.Yqkv,
                                                       chain.nw, chain.wl, &chain.next));
     } else {
-        /* The three projections are independent; each waits for the caller's list and the
-         * attention waits for all three. */
+        /* The three projections are independent; each waits for what came before (the
+         * caller's list, or the conversions) and the attention waits for all three. */
         cl_event proj[3] = {NULL, NULL, NULL};
         if (st == CL_SUCCESS)
-            st = clattn__linear_enqueue(ctx, queue, query, &m->wq, m->bias ? &m->bq : NULL,
-                                        &L.Yq, num_wait, wait_list, &proj[0]);
+            st = clattn__linear_enqueue(ctx, queue, xq, &wq, pbq, &L.Yq, chain.nw, chain.wl, &proj[0]);
         if (st == CL_SUCCESS)
-            st = clattn__linear_enqueue(ctx, queue, key, &m->wk, m->bias ? &m->bk : NULL, &L.Yk,
-                                        num_wait, wait_list, &proj[1]);
+            st = clattn__linear_enqueue(ctx, queue, xk, &wk, pbk, &L.Yk, chain.nw, chain.wl, &proj[1]);
         if (st == CL_SUCCESS)
-            st = clattn__linear_enqueue(ctx, queue, value, &m->wv, m->bias ? &m->bv : NULL,
-                                        &L.Yv, num_wait, wait_list, &proj[2]);
+            st = clattn__linear_enqueue(ctx, queue, xv, &wv, pbv, &L.Yv, chain.nw, chain.wl, &proj[2]);
         if (st == CL_SUCCESS)
             CLATTN_STEP(st, chain, clEnqueueMarkerWithWaitList(queue, 3, proj, &chain.next));
         for (int i = 0; i < 3; i++)
@@ -411,9 +492,11 @@ clattn_status clattn_mha_forward(clattn_mha *m, cl_command_queue queue,
     if (have_call)
         CLATTN_STEP(st, chain, clattn__sdpa_enqueue(ctx, queue, &call, chain.nw, chain.wl,
                                                     &chain.next));
-    CLATTN_STEP(st, chain, clattn__linear_enqueue(ctx, queue, &L.Xo, &m->wo,
-                                                  m->bias ? &m->bo : NULL, output, chain.nw,
+    CLATTN_STEP(st, chain, clattn__linear_enqueue(ctx, queue, &L.Xo, &wo, pbo, out, chain.nw,
                                                   chain.wl, &chain.next));
+    if (L.staged)
+        CLATTN_STEP(st, chain, clattn__convert_enqueue(ctx, queue, &L.out32, output, chain.nw,
+                                                       chain.wl, &chain.next));
     if (fp.weights)
         CLATTN_STEP(st, chain, head_mean_enqueue(ctx, queue, sp.probs, fp.weights, chain.nw,
                                                  chain.wl, &chain.next));

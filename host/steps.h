@@ -53,6 +53,12 @@ clattn_status clattn__fill_prepare(clattn_context *ctx);
 clattn_status clattn__fill_enqueue(clattn_context *ctx, cl_command_queue q, const clattn_tensor *t,
                                    float value, cl_uint nw, const cl_event *wl, cl_event *ev);
 
+/* fill.c: copies `src` into `dst` (same dims), one of them CLATTN_F16 and the other F32. */
+clattn_status clattn__convert_prepare(clattn_context *ctx);
+clattn_status clattn__convert_enqueue(clattn_context *ctx, cl_command_queue q,
+                                      const clattn_tensor *src, const clattn_tensor *dst,
+                                      cl_uint nw, const cl_event *wl, cl_event *ev);
+
 /* Completion of "nothing to do": a marker carrying the wait list when the caller wants an event. */
 clattn_status clattn__no_op(cl_command_queue q, cl_uint nw, const cl_event *wl, cl_event *ev);
 

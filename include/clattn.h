@@ -387,7 +387,9 @@ typedef struct clattn_mha_params {
     size_t num_kv_heads; /* 0 = num_heads; must divide num_heads (GQA/MQA) */
     size_t kdim, vdim;   /* widths of key and value inputs; 0 = E */
     int bias;            /* nonzero: in_proj_bias and out_proj_bias are given */
-    clattn_dtype dtype;  /* CLATTN_F32 */
+    clattn_dtype dtype;  /* of the weights, the inputs and the output: CLATTN_F32, or CLATTN_F16
+                          * (converted to float copies in the forward's scratch; products and
+                          * attention run in float; the output is rounded back to fp16) */
     const clattn_tensor *in_proj_weight;
     const clattn_tensor *q_proj_weight, *k_proj_weight, *v_proj_weight;
     const clattn_tensor *in_proj_bias;

@@ -207,6 +207,116 @@ CASE(cross_padded_average_weights, c.B = 3; c.self = false; c.packed = false; c.
 CASE(attn_mask_bottom_right, c.self = false; c.Lq = 6; c.Lk = 14; c.kdim = c.vdim = 32; c.mask = true;
      c.causal = 2; c.head_weights = true)
 
+/* An fp16 layer (weights, inputs and output in fp16): on fp16-rounded weights and inputs, its
+ * error against the float64 layer is at most twice that reference's own fp16 rounding error,
+ * plus 1e-4 * max(1, max|ref|) (FlashAttention's rule). */
+static uint16_t *to_half(const float *x, size_t n, double *rounded)
+{
+    uint16_t *h = malloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = half_from_float(x[i]);
+        rounded[i] = half_to_float(h[i]);
+    }
+    return h;
+}
+
+static bool fp16_case(bool self, bool packed)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    const size_t B = 2, Lq = 13, E = 32, H = 4, kdim = self ? 32 : 24, vdim = self ? 32 : 40;
+    const size_t Lk = self ? Lq : 19, KV = E, W3 = 3 * E;
+    uint64_t seed = self ? 5 : 6;
+    const size_t nx = B * Lq * E, nk = B * Lk * kdim, nv = B * Lk * vdim;
+    const size_t nw = packed ? W3 * E : E * E + KV * kdim + KV * vdim;
+    float *f = malloc((nx + nk + nv + nw + E * E + W3 + E) * sizeof *f);
+    fill_uniform(f, nx + nk + nv, &seed, -1, 1);
+    fill_uniform(f + nx + nk + nv, nw + E * E + W3 + E, &seed, -0.2f, 0.2f);
+    double *d = malloc((nx + nk + nv + nw + E * E + W3 + E) * sizeof *d);
+    uint16_t *h = to_half(f, nx + nk + nv + nw + E * E + W3 + E, d);
+    /* One buffer holds it all, in the order x, k, v, weights, out weight, in bias, out bias. */
+    const size_t total = nx + nk + nv + nw + E * E + W3 + E;
+    cl_mem all = buf_new(&e, total * 2), ob = buf_new(&e, (nx + 8) * 2);
+    buf_write(&e, all, 0, h, total * 2);
+    uint16_t *guard = malloc((nx + 8) * 2);
+    for (size_t i = 0; i < nx + 8; i++)
+        guard[i] = 0x7e00;
+    buf_write(&e, ob, 0, guard, (nx + 8) * 2);
+    size_t at = 0;
+    clattn_tensor x = clattn_tensor_bhtd(all, at, B, 1, Lq, E);
+    at += nx;
+    clattn_tensor k = clattn_tensor_bhtd(all, at, B, 1, Lk, kdim);
+    at += nk;
+    clattn_tensor v = clattn_tensor_bhtd(all, at, B, 1, Lk, vdim);
+    at += nv;
+    const size_t w0 = at;
+    clattn_tensor win = clattn_tensor_bhtd(all, w0, 1, 1, W3, E);
+    clattn_tensor wq = clattn_tensor_bhtd(all, w0, 1, 1, E, E);
+    clattn_tensor wk = clattn_tensor_bhtd(all, w0 + E * E, 1, 1, KV, kdim);
+    clattn_tensor wv = clattn_tensor_bhtd(all, w0 + E * E + KV * kdim, 1, 1, KV, vdim);
+    at += nw;
+    clattn_tensor wo = clattn_tensor_bhtd(all, at, 1, 1, E, E);
+    at += E * E;
+    clattn_tensor bin = clattn_tensor_bhtd(all, at, 1, 1, 1, W3);
+    at += W3;
+    clattn_tensor bo = clattn_tensor_bhtd(all, at, 1, 1, 1, E);
+    clattn_tensor out = clattn_tensor_bhtd(ob, 4, B, 1, Lq, E);
+    clattn_tensor *ts[] = {&x, &k, &v, &win, &wq, &wk, &wv, &wo, &bin, &bo, &out};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        ts[i]->dtype = CLATTN_F16;
+    clattn_mha_params mp = clattn_mha_params_default();
+    mp.embed_dim = E, mp.num_heads = H, mp.kdim = kdim, mp.vdim = vdim, mp.dtype = CLATTN_F16;
+    if (packed)
+        mp.in_proj_weight = &win;
+    else
+        mp.q_proj_weight = &wq, mp.k_proj_weight = &wk, mp.v_proj_weight = &wv;
+    mp.in_proj_bias = &bin, mp.out_proj_weight = &wo, mp.out_proj_bias = &bo;
+    clattn_mha *m = NULL;
+    EXPECT_STATUS(clattn_mha_create(e.cc, &mp, &m), CLATTN_SUCCESS);
+    clattn_mha_forward_params fp = clattn_mha_forward_params_default();
+    fp.mask.causal = self ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_NONE;
+    fp.path = g_path;
+    const clattn_tensor *kt = self ? &x : &k, *vt = self ? &x : &v;
+    EXPECT_STATUS(clattn_mha_forward(m, e.queue, &x, kt, vt, &out, &fp, 0, NULL, NULL), CLATTN_SUCCESS);
+    uint16_t *got = malloc((nx + 8) * 2);
+    buf_read(&e, ob, 0, got, (nx + 8) * 2);
+    EXPECT(got[0] == 0x7e00 && got[3] == 0x7e00 && got[4 + nx] == 0x7e00); /* guards */
+
+    const double *dx = d, *dk = self ? d : d + nx, *dv = self ? d : d + nx + nk, *dw = d + nx + nk + nv;
+    const double *dwo = dw + nw, *dbin = dwo + E * E, *dbo = dbin + W3;
+    ref_mha_layer L = {E, H, H, kdim, vdim, dw, dw + E * E, dw + E * E + KV * kdim,
+                       dbin, dbin + E, dbin + 2 * E, dwo, dbo};
+    double *ref = malloc(nx * sizeof *ref);
+    ref_mha(&L, B, Lq, Lk, self ? 1 : 0, NULL, NULL, dx, dk, dv, ref, NULL, NULL);
+    double err = 0, rounding = 0, scale = 1;
+    for (size_t i = 0; i < nx; i++) {
+        double g = half_to_float(got[4 + i]);
+        err = fmax(err, isnan(g) ? INFINITY : fabs(g - ref[i]));
+        rounding = fmax(rounding, fabs(half_to_float(half_from_float((float)ref[i])) - ref[i]));
+        scale = fmax(scale, fabs(ref[i]));
+    }
+    const double limit = 2 * rounding + 1e-4 * scale;
+    printf("fp16 layer (%s, %s): error %.3g, reference rounded to fp16 %.3g, limit %.3g%s\n",
+           self ? "self" : "cross", packed ? "packed" : "separate", err, rounding, limit,
+           err <= limit ? "" : "  FAIL");
+    EXPECT(err <= limit);
+    /* A float input to an fp16 layer is refused. */
+    clattn_tensor x32 = x;
+    x32.dtype = CLATTN_F32;
+    EXPECT_STATUS(clattn_mha_forward(m, e.queue, &x32, &x32, &x32, &out, &fp, 0, NULL, NULL),
+                  CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    clattn_mha_destroy(&m);
+    free(f), free(d), free(h), free(guard), free(got), free(ref);
+    clReleaseMemObject(all), clReleaseMemObject(ob);
+    env_close(&e);
+    return ok;
+}
+static bool fp16_layer(void)
+{
+    return fp16_case(true, true) && fp16_case(false, false);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -220,6 +330,7 @@ int main(int argc, char **argv)
         {"padded_batch_need_weights", padded_batch_need_weights},
         {"cross_padded_average_weights", cross_padded_average_weights},
         {"attn_mask_bottom_right", attn_mask_bottom_right},
+        {"fp16_layer", fp16_layer},
     };
     if (argc > 2)
         g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
