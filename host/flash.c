@@ -74,16 +74,31 @@ static flash_config choose(const clattn_context *ctx, size_t D, size_t Dv)
     return c;
 }
 
+/* Query heads packed into the CPU variant's 16 lanes: with fewer than 16 queries (decoding),
+ * the heads that share a kv head fill the lanes (the largest power of two dividing the group,
+ * at most 16), so that K and V are read once for all of them. */
+static size_t pack_heads(const flash_config *c, const clattn_tensor *Q, const clattn_tensor *V)
+{
+    if (c->variant != 0 || Q->dims[2] >= 16 || V->dims[1] == 0)
+        return 1;
+    const size_t group = Q->dims[1] / V->dims[1];
+    size_t g = 1;
+    while (g < 16 && group % (g * 2) == 0)
+        g *= 2;
+    return g;
+}
+
 static void options(const flash_config *c, const clattn_tensor *Q, const clattn_tensor *V,
                     const clattn_sdpa_params *p, bool lse, char *buf, size_t cap)
 {
     const clattn_mask_params *m = &p->mask;
     snprintf(buf, cap,
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
-             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DHALF_KV=%d",
+             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DHALF_KV=%d "
+             "-DPACK=%zu",
              Q->dims[3], V->dims[3], c->variant, c->block_k, c->wg ? c->wg : 1, c->vec ? c->vec : 16,
              c->rows ? c->rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
-             lse ? 1 : 0, Q->dtype == CLATTN_F16, V->dtype == CLATTN_F16);
+             lse ? 1 : 0, Q->dtype == CLATTN_F16, V->dtype == CLATTN_F16, pack_heads(c, Q, V));
 }
 
 int clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv)
@@ -158,9 +173,11 @@ clattn_status clattn__flash_enqueue(clattn_context *ctx, cl_command_queue queue,
         CLATTN_KARG(p->mask.key_lengths), CLATTN_KARG(len_off), CLATTN_KARG(H), CLATTN_KARG(group),
         CLATTN_KARG(Lq), CLATTN_KARG(Lk), CLATTN_KARG(qscale), CLATTN_KARG(split_keys),
         CLATTN_KARG(o_split), CLATTN_KARG(l_split)};
-    const size_t per = c.variant == 0 ? 16 : (size_t)c.wg;
+    const size_t pack = pack_heads(&c, Q, V);
+    const size_t per = c.variant == 0 ? 16 / pack : (size_t)c.wg;
     const size_t blocks = (Q->dims[2] + per - 1) / per;
-    const size_t global[3] = {c.variant == 0 ? blocks : blocks * per, Q->dims[0] * Hq, split->count};
+    const size_t global[3] = {c.variant == 0 ? blocks : blocks * per, Q->dims[0] * Hq / pack,
+                              split->count};
     const size_t local[3] = {c.variant == 0 ? 1 : per, 1, 1};
     return clattn__launch(ctx, queue, "flash_attention", "flash_attention", opts, 3, global, local,
                           args, sizeof args / sizeof args[0], nw, wl, ev);

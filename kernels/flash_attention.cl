@@ -9,10 +9,13 @@
  *
  * Two variants share the masking and the softmax bookkeeping below; they differ in how the work
  * is laid out on the device:
- *   VARIANT 0 (CPUs): one work-item per block of 16 queries, explicit float16 vectors and fma().
+ *   VARIANT 0 (CPUs): one work-item per block of 16 (query, head) lanes: 16 queries of one head,
+ *     or (PACK > 1, decoding with GQA) 16 / PACK queries of PACK heads that share a kv head, so
+ *     K and V are loaded once for them. Explicit float16 vectors and fma().
  *     PoCL does not vectorise across work-items when the kernel body loops, so the vectors are
  *     written out: scores are vectorised across the 16 queries, the weighted sum across the value
- *     dim. No local memory, no barriers. NDRange (ceil(Lq / 16), B * H), local (1, 1).
+ *     dim. No local memory, no barriers. NDRange (ceil(Lq / (16 / PACK)), B * H / PACK), local
+ *     (1, 1).
  *   VARIANT 1 (GPUs): a work-group of WG work-items, one query each; the work-group stages
  *     blocks of K and V in local memory with coalesced loads. NDRange (ceil(Lq / WG) * WG, B * H),
  *     local (WG, 1). Every work-item reaches every barrier: the key loop's bounds are the same
@@ -64,6 +67,9 @@
 #endif
 #ifndef HALF_QO
 #define HALF_QO 0
+#endif
+#ifndef PACK
+#define PACK 1
 #endif
 #ifndef HALF_KV
 #define HALF_KV 0
@@ -171,7 +177,10 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
 #define floatV CAT(float, VEC)
 #define intV CAT(int, VEC)
 #define NV (VALUE_DIM / VEC) /* vectors per value row */
-#define BQ 16                /* queries per work-item: one float16 lane each */
+#define BQ 16                /* lanes per work-item: one (query, head) each */
+/* PACK query heads that share a kv head fill the lanes together (decoding: few queries, GQA):
+ * lane r holds query i0 + r / PACK of head h0 + r % PACK, and K/V are loaded once for them. */
+#define QPB (BQ / PACK)      /* queries per work-item */
 #define JB 8                 /* keys whose scores are accumulated at once */
 
 /* acc[r][:] = af[r] * acc[r][:] + sum over the block's keys j of P[r][j] * V[j][:], ROWS rows at
@@ -210,11 +219,12 @@ void flash_attention(FLASH_PARAMS)
     const long Lq = (long)Lq_, Lk = (long)Lk_;
     /* Causal blocks grow with the query index: interleave the first and the last so that any
      * contiguous run of work-groups (a CPU thread's share) holds a balanced mix. */
-    const long nb = (Lq + BQ - 1) / BQ, g = (long)get_global_id(0);
-    const long i0 = (CAUSAL ? (g % 2 ? nb - 1 - g / 2 : g / 2) : g) * BQ;
-    const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
+    const long nb = (Lq + QPB - 1) / QPB, g = (long)get_global_id(0);
+    const long i0 = (CAUSAL ? (g % 2 ? nb - 1 - g / 2 : g / 2) : g) * QPB;
+    const ulong z = get_global_id(1), b = z / (H / PACK), h0 = z % (H / PACK) * PACK;
+    const ulong hk = h0 / group;
     const long lk = valid_keys(len, len_off, b, Lk);
-    const long i_last = min(i0 + BQ, Lq) - 1;
+    const long i_last = min(i0 + QPB, Lq) - 1;
     const long hi_first = key_limit(i0, lk, Lq);
     const ulong split = get_global_id(2);
     const long k_begin = (long)(split * split_keys);
@@ -226,7 +236,7 @@ void flash_attention(FLASH_PARAMS)
     /* Per-lane key limits, for the blocks the mask cuts. */
     int lim[BQ];
     for (int r = 0; r < BQ; r++)
-        lim[r] = (int)key_limit(min(i0 + r, i_last), lk, Lq);
+        lim[r] = (int)key_limit(min(i0 + r / PACK, i_last), lk, Lq);
     const int16 limv = vload16(0, lim);
 
     /* Q of the 16 queries, transposed (qt[d] holds dim d of all 16) and pre-scaled. Lanes past
@@ -236,7 +246,8 @@ void flash_attention(FLASH_PARAMS)
         float tmp[BQ];
         for (int d = 0; d < HEAD_DIM; d++) {
             for (int r = 0; r < BQ; r++)
-                tmp[r] = LOAD_QO(q, q_off + b * qs0 + h * qs1 + (ulong)min(i0 + r, i_last) * qs2 + d);
+                tmp[r] = LOAD_QO(q, q_off + b * qs0 + (h0 + r % PACK) * qs1 +
+                                        (ulong)min(i0 + r / PACK, i_last) * qs2 + d);
             qt[d] = vload16(0, tmp) * qscale;
         }
     }
@@ -278,7 +289,8 @@ void flash_attention(FLASH_PARAMS)
             float tmp[BQ];
             const ulong jj = (ulong)min(kb + j, hi_max - 1);
             for (int r = 0; r < BQ; r++)
-                tmp[r] = mask[m_off + b * ms0 + h * ms1 + (ulong)min(i0 + r, i_last) * ms2 + jj * ms3];
+                tmp[r] = mask[m_off + b * ms0 + (h0 + r % PACK) * ms1 +
+                              (ulong)min(i0 + r / PACK, i_last) * ms2 + jj * ms3];
             const float16 mv = vload16(0, tmp);
             /* -inf hides the key whatever its score, NaN included. */
             p[j] = select(fma(mv, (float16)LOG2E, p[j]), (float16)(-INFINITY), mv == -INFINITY);
@@ -311,16 +323,16 @@ void flash_attention(FLASH_PARAMS)
 
     float inv[BQ];
     vstore16(INV_SUM(l), 0, inv);
-    for (int r = 0; r < BQ && i0 + r < Lq; r++) {
-        __global T_QO *orow = o + o_off + b * os0 + h * os1 + (ulong)(i0 + r) * os2;
+    for (int r = 0; r < BQ && i0 + r / PACK < Lq; r++) {
+        __global T_QO *orow = o + o_off + b * os0 + (h0 + r % PACK) * os1 + (ulong)(i0 + r / PACK) * os2;
         for (int cc = 0; cc < NV; cc++)
             STOREV(acc[r][cc] * inv[r], cc, orow);
     }
 #if HAS_LSE
     float ls[BQ];
     vstore16(LSE_OF(m, l), 0, ls);
-    for (int r = 0; r < BQ && i0 + r < Lq; r++)
-        lse[l_off + b * ls0 + h * ls1 + (ulong)(i0 + r) * ls2] = ls[r];
+    for (int r = 0; r < BQ && i0 + r / PACK < Lq; r++)
+        lse[l_off + b * ls0 + (h0 + r % PACK) * ls1 + (ulong)(i0 + r / PACK) * ls2] = ls[r];
 #else
     (void)lse, (void)l_off, (void)ls0, (void)ls1, (void)ls2;
 #endif

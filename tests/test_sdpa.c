@@ -261,6 +261,10 @@ CASE(batch_key_lengths_bottom_right, c.B = 3; c.Lq = 5; c.Lk = 70; c.lengths = t
      c.causal = 2; c.lse = true)
 CASE(gqa_8_over_2, c.B = 2; c.Hq = 8; c.Hkv = 2; c.Lq = c.Lk = 29; c.D = c.Dv = 32; c.causal = 1)
 CASE(mqa_4_over_1, c.Hq = 4; c.Hkv = 1; c.Lq = 9; c.Lk = 31; c.D = c.Dv = 24)
+/* Few queries with GQA: the fused CPU variant packs the 4 heads of a kv group into its lanes;
+ * a per-head mask, key lengths and bottom-right causal all index by lane. */
+CASE(gqa_few_queries_packed, c.B = 2; c.Hq = 8; c.Hkv = 2; c.Lq = 7; c.Lk = 40; c.mask = 1;
+     c.lengths = true; c.causal = 2; c.lse = true; c.lay = LAYOUT_BTHD)
 CASE(packed_bthd_views, c.B = 2; c.Hq = c.Hkv = 3; c.Lq = c.Lk = 45; c.D = c.Dv = 40;
      c.lay = LAYOUT_BTHD; c.offset = 11; c.causal = 1)
 CASE(packed_gqa_bottom_right, c.B = 2; c.Hq = 6; c.Hkv = 2; c.Lq = 13; c.Lk = 50; c.D = c.Dv = 16;
@@ -588,6 +592,7 @@ int main(int argc, char **argv)
         {"batch_key_lengths_bottom_right", batch_key_lengths_bottom_right},
         {"gqa_8_over_2", gqa_8_over_2},
         {"mqa_4_over_1", mqa_4_over_1},
+        {"gqa_few_queries_packed", gqa_few_queries_packed},
         {"packed_bthd_views", packed_bthd_views},
         {"packed_gqa_bottom_right", packed_gqa_bottom_right},
         {"value_dim_differs", value_dim_differs},
