@@ -55,8 +55,8 @@ static flash_config choose(const clattn_context *ctx, size_t D, size_t Dv)
     if (c.variant == 0) {
         c.vec = Dv % 16 == 0 ? 16 : Dv % 8 == 0 ? 8 : Dv % 4 == 0 ? 4 : 2;
         /* About 16 vector accumulators for the weighted sum, the register file's half. */
-        size_t nv = Dv / (size_t)c.vec;
-        c.rows = pow2_floor(nv >= 16 ? 1 : 16 / nv);
+        size_t nv = Dv / (size_t)c.vec; /* 0 for Dv = 1, which flash_check then refuses */
+        c.rows = pow2_floor(nv >= 16 || nv == 0 ? 1 : 16 / nv);
         if (c.rows > 16)
             c.rows = 16;
         c.block_k = env_int("CLATTN_FLASH_BLOCK_K", 64);

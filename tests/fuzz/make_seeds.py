@@ -62,3 +62,6 @@ for name, data in seeds.items():
     with open(os.path.join(out, name), 'wb') as f:
         f.write(data)
 print(f'{len(seeds)} seeds in {out}')
+# Inputs the fuzzer once found failing are kept beside these seeds as regress-* files (written by
+# libFuzzer, not by this script): regress-value-dim-1, a value dim of 1 on a CPU device, divided
+# by zero while choosing the fused kernel's rows per pass.
