@@ -99,7 +99,8 @@ CLATTN_API const char *clattn_status_string(clattn_status status);
 typedef enum clattn_dtype {
     CLATTN_F32 = 1, /* IEEE binary32 */
     CLATTN_F16 = 2, /* IEEE binary16 storage, arithmetic in float: clattn_sdpa's Q, K, V and O
-                     * (all four together) on the fused path; other calls take CLATTN_F32 */
+                     * (all four together, fused path), an fp16 MHA layer, an fp16 KV cache;
+                     * the step operations take CLATTN_F32 */
 } clattn_dtype;
 
 /* Bytes per element of a dtype, 0 for an unknown one. */
