@@ -193,21 +193,13 @@ static clattn_status pick_device(cl_device_id *out)
     return *out ? CL_SUCCESS : CLATTN_ERROR_NO_DEVICE;
 }
 
-static int reserved_zero(void *const *r, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (r[i])
-            return 0;
-    return 1;
-}
-
 clattn_status clattn_context_create(const clattn_context_params *params, clattn_context **out)
 {
     if (!out)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     *out = NULL;
     clattn_context_params p = params ? *params : clattn_context_params_default();
-    if (!reserved_zero(p.reserved, sizeof p.reserved / sizeof p.reserved[0]))
+    if (!CLATTN_RESERVED_ZERO(&p))
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (!p.context && p.device)
         return CLATTN_ERROR_INVALID_ARGUMENT; /* a device without its context */

@@ -27,6 +27,18 @@ struct clattn_context {
     struct clattn_program_cache *programs;
 };
 
+/* Whether every reserved field of a params struct is zero (they must be, for later versions to
+ * give them meaning). */
+static inline int clattn__reserved_zero(void *const *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (r[i])
+            return 0;
+    return 1;
+}
+#define CLATTN_RESERVED_ZERO(params)                                                               \
+    clattn__reserved_zero((params)->reserved, sizeof (params)->reserved / sizeof (params)->reserved[0])
+
 /* Sends a printf-style message to the context's log callback, if any and if `level` passes. */
 void clattn__log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -57,9 +57,8 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     *out = NULL;
     if (!ctx || !p)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    for (size_t i = 0; i < sizeof p->reserved / sizeof p->reserved[0]; i++)
-        if (p->reserved[i])
-            return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!CLATTN_RESERVED_ZERO(p))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     if (p->batch == 0 || p->num_kv_heads == 0 || p->head_dim == 0 || p->capacity == 0 ||
@@ -206,9 +205,8 @@ clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
     clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
     if (st != CL_SUCCESS)
         return st;
-    for (size_t i = 0; i < sizeof ap.reserved / sizeof ap.reserved[0]; i++)
-        if (ap.reserved[i])
-            return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!CLATTN_RESERVED_ZERO(&ap))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
         (ap.lse && (st = clattn__view_check(ctx, ap.lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))

@@ -30,9 +30,8 @@ clattn_status clattn__mask_validate(clattn_context *ctx, const size_t sdims[4],
 {
     if (!m)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    for (size_t i = 0; i < sizeof m->reserved / sizeof m->reserved[0]; i++)
-        if (m->reserved[i])
-            return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!CLATTN_RESERVED_ZERO(m))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if (m->causal != CLATTN_CAUSAL_NONE && m->causal != CLATTN_CAUSAL_TOP_LEFT &&
         m->causal != CLATTN_CAUSAL_BOTTOM_RIGHT)
         return CLATTN_ERROR_INVALID_ARGUMENT;

@@ -92,9 +92,8 @@ clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *pa
     if (!ctx || !params)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     const clattn_mha_params *p = params;
-    for (size_t i = 0; i < sizeof p->reserved / sizeof p->reserved[0]; i++)
-        if (p->reserved[i])
-            return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!CLATTN_RESERVED_ZERO(p))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     const size_t E = p->embed_dim, H = p->num_heads;
@@ -294,9 +293,8 @@ static clattn_status forward_check(const clattn_mha *m, const clattn_tensor *que
                                    const clattn_tensor *output, const clattn_mha_forward_params *fp)
 {
     clattn_context *ctx = m->ctx;
-    for (size_t i = 0; i < sizeof fp->reserved / sizeof fp->reserved[0]; i++)
-        if (fp->reserved[i])
-            return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!CLATTN_RESERVED_ZERO(fp))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_status st;
     if ((st = clattn__view_check_f16(ctx, query, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check_f16(ctx, key, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||

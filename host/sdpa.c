@@ -21,9 +21,8 @@ static clattn_status check_args(clattn_context *ctx, const clattn_tensor *Q,
                                 const clattn_tensor *K, const clattn_tensor *V,
                                 const clattn_tensor *O, const clattn_sdpa_params *p)
 {
-    for (size_t i = 0; i < sizeof p->reserved / sizeof p->reserved[0]; i++)
-        if (p->reserved[i])
-            return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!CLATTN_RESERVED_ZERO(p))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if (p->path != CLATTN_PATH_AUTO && p->path != CLATTN_PATH_UNFUSED &&
         p->path != CLATTN_PATH_FUSED)
         return CLATTN_ERROR_INVALID_ARGUMENT;

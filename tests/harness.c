@@ -63,6 +63,20 @@ void env_close(test_env *e)
     memset(e, 0, sizeof *e);
 }
 
+cl_uint ctx_refs(cl_context c)
+{
+    cl_uint n = 0;
+    CL_OK(clGetContextInfo(c, CL_CONTEXT_REFERENCE_COUNT, sizeof n, &n, NULL));
+    return n;
+}
+
+cl_uint mem_refs(cl_mem m)
+{
+    cl_uint n = 0;
+    CL_OK(clGetMemObjectInfo(m, CL_MEM_REFERENCE_COUNT, sizeof n, &n, NULL));
+    return n;
+}
+
 cl_mem buf_new(test_env *e, size_t bytes)
 {
     cl_int err;

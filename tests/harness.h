@@ -33,6 +33,10 @@ void env_close(test_env *e);
         }                                                                                          \
     } while (0)
 
+/* Reference counts, for the tests that prove the library lets go of what it retained. */
+cl_uint ctx_refs(cl_context c);
+cl_uint mem_refs(cl_mem m);
+
 cl_mem buf_new(test_env *e, size_t bytes);
 void buf_write(test_env *e, cl_mem b, size_t off_bytes, const void *src, size_t bytes);
 void buf_read(test_env *e, cl_mem b, size_t off_bytes, void *dst, size_t bytes);

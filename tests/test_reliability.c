@@ -244,20 +244,6 @@ static bool threads_match_single_thread(void)
 
 /* --- lifetimes -------------------------------------------------------------------------------- */
 
-static cl_uint ctx_refs(cl_context c)
-{
-    cl_uint n = 0;
-    CL_OK(clGetContextInfo(c, CL_CONTEXT_REFERENCE_COUNT, sizeof n, &n, NULL));
-    return n;
-}
-
-static cl_uint mem_refs(cl_mem m)
-{
-    cl_uint n = 0;
-    CL_OK(clGetMemObjectInfo(m, CL_MEM_REFERENCE_COUNT, sizeof n, &n, NULL));
-    return n;
-}
-
 static bool create_destroy_cycles(void)
 {
     bool ok = true;

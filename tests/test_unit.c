@@ -60,13 +60,6 @@ static bool kernel_table_builds(void)
     return ok;
 }
 
-static cl_uint refcount(cl_context c)
-{
-    cl_uint n = 0;
-    CL_OK(clGetContextInfo(c, CL_CONTEXT_REFERENCE_COUNT, sizeof n, &n, NULL));
-    return n;
-}
-
 static bool caller_context_survives(void)
 {
     bool ok = true;
@@ -74,10 +67,10 @@ static bool caller_context_survives(void)
     env_open(&e, false);
     cl_context c = e.context;
     /* env_open's clattn context holds one reference of its own. */
-    cl_uint with = refcount(c);
+    cl_uint with = ctx_refs(c);
     clattn_context_destroy(&e.cc);
     EXPECT(e.cc == NULL);
-    EXPECT(refcount(c) == with - 1);
+    EXPECT(ctx_refs(c) == with - 1);
     /* Still usable by its owner. */
     cl_int err;
     cl_mem b = clCreateBuffer(c, CL_MEM_READ_WRITE, 64, NULL, &err);
