@@ -20,10 +20,16 @@ class Tensor(ctypes.Structure):
                 ('dims', c_size4), ('strides', c_size4)]
 
 
+class KernelConfig(ctypes.Structure):
+    _fields_ = [('flash_variant', ctypes.c_int), ('flash_block_k', ctypes.c_uint32),
+                ('flash_wg', ctypes.c_uint32), ('reserved', ctypes.c_uint32 * 13)]
+
+
 class ContextParams(ctypes.Structure):
     _fields_ = [('context', ctypes.c_void_p), ('device', ctypes.c_void_p), ('log', ctypes.c_void_p),
                 ('log_user', ctypes.c_void_p), ('log_level', ctypes.c_int),
-                ('reserved', ctypes.c_void_p * 8)]
+                ('cache_dir', ctypes.c_char_p), ('disk_cache_off', ctypes.c_int),
+                ('kernels', KernelConfig), ('reserved', ctypes.c_void_p * 8)]
 
 
 class MaskParams(ctypes.Structure):

@@ -15,6 +15,11 @@ const char *clattn_version(void)
     return CLATTN_VERSION_STRING;
 }
 
+int clattn_abi_version(void)
+{
+    return CLATTN_ABI_VERSION;
+}
+
 clattn_context_params clattn_context_params_default(void)
 {
     clattn_context_params p;
@@ -100,14 +105,12 @@ static clattn_status query_info(clattn_context *ctx)
         {CL_DEVICE_LOCAL_MEM_SIZE, &i->local_mem_size, sizeof i->local_mem_size},
         {CL_DEVICE_MAX_MEM_ALLOC_SIZE, &i->max_mem_alloc_size, sizeof i->max_mem_alloc_size},
         {CL_DEVICE_GLOBAL_MEM_SIZE, &i->global_mem_size, sizeof i->global_mem_size},
-        {CL_DEVICE_MEM_BASE_ADDR_ALIGN, &ctx->mem_base_align_bytes, sizeof ctx->mem_base_align_bytes},
     };
     for (size_t k = 0; k < sizeof q / sizeof q[0]; k++) {
         err = clGetDeviceInfo(dev, q[k].what, q[k].size, q[k].dst, NULL);
         if (err != CL_SUCCESS)
             return err;
     }
-    ctx->mem_base_align_bytes /= 8; /* the query answers in bits */
     i->has_fp16 = has_extension(dev, "cl_khr_fp16");
     i->has_fp64 = has_extension(dev, "cl_khr_fp64");
     i->has_subgroups = has_extension(dev, "cl_khr_subgroups") || has_extension(dev, "cl_intel_subgroups");
@@ -193,6 +196,65 @@ static clattn_status pick_device(cl_device_id *out)
     return *out ? CL_SUCCESS : CLATTN_ERROR_NO_DEVICE;
 }
 
+/* A positive integer from the environment, or 0 when unset or not one. */
+static uint32_t env_count(const char *name)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return (*end == '\0' && v > 0 && v <= 4096) ? (uint32_t)v : 0;
+}
+
+/* The kernel overrides in force: the params' own, then the environment's for members left 0. */
+static clattn_status resolve_kernel_config(const clattn_kernel_config *given, clattn_kernel_config *out)
+{
+    if (!CLATTN_RESERVED_ZERO(given) || given->flash_variant < CLATTN_FLASH_VARIANT_AUTO ||
+        given->flash_variant > CLATTN_FLASH_VARIANT_GPU || given->flash_block_k > 4096 ||
+        given->flash_wg > 4096)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    *out = *given;
+    if (out->flash_variant == CLATTN_FLASH_VARIANT_AUTO) {
+        const char *v = getenv("CLATTN_FLASH_VARIANT");
+        if (v && strcmp(v, "cpu") == 0)
+            out->flash_variant = CLATTN_FLASH_VARIANT_CPU;
+        else if (v && strcmp(v, "gpu") == 0)
+            out->flash_variant = CLATTN_FLASH_VARIANT_GPU;
+    }
+    if (!out->flash_block_k)
+        out->flash_block_k = env_count("CLATTN_FLASH_BLOCK_K");
+    if (!out->flash_wg)
+        out->flash_wg = env_count("CLATTN_FLASH_WG");
+    return CL_SUCCESS;
+}
+
+/* The disk cache directory: the params' own, else $CLATTN_CACHE_DIR ("off": none), else
+ * $XDG_CACHE_HOME/clattn, else ~/.cache/clattn; "" when off or when no directory is known. */
+static clattn_status resolve_cache_dir(const clattn_context_params *p, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (p->disk_cache_off)
+        return CL_SUCCESS;
+    const char *dir = p->cache_dir;
+    int n = 0;
+    if (dir) {
+        if (!*dir || strlen(dir) >= cap)
+            return CLATTN_ERROR_INVALID_ARGUMENT;
+        n = snprintf(out, cap, "%s", dir);
+    } else if ((dir = getenv("CLATTN_CACHE_DIR")) && *dir) {
+        if (strcmp(dir, "off") != 0)
+            n = snprintf(out, cap, "%s", dir);
+    } else if ((dir = getenv("XDG_CACHE_HOME")) && *dir) {
+        n = snprintf(out, cap, "%s/clattn", dir);
+    } else if ((dir = getenv("HOME")) && *dir) {
+        n = snprintf(out, cap, "%s/.cache/clattn", dir);
+    }
+    if (n < 0 || (size_t)n >= cap)
+        out[0] = '\0'; /* an environment path too long to use: no cache */
+    return CL_SUCCESS;
+}
+
 clattn_status clattn_context_create(const clattn_context_params *params, clattn_context **out)
 {
     if (!out)
@@ -203,6 +265,15 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (!p.context && p.device)
         return CLATTN_ERROR_INVALID_ARGUMENT; /* a device without its context */
+    if (p.log_level < CLATTN_LOG_ERROR || p.log_level > CLATTN_LOG_DEBUG)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    clattn_kernel_config kernels;
+    char cache_dir[sizeof ((clattn_context *)0)->cache_dir];
+    clattn_status st = resolve_kernel_config(&p.kernels, &kernels);
+    if (st == CL_SUCCESS)
+        st = resolve_cache_dir(&p, cache_dir, sizeof cache_dir);
+    if (st != CL_SUCCESS)
+        return st;
 
     cl_int err = CL_SUCCESS;
     cl_device_id device = p.device;
@@ -229,14 +300,16 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
         if ((err = clRetainContext(context)) != CL_SUCCESS)
             return err;
     } else {
-        clattn_status st = pick_device(&device);
-        if (st != CL_SUCCESS)
+        if ((st = pick_device(&device)) != CL_SUCCESS)
             return st;
         context = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
         if (err != CL_SUCCESS)
             return err;
     }
-    clRetainDevice(device);
+    if ((err = clRetainDevice(device)) != CL_SUCCESS) {
+        clReleaseContext(context);
+        return err;
+    }
 
     clattn_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
@@ -249,15 +322,20 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
     ctx->log = p.log;
     ctx->log_user = p.log_user;
     ctx->log_level = p.log_level;
+    ctx->kernels = kernels;
+    memcpy(ctx->cache_dir, cache_dir, sizeof cache_dir);
     if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
         clReleaseDevice(device);
         clReleaseContext(context);
         free(ctx);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
-    clattn_status st = query_info(ctx);
+    /* Kernel sources from a directory instead of the library (development); read once. */
+    const char *kernel_dir = getenv("CLATTN_KERNEL_DIR");
+    st = query_info(ctx);
     if (st == CL_SUCCESS)
-        st = clattn__program_cache_create(&ctx->programs);
+        st = clattn__program_cache_create(kernel_dir && *kernel_dir ? kernel_dir : NULL,
+                                          &ctx->programs);
     if (st != CL_SUCCESS) {
         clattn_context_destroy(&ctx);
         return st;
@@ -295,6 +373,18 @@ clattn_status clattn_context_device_info(const clattn_context *ctx, clattn_devic
     if (!ctx || !out)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     *out = ctx->info;
+    return CL_SUCCESS;
+}
+
+clattn_status clattn_context_config(const clattn_context *ctx, clattn_kernel_config *kernels,
+                                    const char **cache_dir)
+{
+    if (!ctx)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (kernels)
+        *kernels = ctx->kernels;
+    if (cache_dir)
+        *cache_dir = ctx->cache_dir;
     return CL_SUCCESS;
 }
 

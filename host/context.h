@@ -13,31 +13,36 @@ struct clattn_context {
     cl_device_id device; /* retained */
     cl_platform_id platform;
     clattn_device_info info;
-    cl_uint mem_base_align_bytes;
 
     clattn_log_fn log;
     void *log_user;
     clattn_log_level log_level;
 
+    /* Resolved once at create (params, then environment): the kernel overrides (zero members
+     * follow the device table) and the disk cache directory ("" when off). */
+    clattn_kernel_config kernels;
+    char cache_dir[4096];
+
     /* Set once CLBlast has compiled programs for this context (gemm.c). */
     atomic_int blas_used;
 
-    /* Guards `programs` and the arguments of cached cl_kernels (set and enqueued together). */
+    /* Guards the program cache's lists and kernel pools; never held while compiling or while a
+     * call sets kernel arguments or enqueues. */
     pthread_mutex_t lock;
     struct clattn_program_cache *programs;
 };
 
-/* Whether every reserved field of a params struct is zero (they must be, for later versions to
+/* Whether every reserved member of a params struct is zero (they must be, for later versions to
  * give them meaning). */
-static inline int clattn__reserved_zero(void *const *r, size_t n)
+static inline int clattn__reserved_zero(const void *r, size_t bytes)
 {
-    for (size_t i = 0; i < n; i++)
-        if (r[i])
+    const unsigned char *b = (const unsigned char *)r;
+    for (size_t i = 0; i < bytes; i++)
+        if (b[i])
             return 0;
     return 1;
 }
-#define CLATTN_RESERVED_ZERO(params)                                                               \
-    clattn__reserved_zero((params)->reserved, sizeof (params)->reserved / sizeof (params)->reserved[0])
+#define CLATTN_RESERVED_ZERO(params) clattn__reserved_zero((params)->reserved, sizeof (params)->reserved)
 
 /* Sends a printf-style message to the context's log callback, if any and if `level` passes. */
 void clattn__log(const clattn_context *ctx, clattn_log_level level, const char *fmt, ...)

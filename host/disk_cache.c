@@ -1,9 +1,9 @@
 /* On-disk program-binary cache. A file per (kernel source, build options, device name, device
  * version, driver version, platform version, clattn version, cache format), named by the
  * XXH3-128 hash of all of them, holding a header that repeats the key and a checksum of the
- * binary. Directory: $CLATTN_CACHE_DIR ("off" disables), else $XDG_CACHE_HOME/clattn, else
- * ~/.cache/clattn. Anything unexpected is a miss; a miss compiles from source and rewrites the
- * file through a temporary name and rename(), so readers never see half a file. */
+ * binary. The directory is the context's (resolved at create from its params and the
+ * environment; "" = off). Anything unexpected is a miss; a miss compiles from source and rewrites
+ * the file through a temporary name and rename(), so readers never see half a file. */
 #include "disk_cache.h"
 
 #include <errno.h>
@@ -26,25 +26,6 @@ typedef struct file_header {
     uint64_t size;              /* bytes of binary after the header */
     uint64_t checksum;          /* XXH3-64 of those bytes */
 } file_header;
-
-/* The cache directory, or false when disabled or not available. */
-static bool cache_dir(char *out, size_t cap)
-{
-    const char *dir = getenv("CLATTN_CACHE_DIR");
-    if (dir && strcmp(dir, "off") == 0)
-        return false;
-    int n;
-    if (dir && *dir) {
-        n = snprintf(out, cap, "%s", dir);
-    } else if ((dir = getenv("XDG_CACHE_HOME")) && *dir) {
-        n = snprintf(out, cap, "%s/clattn", dir);
-    } else if ((dir = getenv("HOME")) && *dir) {
-        n = snprintf(out, cap, "%s/.cache/clattn", dir);
-    } else {
-        return false;
-    }
-    return n > 0 && (size_t)n < cap;
-}
 
 /* mkdir -p; true when the directory exists afterwards. */
 static bool make_dirs(const char *path)
@@ -91,19 +72,19 @@ static XXH128_hash_t make_key(const clattn_context *ctx, const char *src, size_t
 
 static bool file_name(const clattn_context *ctx, XXH128_hash_t key, char *out, size_t cap)
 {
-    char dir[4000];
-    (void)ctx;
-    if (!cache_dir(dir, sizeof dir))
+    if (!ctx->cache_dir[0])
         return false;
-    int n = snprintf(out, cap, "%s/%016llx%016llx.bin", dir, (unsigned long long)key.high64,
-                     (unsigned long long)key.low64);
+    int n = snprintf(out, cap, "%s/%016llx%016llx.bin", ctx->cache_dir,
+                     (unsigned long long)key.high64, (unsigned long long)key.low64);
     return n > 0 && (size_t)n < cap;
 }
 
 cl_program clattn__disk_cache_load(clattn_context *ctx, const char *src, size_t len,
                                    const char *options)
 {
-    char path[4096];
+    char path[4200];
+    if (!ctx->cache_dir[0])
+        return NULL;
     XXH128_hash_t key = make_key(ctx, src, len, options);
     if (!file_name(ctx, key, path, sizeof path))
         return NULL;
@@ -144,9 +125,11 @@ done:
 void clattn__disk_cache_store(clattn_context *ctx, cl_program prog, const char *src, size_t len,
                               const char *options)
 {
-    char path[4096], tmp[4200], dir[4000];
+    char path[4200], tmp[4300];
+    if (!ctx->cache_dir[0])
+        return;
     XXH128_hash_t key = make_key(ctx, src, len, options);
-    if (!file_name(ctx, key, path, sizeof path) || !cache_dir(dir, sizeof dir) || !make_dirs(dir))
+    if (!file_name(ctx, key, path, sizeof path) || !make_dirs(ctx->cache_dir))
         return;
     size_t size = 0;
     if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS ||

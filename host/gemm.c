@@ -4,6 +4,7 @@
 #include <clblast_c.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* How CLBlast sees one matrix: stored row-major with leading dimension `ld`, transposed or not. */
 typedef struct blas_view {
@@ -67,15 +68,49 @@ static clattn_status from_blas(clattn_context *ctx, CLBlastStatusCode code)
 }
 
 /* One strided-batched product: `count` items, item t at offsets a0 + t*as (and b, c alike). */
-typedef struct strided_run {
+typedef struct clattn_gemm_run {
     size_t a0, as, b0, bs, c0, cs, count;
-} strided_run;
+} clattn_gemm_run;
 
-clattn_status clattn__gemm(clattn_context *ctx, cl_command_queue queue, size_t d0, size_t d1,
-                           float alpha, const clattn_operand *A_, const clattn_operand *B_,
-                           float beta, const clattn_operand *C_, cl_uint num_wait,
-                           const cl_event *wait_list, cl_event *event_out)
+/* Whether every operand's items are evenly spaced (and ascending: CLBlast's batch strides cannot
+ * be negative) over all d0 x d1 items, so that one strided-batched call covers them. */
+static bool all_even(const clattn_operand *const ops[3], size_t d0, size_t d1)
 {
+    size_t prev[3] = {0, 0, 0}, step[3] = {0, 0, 0};
+    for (size_t i = 0; i < d0 * d1; i++) {
+        for (int t = 0; t < 3; t++) {
+            const size_t o = item_offset(ops[t], i / d1, i % d1);
+            if (i > 0 && o < prev[t])
+                return false;
+            if (i == 1)
+                step[t] = o - prev[t];
+            else if (i > 1 && o - prev[t] != step[t])
+                return false;
+            prev[t] = o;
+        }
+    }
+    return true;
+}
+
+/* A run of `count` items: the first is item (i0, i1), the second (j0, j1), and so on evenly. */
+static clattn_gemm_run run_of(const clattn_operand *const ops[3], size_t i0, size_t i1, size_t j0,
+                              size_t j1, size_t count)
+{
+    size_t o0[3], o1[3];
+    for (int t = 0; t < 3; t++) {
+        o0[t] = item_offset(ops[t], i0, i1);
+        o1[t] = count > 1 ? item_offset(ops[t], j0, j1) : o0[t];
+    }
+    return (clattn_gemm_run){o0[0], o1[0] - o0[0], o0[1], o1[1] - o0[1], o0[2], o1[2] - o0[2],
+                             count};
+}
+
+clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, float alpha,
+                                   const clattn_operand *A_, const clattn_operand *B_, float beta,
+                                   const clattn_operand *C_, clattn_gemm *g)
+{
+    (void)ctx;
+    memset(g, 0, sizeof *g);
     clattn_operand A = *A_, B = *B_, C = *C_;
     blas_view cv;
     if (!to_blas(C.rows, C.cols, C.rs, C.cs, &cv))
@@ -91,100 +126,95 @@ clattn_status clattn__gemm(clattn_context *ctx, cl_command_queue queue, size_t d
     blas_view av, bv;
     if (!to_blas(A.rows, A.cols, A.rs, A.cs, &av) || !to_blas(B.rows, B.cols, B.rs, B.cs, &bv))
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
-    const size_t m = C.rows, n = C.cols, k = A.cols;
 
     /* The items as runs of evenly spaced ones, for CLBlast's strided-batched routine (its
      * offset-array routine uploads the offsets with a blocking write and a clFinish, which
      * would wait on the caller's queue). All items at once when they are evenly spaced; else
      * per i0, and per query head within a kv-head group when several share one (GQA). */
+    const clattn_operand *const ops[3] = {&A, &B, &C};
     const size_t div = A.head_div > B.head_div ? A.head_div : B.head_div;
-    size_t nruns = 1;
-    bool all_even = true;
-    {
-        size_t prev[3] = {0, 0, 0}, step[3] = {0, 0, 0};
-        for (size_t i = 0; all_even && i < d0 * d1; i++) {
-            size_t o[3] = {item_offset(&A, i / d1, i % d1), item_offset(&B, i / d1, i % d1),
-                           item_offset(&C, i / d1, i % d1)};
-            for (int t = 0; t < 3; t++) {
-                if (i > 0 && o[t] < prev[t])
-                    all_even = false; /* CLBlast's batch strides cannot be negative */
-                else if (i == 1)
-                    step[t] = o[t] - prev[t];
-                else if (i > 1 && o[t] - prev[t] != step[t])
-                    all_even = false;
-                prev[t] = o[t];
-            }
-        }
-    }
-    if (!all_even)
-        nruns = d0 * (div > 1 ? div : 1);
-    strided_run *runs = malloc(nruns * sizeof *runs);
-    cl_event *evs = malloc(nruns * sizeof *evs);
-    if (!runs || !evs) {
-        free(runs);
-        free(evs);
+    const size_t dv = div > 1 ? div : 1;
+    const bool even = all_even(ops, d0, d1);
+    const size_t nruns = even ? 1 : d0 * dv;
+    g->runs = malloc(nruns * sizeof *g->runs);
+    g->events = malloc(nruns * sizeof *g->events);
+    if (!g->runs || !g->events) {
+        clattn__gemm_release(g);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
-    if (all_even) {
-        size_t c1 = d0 * d1 > 1 ? 1 : 0;
-        runs[0] = (strided_run){item_offset(&A, 0, 0), item_offset(&A, c1 / d1, c1 % d1) - item_offset(&A, 0, 0),
-                                item_offset(&B, 0, 0), item_offset(&B, c1 / d1, c1 % d1) - item_offset(&B, 0, 0),
-                                item_offset(&C, 0, 0), item_offset(&C, c1 / d1, c1 % d1) - item_offset(&C, 0, 0),
-                                d0 * d1};
+    if (even) {
+        g->runs[0] = run_of(ops, 0, 0, d1 > 1 ? 0 : 1, d1 > 1 ? 1 : 0, d0 * d1);
     } else {
         /* Fixed i0 and residue r of i1 modulo div: i1 = r, r + div, ... is evenly spaced for
          * every operand (the shared kv head advances by one each step). */
-        const size_t dv = div > 1 ? div : 1;
         size_t t = 0;
         for (size_t i0 = 0; i0 < d0; i0++)
-            for (size_t r = 0; r < dv; r++, t++) {
-                size_t cnt = d1 > r ? (d1 - r + dv - 1) / dv : 0;
-                size_t nx = cnt > 1 ? r + dv : r;
-                runs[t] = (strided_run){item_offset(&A, i0, r), item_offset(&A, i0, nx) - item_offset(&A, i0, r),
-                                        item_offset(&B, i0, r), item_offset(&B, i0, nx) - item_offset(&B, i0, r),
-                                        item_offset(&C, i0, r), item_offset(&C, i0, nx) - item_offset(&C, i0, r),
-                                        cnt};
-            }
+            for (size_t r = 0; r < dv; r++, t++)
+                g->runs[t] = run_of(ops, i0, r, i0, r + dv, d1 > r ? (d1 - r + dv - 1) / dv : 0);
     }
+    g->num_runs = nruns;
+    g->trans_a = av.trans == CLBlastTransposeYes;
+    g->trans_b = bv.trans == CLBlastTransposeYes;
+    g->m = C.rows;
+    g->n = C.cols;
+    g->k = A.cols;
+    g->lda = av.ld;
+    g->ldb = bv.ld;
+    g->ldc = cv.ld;
+    g->alpha = alpha;
+    g->beta = beta;
+    g->a = A.buffer;
+    g->b = B.buffer;
+    g->c = C.buffer;
+    return CL_SUCCESS;
+}
 
+clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, clattn_gemm *g,
+                                   cl_uint num_wait, const cl_event *wait_list,
+                                   size_t *num_events)
+{
     atomic_store(&ctx->blas_used, 1);
+    const CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
+    const CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     clattn_status st = CL_SUCCESS;
     if (num_wait > 0)
         st = clEnqueueBarrierWithWaitList(queue, num_wait, wait_list, NULL);
     size_t nev = 0;
-    for (size_t t = 0; t < nruns && st == CL_SUCCESS; t++) {
-        const strided_run *u = &runs[t];
+    for (size_t t = 0; t < g->num_runs && st == CL_SUCCESS; t++) {
+        const clattn_gemm_run *u = &g->runs[t];
         if (u->count == 0)
             continue;
         cl_event e = NULL;
         CLBlastStatusCode code;
         if (u->count == 1)
-            code = CLBlastSgemm(CLBlastLayoutRowMajor, av.trans, bv.trans, m, n, k, alpha, A.buffer,
-                                u->a0, av.ld, B.buffer, u->b0, bv.ld, beta, C.buffer, u->c0, cv.ld,
+            code = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, g->alpha, g->a,
+                                u->a0, g->lda, g->b, u->b0, g->ldb, g->beta, g->c, u->c0, g->ldc,
                                 &queue, &e);
         else
-            code = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, av.trans, bv.trans, m, n, k,
-                                              alpha, A.buffer, u->a0, av.ld, u->as, B.buffer, u->b0,
-                                              bv.ld, u->bs, beta, C.buffer, u->c0, cv.ld, u->cs,
+            code = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k,
+                                              g->alpha, g->a, u->a0, g->lda, u->as, g->b, u->b0,
+                                              g->ldb, u->bs, g->beta, g->c, u->c0, g->ldc, u->cs,
                                               u->count, &queue, &e);
         st = from_blas(ctx, code);
         if (st == CL_SUCCESS && e)
-            evs[nev++] = e;
+            g->events[nev++] = e;
     }
-    /* One event for all runs (they are independent: on an out-of-order queue they may overlap). */
-    if (st == CL_SUCCESS && event_out) {
-        if (nev == 1) {
-            *event_out = evs[0];
-            nev = 0;
-        } else {
-            st = clEnqueueMarkerWithWaitList(queue, (cl_uint)nev, nev ? evs : NULL, event_out);
-        }
+    if (st != CL_SUCCESS) {
+        for (size_t t = 0; t < nev; t++)
+            clReleaseEvent(g->events[t]);
+        nev = 0;
     }
-    for (size_t t = 0; t < nev; t++)
-        clReleaseEvent(evs[t]);
-    free(runs);
-    free(evs);
+    *num_events = nev;
     return st;
+}
+
+void clattn__gemm_release(clattn_gemm *g)
+{
+    free(g->runs);
+    free(g->events);
+    g->runs = NULL;
+    g->events = NULL;
+    g->num_runs = 0;
 }
 
 bool clattn__gemm_view_ok(const clattn_tensor *t)

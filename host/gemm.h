@@ -24,13 +24,29 @@ bool clattn__gemm_layout_ok(size_t rows, size_t cols, size_t rs, size_t cs);
 /* Whether a (checked) view's elements, dims and strides fit CLBlast's 32-bit ints. */
 bool clattn__gemm_view_ok(const clattn_tensor *t);
 
-/* For every item: C = alpha * A * B + beta * C, with A m x k, B k x n, C m x n (m, n, k > 0).
- * Waits for the wait list (through a barrier: CLBlast takes none); *event_out completes when all
- * items are written. */
-clattn_status clattn__gemm(clattn_context *ctx, cl_command_queue queue, size_t d0, size_t d1,
-                           float alpha, const clattn_operand *A, const clattn_operand *B,
-                           float beta, const clattn_operand *C, cl_uint num_wait,
-                           const cl_event *wait_list, cl_event *event_out);
+/* A prepared batch of products: for every item, C = alpha * A * B + beta * C, with A m x k,
+ * B k x n, C m x n, as the runs of evenly spaced items the GEMM engine takes in one call. */
+typedef struct clattn_gemm {
+    bool trans_a, trans_b;   /* the row-major operands as the engine reads them */
+    size_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    cl_mem a, b, c;
+    struct clattn_gemm_run *runs;
+    size_t num_runs;
+    cl_event *events;        /* one per run, filled by clattn__gemm_enqueue */
+} clattn_gemm;
+
+/* Works out the runs for d0 x d1 items (m, n, k > 0; layouts checked with
+ * clattn__gemm_layout_ok). Allocates; nothing is enqueued. */
+clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, float alpha,
+                                   const clattn_operand *A, const clattn_operand *B, float beta,
+                                   const clattn_operand *C, clattn_gemm *out);
+/* Enqueues the runs after the wait list (through a barrier: CLBlast takes none). g->events[0 ..
+ * *num_events) then complete when their runs have; they belong to the caller. */
+clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, clattn_gemm *g,
+                                   cl_uint num_wait, const cl_event *wait_list,
+                                   size_t *num_events);
+void clattn__gemm_release(clattn_gemm *g);
 
 /* Called by clattn_context_destroy: CLBlast keeps the programs it compiled in a process-wide
  * cache, and they hold a reference to their cl_context, which would then never be freed. */

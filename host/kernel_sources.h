@@ -11,6 +11,8 @@ typedef struct clattn_kernel_source {
     uint64_t hash;      /* first 8 bytes of the source's SHA-256 */
 } clattn_kernel_source;
 
+/* prelude.cl: joined in front of every kernel file (program.c); not a kernel file itself. */
+extern const clattn_kernel_source clattn__kernel_prelude;
 extern const clattn_kernel_source clattn__kernel_sources[];
 extern const size_t clattn__kernel_source_count;
 

@@ -1,10 +1,10 @@
 /* KV cache for decoding: device storage for K and V per sequence and head, appends straight from
  * the caller's tensors, and attention over the cache through the fused kernel, optionally split
- * over the keys and merged by log-sum-exp (flash-decoding). */
-#include "program.h"
+ * over the keys and merged by log-sum-exp in one launch (flash-decoding). */
 #include "steps.h"
 #include "tensor.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +15,8 @@ struct clattn_kv_cache {
     cl_mem k, v;     /* [B, Hkv, cap, D] each */
     cl_mem lengths;  /* int32 [B], what attention reads */
     size_t *len;     /* the same on the host, for capacity checks */
+    cl_mem scratch;  /* split partial results, kept between calls; grown when needed */
+    size_t scratch_bytes;
 };
 
 clattn_kv_cache_params clattn_kv_cache_params_default(void)
@@ -44,6 +46,8 @@ void clattn_kv_cache_destroy(clattn_kv_cache **cache)
         clReleaseMemObject(c->v);
     if (c->lengths)
         clReleaseMemObject(c->lengths);
+    if (c->scratch)
+        clReleaseMemObject(c->scratch);
     free(c->len);
     free(c);
     *cache = NULL;
@@ -60,23 +64,20 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     if (!CLATTN_RESERVED_ZERO(p))
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16)
-        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if (p->batch == 0 || p->num_kv_heads == 0 || p->head_dim == 0 || p->capacity == 0 ||
         p->capacity > 0x7fffffff)
         return CLATTN_ERROR_INVALID_SHAPE;
-    /* Attention over the cache is the fused kernel's: head dims it takes (even, at most 256). */
-    if (p->head_dim > 256 || p->head_dim % 2 != 0)
-        return CLATTN_ERROR_UNSUPPORTED_PATH;
+    /* Attention over the cache is the fused kernel's: the head dims it takes here. */
+    clattn_status st = clattn__flash_supports(ctx, p->head_dim, p->head_dim, p->dtype);
+    if (st != CL_SUCCESS)
+        return st;
     size_t bytes = clattn_dtype_size(p->dtype);
     if (!clattn__mul(bytes, p->batch, &bytes) || !clattn__mul(bytes, p->num_kv_heads, &bytes) ||
         !clattn__mul(bytes, p->capacity, &bytes) || !clattn__mul(bytes, p->head_dim, &bytes))
         return CLATTN_ERROR_SIZE_OVERFLOW;
     if (bytes > ctx->info.max_mem_alloc_size)
         return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
-    clattn_status st = clattn__program_prepare(ctx, "kv_append",
-                                               p->dtype == CLATTN_F16 ? "-DELEM=ushort" : "-DELEM=float");
-    if (st != CL_SUCCESS)
-        return st;
 
     clattn_kv_cache *c = calloc(1, sizeof *c);
     if (!c || !(c->len = calloc(p->batch, sizeof *c->len))) {
@@ -126,6 +127,75 @@ static clattn_status check_new(const clattn_kv_cache *c, const clattn_tensor *t)
                : CLATTN_ERROR_INVALID_SHAPE;
 }
 
+/* The -D options of the append kernels. */
+static void append_options(const clattn_kv_cache *c, bool has_counts, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "-DELEM=%s -DHAS_COUNTS=%d", c->dtype == CLATTN_F16 ? "ushort" : "float",
+             has_counts);
+}
+
+/* Appends the copy of the new tokens and then the advance of the device lengths. */
+static clattn_status append_plan(clattn_plan *p, const clattn_kv_cache *c, const clattn_tensor *K,
+                                 const clattn_tensor *V, const size_t *counts)
+{
+    clattn_status st;
+    if ((st = check_new(c, K)) != CL_SUCCESS || (st = check_new(c, V)) != CL_SUCCESS)
+        return st;
+    const size_t T = K->dims[2];
+    if (V->dims[2] != T)
+        return CLATTN_ERROR_INVALID_SHAPE;
+    size_t most = 0;
+    bool uniform = true;
+    for (size_t b = 0; b < c->B; b++) {
+        const size_t n = counts ? counts[b] : T;
+        if (n > T)
+            return CLATTN_ERROR_INVALID_SHAPE;
+        if (n > c->cap - c->len[b])
+            return CLATTN_ERROR_CACHE_FULL;
+        most = n > most ? n : most;
+        uniform &= n == (counts ? counts[0] : T);
+    }
+    if (most == 0)
+        return CL_SUCCESS; /* nothing appended */
+    /* Per-sequence counts travel in a small buffer of the call's own (copied at creation, so the
+     * caller's array is free when the call returns); equal counts in a kernel argument. */
+    cl_mem counts_buf = NULL;
+    if (!uniform) {
+        cl_int *host = malloc(c->B * sizeof *host);
+        if (!host)
+            return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+        for (size_t b = 0; b < c->B; b++)
+            host[b] = (cl_int)counts[b];
+        st = clattn__plan_buffer_copy(p, c->B * sizeof *host, host, &counts_buf);
+        free(host);
+        if (st != CL_SUCCESS)
+            return st;
+    }
+    char opts[64];
+    append_options(c, !uniform, opts, sizeof opts);
+    clattn_tensor ck = clattn_tensor_bhtd(c->k, 0, c->B, c->Hkv, c->cap, c->D);
+    clattn_tensor cv = clattn_tensor_bhtd(c->v, 0, c->B, c->Hkv, c->cap, c->D);
+    ck.dtype = cv.dtype = c->dtype;
+    clattn_kargs args = {0};
+    clattn__arg_view(&args, K);
+    clattn__arg_view(&args, V);
+    clattn__arg_view(&args, &ck);
+    clattn__arg_view(&args, &cv);
+    clattn__arg_ulong(&args, c->Hkv);
+    clattn__arg_mem(&args, c->lengths);
+    clattn__arg_mem(&args, counts_buf);
+    clattn__arg_uint(&args, (cl_uint)most);
+    const size_t global[3] = {c->D, most, c->B * c->Hkv};
+    if ((st = clattn__plan_kernel(p, "kv_append", opts, "kv_append", &args, 3, global, NULL)) != CL_SUCCESS)
+        return st;
+    clattn_kargs adv = {0};
+    clattn__arg_mem(&adv, c->lengths);
+    clattn__arg_mem(&adv, counts_buf);
+    clattn__arg_uint(&adv, (cl_uint)most);
+    const size_t one[1] = {c->B};
+    return clattn__plan_kernel(p, "kv_append", opts, "kv_advance", &adv, 1, one, NULL);
+}
+
 clattn_status clattn_kv_cache_append(clattn_kv_cache *c, cl_command_queue queue,
                                      const clattn_tensor *K, const clattn_tensor *V,
                                      const size_t *counts, cl_uint num_wait,
@@ -133,49 +203,14 @@ clattn_status clattn_kv_cache_append(clattn_kv_cache *c, cl_command_queue queue,
 {
     if (!c)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_context *ctx = c->ctx;
-    clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
-    if (st != CL_SUCCESS || (st = check_new(c, K)) != CL_SUCCESS || (st = check_new(c, V)) != CL_SUCCESS)
-        return st;
-    const size_t T = K->dims[2];
-    if (V->dims[2] != T)
-        return CLATTN_ERROR_INVALID_SHAPE;
-    for (size_t b = 0; b < c->B; b++) {
-        const size_t n = counts ? counts[b] : T;
-        if (n > T)
-            return CLATTN_ERROR_INVALID_SHAPE;
-        if (n > c->cap - c->len[b])
-            return CLATTN_ERROR_CACHE_FULL;
-    }
-    const char *opts = c->dtype == CLATTN_F16 ? "-DELEM=ushort" : "-DELEM=float";
-
-    /* One launch per sequence that gains tokens, each writing its new length last. */
-    clattn_chain chain = clattn__chain_start(num_wait, wait_list);
-    for (size_t b = 0; b < c->B && st == CL_SUCCESS; b++) {
-        const cl_uint n = (cl_uint)(counts ? counts[b] : T);
-        if (n == 0)
-            continue;
-        cl_ulong k_off = K->offset + b * K->strides[0], ks1 = clattn__stride(K, 1),
-                 ks2 = clattn__stride(K, 2), ks3 = clattn__stride(K, 3);
-        cl_ulong v_off = V->offset + b * V->strides[0], vs1 = clattn__stride(V, 1),
-                 vs2 = clattn__stride(V, 2), vs3 = clattn__stride(V, 3);
-        cl_ulong c_off = b * c->Hkv * c->cap * c->D, cs1 = c->cap * c->D, cs2 = c->D;
-        cl_ulong start = c->len[b], bb = b;
-        const clattn_karg args[] = {
-            CLATTN_KARG(K->buffer), CLATTN_KARG(k_off), CLATTN_KARG(ks1), CLATTN_KARG(ks2), CLATTN_KARG(ks3),
-            CLATTN_KARG(V->buffer), CLATTN_KARG(v_off), CLATTN_KARG(vs1), CLATTN_KARG(vs2), CLATTN_KARG(vs3),
-            CLATTN_KARG(c->k), CLATTN_KARG(c->v), CLATTN_KARG(c_off), CLATTN_KARG(cs1), CLATTN_KARG(cs2),
-            CLATTN_KARG(start), CLATTN_KARG(n), CLATTN_KARG(c->lengths), CLATTN_KARG(bb)};
-        const size_t global[3] = {c->D, n, c->Hkv};
-        CLATTN_STEP(st, chain, clattn__launch(ctx, queue, "kv_append", "kv_append", opts, 3,
-                                              global, NULL, args, sizeof args / sizeof args[0],
-                                              chain.nw, chain.wl, &chain.next));
-        if (st == CL_SUCCESS)
-            c->len[b] += n;
-    }
-    if (st == CL_SUCCESS && !chain.last) /* nothing appended */
-        st = clattn__no_op(queue, num_wait, wait_list, event_out);
-    clattn__chain_end(&chain, st == CL_SUCCESS ? event_out : NULL);
+    clattn_plan plan;
+    clattn_status st = clattn__plan_begin(&plan, c->ctx, queue, num_wait, wait_list);
+    if (st == CL_SUCCESS)
+        st = append_plan(&plan, c, K, V, counts);
+    st = clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    /* The host lengths advance with the device's: only once the whole append is enqueued. */
+    for (size_t b = 0; st == CL_SUCCESS && b < c->B; b++)
+        c->len[b] += counts ? counts[b] : K->dims[2];
     return st;
 }
 
@@ -193,6 +228,91 @@ static size_t auto_splits(const clattn_kv_cache *c, size_t groups, size_t max_le
     return s ? s : 1;
 }
 
+/* A checked attend call, and how its keys are split. */
+typedef struct attend_call {
+    clattn_kv_attend_params ap;
+    size_t splits;    /* 1: one pass */
+    size_t per;       /* keys per split (whole kernel blocks) */
+    size_t n_o, n_l;  /* elements of one split's partial O and lse */
+    size_t bytes;     /* of all partial results */
+} attend_call;
+
+static clattn_status attend_check(const clattn_kv_cache *c, const clattn_tensor *Q,
+                                  const clattn_tensor *O, const clattn_kv_attend_params *params,
+                                  attend_call *a)
+{
+    clattn_context *ctx = c->ctx;
+    a->ap = params ? *params : clattn_kv_attend_params_default();
+    const clattn_kv_attend_params *ap = &a->ap;
+    if (!CLATTN_RESERVED_ZERO(ap))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    clattn_status st;
+    if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
+        (ap->lse && (st = clattn__view_check(ctx, ap->lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
+        return st;
+    const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2];
+    if (B != c->B || Q->dims[3] != c->D || O->dims[0] != B || O->dims[1] != Hq ||
+        O->dims[2] != Lq || O->dims[3] != c->D)
+        return CLATTN_ERROR_INVALID_SHAPE;
+    if (ap->lse && (ap->lse->dims[0] != B || ap->lse->dims[1] != Hq || ap->lse->dims[2] != Lq ||
+                    ap->lse->dims[3] != 1))
+        return CLATTN_ERROR_INVALID_SHAPE;
+    if (Hq % c->Hkv != 0)
+        return CLATTN_ERROR_HEAD_MISMATCH;
+
+    size_t max_len = 0;
+    for (size_t b = 0; b < B; b++)
+        max_len = c->len[b] > max_len ? c->len[b] : max_len;
+    const size_t groups = B * Hq * ((Lq + 15) / 16);
+    size_t S = ap->splits ? ap->splits : auto_splits(c, groups, max_len);
+    const size_t bk = clattn__flash_block_k(ctx, c->D, c->D);
+    /* Whole key blocks per split, over the keys the longest sequence holds. */
+    const size_t blocks = (max_len + bk - 1) / bk;
+    if (S > blocks)
+        S = blocks ? blocks : 1;
+    a->per = (blocks + S - 1) / S * bk;
+    S = a->per ? (max_len + a->per - 1) / a->per : 1;
+    a->splits = S ? S : 1;
+    a->n_o = B * Hq * Lq * c->D;
+    a->n_l = B * Hq * Lq;
+    a->bytes = 0;
+    if (a->splits > 1 && (!clattn__mul(a->splits, a->n_o + a->n_l, &a->bytes) ||
+                          !clattn__mul(a->bytes, sizeof(float), &a->bytes)))
+        return CLATTN_ERROR_SIZE_OVERFLOW;
+    return CL_SUCCESS;
+}
+
+/* Appends the attention: one pass, or `splits` partial results in `scratch` from element `off`
+ * merged in one launch. */
+static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, const clattn_tensor *Q,
+                                  const clattn_tensor *O, const attend_call *a, cl_mem scratch,
+                                  size_t off)
+{
+    const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2];
+    if (Hq == 0 || Lq == 0)
+        return CL_SUCCESS;
+    clattn_tensor K = clattn_tensor_bhtd(c->k, 0, c->B, c->Hkv, c->cap, c->D);
+    clattn_tensor V = clattn_tensor_bhtd(c->v, 0, c->B, c->Hkv, c->cap, c->D);
+    K.dtype = V.dtype = c->dtype;
+    clattn_sdpa_params sp = clattn_sdpa_params_default();
+    sp.scale = a->ap.scale;
+    sp.mask.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    sp.mask.key_lengths = c->lengths;
+    if (a->splits == 1) {
+        sp.lse = a->ap.lse;
+        return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL);
+    }
+    const clattn_tensor part = clattn_tensor_bhtd(scratch, off, B, Hq, Lq, c->D);
+    const clattn_tensor part_lse = clattn_tensor_bhtd(scratch, off + a->splits * a->n_o, B, Hq, Lq, 1);
+    sp.lse = &part_lse;
+    const clattn_flash_split split = {a->per, a->splits, a->n_o, a->n_l};
+    clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split);
+    return st != CL_SUCCESS ? st
+                            : clattn__merge_parts_plan(p, &part, &part_lse, a->splits, a->n_o,
+                                                       a->n_l, O, a->ap.lse);
+}
+
 clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
                                      const clattn_tensor *Q, const clattn_tensor *O,
                                      const clattn_kv_attend_params *params, cl_uint num_wait,
@@ -200,93 +320,74 @@ clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
 {
     if (!c)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_context *ctx = c->ctx;
-    const clattn_kv_attend_params ap = params ? *params : clattn_kv_attend_params_default();
-    clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
-    if (st != CL_SUCCESS)
-        return st;
-    if (!CLATTN_RESERVED_ZERO(&ap))
+    clattn_plan plan;
+    attend_call a;
+    cl_mem grown = NULL; /* a larger scratch, the cache's once the call is enqueued */
+    clattn_status st = clattn__plan_begin(&plan, c->ctx, queue, num_wait, wait_list);
+    if (st == CL_SUCCESS)
+        st = attend_check(c, Q, O, params, &a);
+    cl_mem scratch = c->scratch;
+    size_t off = 0;
+    if (st == CL_SUCCESS && a.bytes > 0) {
+        if (a.ap.workspace) {
+            st = clattn__workspace_check(c->ctx, a.ap.workspace, a.ap.workspace_offset, a.bytes);
+            scratch = a.ap.workspace;
+            off = a.ap.workspace_offset / sizeof(float);
+        } else if (a.bytes > c->scratch_bytes) {
+            if (a.bytes > c->ctx->info.max_mem_alloc_size)
+                st = CLATTN_ERROR_ALLOCATION_TOO_LARGE;
+            else
+                grown = scratch = clCreateBuffer(c->ctx->context, CL_MEM_READ_WRITE, a.bytes,
+                                                 NULL, &st);
+        }
+    }
+    if (st == CL_SUCCESS)
+        st = attend_steps(&plan, c, Q, O, &a, scratch, off);
+    st = clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    if (grown && st == CL_SUCCESS) {
+        if (c->scratch) /* still alive while queued work uses it */
+            clReleaseMemObject(c->scratch);
+        c->scratch = grown;
+        c->scratch_bytes = a.bytes;
+    } else if (grown) {
+        clReleaseMemObject(grown);
+    }
+    return st;
+}
+
+clattn_status clattn_kv_cache_workspace_size(clattn_kv_cache *c, const clattn_tensor *Q,
+                                             const clattn_tensor *O,
+                                             const clattn_kv_attend_params *params, size_t *bytes)
+{
+    if (!c || !bytes)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
-        (ap.lse && (st = clattn__view_check(ctx, ap.lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
-        return st;
-    const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2];
-    if (B != c->B || Q->dims[3] != c->D || O->dims[0] != B || O->dims[1] != Hq ||
-        O->dims[2] != Lq || O->dims[3] != c->D)
-        return CLATTN_ERROR_INVALID_SHAPE;
-    if (ap.lse && (ap.lse->dims[0] != B || ap.lse->dims[1] != Hq || ap.lse->dims[2] != Lq ||
-                   ap.lse->dims[3] != 1))
-        return CLATTN_ERROR_INVALID_SHAPE;
-    if (Hq % c->Hkv != 0)
-        return CLATTN_ERROR_HEAD_MISMATCH;
-    if (Hq == 0 || Lq == 0)
-        return clattn__no_op(queue, num_wait, wait_list, event_out);
-
-    clattn_tensor K = clattn_tensor_bhtd(c->k, 0, c->B, c->Hkv, c->cap, c->D);
-    clattn_tensor V = clattn_tensor_bhtd(c->v, 0, c->B, c->Hkv, c->cap, c->D);
-    K.dtype = V.dtype = c->dtype;
-    size_t max_len = 0;
-    for (size_t b = 0; b < B; b++)
-        max_len = c->len[b] > max_len ? c->len[b] : max_len;
-    const size_t groups = B * Hq * ((Lq + 15) / 16);
-    size_t S = ap.splits ? ap.splits : auto_splits(c, groups, max_len);
-    const size_t bk = (size_t)clattn__flash_block_k(ctx, c->D, c->D);
-    /* Whole key blocks per split, over the keys the longest sequence holds. */
-    const size_t blocks = (max_len + bk - 1) / bk;
-    if (S > blocks)
-        S = blocks ? blocks : 1;
-    const size_t per = (blocks + S - 1) / S * bk;
-    S = per ? (max_len + per - 1) / per : 1;
-    if (S == 0)
-        S = 1;
-
-    clattn_sdpa_params p = clattn_sdpa_params_default();
-    p.scale = ap.scale;
-    p.mask.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
-    p.mask.key_lengths = c->lengths;
-    if (S == 1) {
-        p.lse = ap.lse;
-        if ((st = clattn__flash_check(ctx, Q, &K, &V, O, &p)) != CL_SUCCESS)
-            return st;
-        return clattn__flash_enqueue(ctx, queue, Q, &K, &V, O, &p, NULL, num_wait, wait_list,
-                                     event_out);
-    }
-
-    /* S partial results [S][B, Hq, Lq, D] and their lse, then S - 1 merges into O. */
-    const size_t n_o = B * Hq * Lq * c->D, n_l = B * Hq * Lq;
-    size_t bytes;
-    if (!clattn__mul(S, n_o + n_l, &bytes) || !clattn__mul(bytes, sizeof(float), &bytes))
-        return CLATTN_ERROR_SIZE_OVERFLOW;
-    if (bytes > ctx->info.max_mem_alloc_size)
-        return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
-    cl_int err;
-    cl_mem scratch = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-    if (err != CL_SUCCESS)
-        return err;
-    clattn_tensor part = clattn_tensor_bhtd(scratch, 0, B, Hq, Lq, c->D);
-    clattn_tensor part_lse = clattn_tensor_bhtd(scratch, S * n_o, B, Hq, Lq, 1);
-    p.lse = &part_lse;
-    st = clattn__flash_check(ctx, Q, &K, &V, &part, &p);
-    /* The merges' kernels too, before anything is enqueued. */
+    attend_call a;
+    clattn_status st = attend_check(c, Q, O, params, &a);
     if (st == CL_SUCCESS)
-        st = clattn__program_prepare(ctx, "merge", "-DHAS_LSE=1");
-    if (st == CL_SUCCESS)
-        st = clattn__program_prepare(ctx, "merge", "-DHAS_LSE=0");
-    const clattn_flash_split split = {per, S, n_o, n_l};
-    clattn_chain chain = clattn__chain_start(num_wait, wait_list);
-    CLATTN_STEP(st, chain, clattn__flash_enqueue(ctx, queue, Q, &K, &V, &part, &p, &split,
-                                                 chain.nw, chain.wl, &chain.next));
-    for (size_t s = 1; s < S && st == CL_SUCCESS; s++) {
-        clattn_tensor ps = part, ls = part_lse;
-        ps.offset += s * n_o;
-        ls.offset += s * n_l;
-        const bool last = s + 1 == S;
-        CLATTN_STEP(st, chain, clattn_merge(ctx, queue, &part, &part_lse, &ps, &ls,
-                                            last ? O : &part, last ? ap.lse : &part_lse,
-                                            chain.nw, chain.wl, &chain.next));
+        *bytes = a.bytes;
+    return st;
+}
+
+clattn_status clattn_kv_cache_prepare(clattn_kv_cache *c, const clattn_tensor *Q,
+                                      const clattn_tensor *O, const clattn_kv_attend_params *params)
+{
+    if (!c)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    attend_call a;
+    clattn_status st = attend_check(c, Q, O, params, &a);
+    char opts[64];
+    for (int has_counts = 0; st == CL_SUCCESS && has_counts < 2; has_counts++) {
+        append_options(c, has_counts, opts, sizeof opts);
+        st = clattn__program_build(c->ctx, "kv_append", opts);
     }
-    clReleaseMemObject(scratch);
-    clattn__chain_end(&chain, st == CL_SUCCESS ? event_out : NULL);
+    /* Attention in one pass and split (the split count only changes a kernel argument). */
+    for (size_t splits = 1; st == CL_SUCCESS && splits <= 2; splits++) {
+        a.splits = splits;
+        a.per = clattn__flash_block_k(c->ctx, c->D, c->D);
+        clattn_plan plan;
+        clattn__plan_init(&plan, c->ctx);
+        st = attend_steps(&plan, c, Q, O, &a, NULL, 0);
+        clattn__plan_release(&plan);
+    }
     return st;
 }

@@ -1,5 +1,5 @@
-/* Merging partial attention results over disjoint key sets by their log-sum-exp. */
-#include "program.h"
+/* Merging partial attention results over disjoint key sets by their log-sum-exp: two parts in
+ * any views (clattn_merge), or the split parts of flash-decoding in one launch. */
 #include "steps.h"
 #include "tensor.h"
 
@@ -8,15 +8,12 @@ static bool dims_are(const clattn_tensor *t, size_t B, size_t H, size_t Lq, size
     return t->dims[0] == B && t->dims[1] == H && t->dims[2] == Lq && t->dims[3] == last;
 }
 
-clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *O1,
-                           const clattn_tensor *lse1, const clattn_tensor *O2,
-                           const clattn_tensor *lse2, const clattn_tensor *O,
-                           const clattn_tensor *lse, cl_uint num_wait, const cl_event *wait_list,
-                           cl_event *event_out)
+static clattn_status merge_plan(clattn_plan *p, const clattn_tensor *O1, const clattn_tensor *lse1,
+                                const clattn_tensor *O2, const clattn_tensor *lse2,
+                                const clattn_tensor *O, const clattn_tensor *lse)
 {
-    clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
-    if (st != CL_SUCCESS)
-        return st;
+    clattn_context *ctx = p->ctx;
+    clattn_status st;
     if ((st = clattn__view_check(ctx, O1, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, lse1, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, O2, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
@@ -30,32 +27,48 @@ clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const cl
         (lse && !dims_are(lse, B, H, Lq, 1)))
         return CLATTN_ERROR_INVALID_SHAPE;
     if (B * H * Lq == 0)
-        return clattn__no_op(queue, num_wait, wait_list, event_out);
-    const char *opts = lse ? "-DHAS_LSE=1" : "-DHAS_LSE=0";
-    if ((st = clattn__program_prepare(ctx, "merge", opts)) != CL_SUCCESS)
-        return st;
-
-    const clattn_tensor none = {0};
-    const clattn_tensor *l = lse ? lse : &none;
-    const clattn_tensor *views[6] = {O1, lse1, O2, lse2, O, l};
-    cl_ulong v[6][5];
-    for (int t = 0; t < 6; t++) {
-        v[t][0] = views[t]->offset;
-        for (int d = 0; d < 4; d++)
-            v[t][d + 1] = clattn__stride(views[t], d);
-    }
-    cl_ulong H_ = H, Dv_ = Dv;
-    /* Per view: buffer, offset, then its strides (four for O views, three for lse views). */
-    clattn_karg args[6 * 6 + 2];
-    cl_uint n = 0;
-    for (int t = 0; t < 6; t++) {
-        args[n++] = (clattn_karg)CLATTN_KARG(views[t]->buffer);
-        for (int k = 0; k < ((t % 2 == 0) ? 5 : 4); k++)
-            args[n++] = (clattn_karg)CLATTN_KARG(v[t][k]);
-    }
-    args[n++] = (clattn_karg)CLATTN_KARG(H_);
-    args[n++] = (clattn_karg)CLATTN_KARG(Dv_);
+        return CL_SUCCESS;
+    clattn_kargs args = {0};
+    const clattn_tensor *views[6] = {O1, lse1, O2, lse2, O, lse};
+    for (int t = 0; t < 6; t++)
+        clattn__arg_view(&args, views[t]);
+    clattn__arg_ulong(&args, H);
+    clattn__arg_ulong(&args, Dv);
     const size_t global[2] = {Lq, B * H};
-    return clattn__launch(ctx, queue, "merge", "merge", opts, 2, global, NULL, args, n, num_wait,
-                          wait_list, event_out);
+    return clattn__plan_kernel(p, "merge", lse ? "-DHAS_LSE=1" : "-DHAS_LSE=0", "merge", &args, 2,
+                               global, NULL);
+}
+
+clattn_status clattn__merge_parts_plan(clattn_plan *p, const clattn_tensor *part,
+                                       const clattn_tensor *part_lse, size_t parts, size_t o_split,
+                                       size_t l_split, const clattn_tensor *O,
+                                       const clattn_tensor *lse)
+{
+    const size_t B = O->dims[0], H = O->dims[1], Lq = O->dims[2];
+    clattn_kargs args = {0};
+    clattn__arg_view(&args, part);
+    clattn__arg_view(&args, part_lse);
+    clattn__arg_ulong(&args, parts);
+    clattn__arg_ulong(&args, o_split);
+    clattn__arg_ulong(&args, l_split);
+    clattn__arg_view(&args, O);
+    clattn__arg_view(&args, lse);
+    clattn__arg_ulong(&args, H);
+    clattn__arg_ulong(&args, O->dims[3]);
+    const size_t global[2] = {Lq, B * H};
+    return clattn__plan_kernel(p, "merge", lse ? "-DHAS_LSE=1" : "-DHAS_LSE=0", "merge_parts",
+                               &args, 2, global, NULL);
+}
+
+clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *O1,
+                           const clattn_tensor *lse1, const clattn_tensor *O2,
+                           const clattn_tensor *lse2, const clattn_tensor *O,
+                           const clattn_tensor *lse, cl_uint num_wait, const cl_event *wait_list,
+                           cl_event *event_out)
+{
+    clattn_plan plan;
+    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
+    if (st == CL_SUCCESS)
+        st = merge_plan(&plan, O1, lse1, O2, lse2, O, lse);
+    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
 }

@@ -1,7 +1,6 @@
 /* Multi-head attention block: Q/K/V projections (CLBlast) straight into the packed [B, T, H·D]
  * layout, sdpa on head views of it, the output ("value-up") projection, and optionally the
  * attention weights averaged over heads. */
-#include "program.h"
 #include "steps.h"
 #include "tensor.h"
 
@@ -70,17 +69,31 @@ static clattn_status check_matrix(clattn_context *ctx, const clattn_tensor *t, s
                : CLATTN_ERROR_INVALID_SHAPE;
 }
 
-static void retain_all(clattn_mha *m, bool retain)
+/* The views whose buffers the layer keeps (retained at create, released at destroy). */
+#define KEPT_VIEWS(m) {&(m)->in_proj, &(m)->in_bias, &(m)->wq, &(m)->wk, &(m)->wv, &(m)->wo, &(m)->bo}
+
+/* Releases the kept buffers [0, n) of the list. */
+static void release_kept(clattn_mha *m, size_t n)
 {
-    clattn_tensor *ts[] = {&m->in_proj, &m->in_bias, &m->wq, &m->wk, &m->wv, &m->wo, &m->bo};
-    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
-        if (!ts[i]->buffer)
-            continue;
-        if (retain)
-            clRetainMemObject(ts[i]->buffer);
-        else
+    clattn_tensor *ts[] = KEPT_VIEWS(m);
+    for (size_t i = 0; i < n; i++)
+        if (ts[i]->buffer)
             clReleaseMemObject(ts[i]->buffer);
+}
+
+/* Retains every kept buffer, or none (a failed retain undoes the ones before it). */
+static clattn_status retain_kept(clattn_mha *m)
+{
+    clattn_tensor *ts[] = KEPT_VIEWS(m);
+    const size_t n = sizeof ts / sizeof ts[0];
+    for (size_t i = 0; i < n; i++) {
+        cl_int err = ts[i]->buffer ? clRetainMemObject(ts[i]->buffer) : CL_SUCCESS;
+        if (err != CL_SUCCESS) {
+            release_kept(m, i);
+            return err;
+        }
     }
+    return CL_SUCCESS;
 }
 
 clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *params,
@@ -156,7 +169,10 @@ clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *pa
     if (!h)
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     *h = m;
-    retain_all(h, true);
+    if ((st = retain_kept(h)) != CL_SUCCESS) {
+        free(h);
+        return st;
+    }
     *out = h;
     return CL_SUCCESS;
 }
@@ -165,14 +181,15 @@ void clattn_mha_destroy(clattn_mha **mha)
 {
     if (!mha || !*mha)
         return;
-    retain_all(*mha, false);
+    clattn_tensor *ts[] = KEPT_VIEWS(*mha);
+    release_kept(*mha, sizeof ts / sizeof ts[0]);
     free(*mha);
     *mha = NULL;
 }
 
 /* Where one forward's intermediates live in its scratch buffer, as views. */
 typedef struct mha_layout {
-    size_t elems;         /* scratch size in floats */
+    size_t elems;         /* end of the layout in floats (it starts at the workspace offset) */
     bool self_attention;  /* one product for Q, K and V */
     clattn_tensor Yqkv;   /* fused projection output [B, 1, Lq, E + 2·KV] */
     clattn_tensor Yq, Yk, Yv, Xo; /* projection outputs / out-projection input, [B, 1, T, n] */
@@ -220,13 +237,16 @@ static bool take(size_t *total, size_t a, size_t b, size_t c, size_t *off)
     return clattn__add(*total, n, total);
 }
 
+/* Lays the intermediates out in `buf` from element `base` on. */
 static clattn_status plan_layout(const clattn_mha *m, const clattn_tensor *query,
                                  const clattn_tensor *key, const clattn_tensor *value,
-                                 const clattn_mha_forward_params *fp, cl_mem buf, mha_layout *L)
+                                 const clattn_mha_forward_params *fp, cl_mem buf, size_t base,
+                                 mha_layout *L)
 {
     const size_t B = query->dims[0], Lq = query->dims[2], Lk = key->dims[2];
     const size_t E = m->E, KV = m->KV, D = m->D, W3 = E + 2 * KV;
     memset(L, 0, sizeof *L);
+    L->elems = base;
     L->self_attention = m->packed && same_view(query, key) && same_view(query, value);
     size_t oq, ok, ov, oa, op = 0;
     if (L->self_attention) {
@@ -320,49 +340,170 @@ static clattn_status forward_check(const clattn_mha *m, const clattn_tensor *que
     return CL_SUCCESS;
 }
 
+/* The attention step's params for a forward. */
+static clattn_sdpa_params attention_params(const clattn_mha_forward_params *fp, const mha_layout *L)
+{
+    clattn_sdpa_params sp = clattn_sdpa_params_default();
+    sp.mask = fp->mask;
+    sp.path = fp->path;
+    sp.probs = fp->head_weights ? fp->head_weights : (fp->weights ? &L->probs : NULL);
+    return sp;
+}
+
+/* Bytes of intermediates a forward needs: its layout, then the attention's score matrix when
+ * the unfused path keeps one. */
+static clattn_status scratch_bytes(const clattn_mha *m, const clattn_tensor *query,
+                                   const clattn_tensor *key, const clattn_tensor *value,
+                                   const clattn_mha_forward_params *fp, size_t *layout_bytes,
+                                   size_t *bytes)
+{
+    mha_layout L;
+    clattn_status st = plan_layout(m, query, key, value, fp, NULL, 0, &L);
+    const clattn_sdpa_params sp = attention_params(fp, &L);
+    size_t sbytes = 0;
+    if (st == CL_SUCCESS)
+        st = clattn__sdpa_workspace(m->ctx, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp, &sbytes);
+    if (st != CL_SUCCESS)
+        return st;
+    if (!clattn__mul(L.elems, sizeof(float), layout_bytes) ||
+        !clattn__add(*layout_bytes, sbytes, bytes))
+        return CLATTN_ERROR_SIZE_OVERFLOW;
+    return CL_SUCCESS;
+}
+
 clattn_status clattn_mha_workspace_size(clattn_mha *m, const clattn_tensor *query,
                                         const clattn_tensor *key, const clattn_tensor *value,
                                         const clattn_mha_forward_params *params, size_t *bytes)
 {
     if (!m || !bytes)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    const clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
+    clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
+    fp.workspace = NULL; /* the question is how much, not whether the given one fits */
+    fp.workspace_offset = 0;
+    size_t layout;
     clattn_status st = forward_check(m, query, key, value, NULL, &fp);
-    mha_layout L;
-    if (st == CL_SUCCESS)
-        st = plan_layout(m, query, key, value, &fp, NULL, &L);
-    if (st != CL_SUCCESS)
-        return st;
-    /* Plus the score matrix the attention step allocates, if its path keeps one. */
-    clattn_sdpa_params sp = clattn_sdpa_params_default();
-    sp.mask = fp.mask;
-    sp.path = fp.path;
-    sp.probs = fp.head_weights ? fp.head_weights : (fp.weights ? &L.probs : NULL);
-    size_t sbytes = 0;
-    if ((st = clattn__sdpa_workspace(m->ctx, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp, &sbytes)) != CL_SUCCESS)
-        return st;
-    if (!clattn__mul(L.elems, sizeof(float), bytes) || !clattn__add(*bytes, sbytes, bytes))
-        return CLATTN_ERROR_SIZE_OVERFLOW;
-    return CL_SUCCESS;
+    return st != CL_SUCCESS ? st : scratch_bytes(m, query, key, value, &fp, &layout, bytes);
 }
 
-static clattn_status head_mean_enqueue(clattn_context *ctx, cl_command_queue q,
-                                       const clattn_tensor *P, const clattn_tensor *W, cl_uint nw,
-                                       const cl_event *wl, cl_event *ev)
+static clattn_status head_mean_plan(clattn_plan *p, const clattn_tensor *P, const clattn_tensor *W)
 {
     if (clattn__view_empty(W))
-        return clattn__no_op(q, nw, wl, ev);
-    cl_ulong p_off = P->offset, ps0 = clattn__stride(P, 0), ps1 = clattn__stride(P, 1),
-             ps2 = clattn__stride(P, 2), ps3 = clattn__stride(P, 3), H = P->dims[1];
-    cl_ulong w_off = W->offset, ws0 = clattn__stride(W, 0), ws2 = clattn__stride(W, 2),
-             ws3 = clattn__stride(W, 3);
-    const clattn_karg args[] = {CLATTN_KARG(P->buffer), CLATTN_KARG(p_off), CLATTN_KARG(ps0),
-                                CLATTN_KARG(ps1),       CLATTN_KARG(ps2),   CLATTN_KARG(ps3),
-                                CLATTN_KARG(H),         CLATTN_KARG(W->buffer), CLATTN_KARG(w_off),
-                                CLATTN_KARG(ws0),       CLATTN_KARG(ws2),   CLATTN_KARG(ws3)};
+        return CL_SUCCESS;
+    clattn_kargs args = {0};
+    clattn__arg_view(&args, P);
+    clattn__arg_ulong(&args, P->dims[1]);
+    clattn__arg_view(&args, W);
     const size_t global[3] = {W->dims[3], W->dims[2], W->dims[0]};
-    return clattn__launch(ctx, q, "head_mean", "head_mean", "", 3, global, NULL, args,
-                          sizeof args / sizeof args[0], nw, wl, ev);
+    return clattn__plan_kernel(p, "head_mean", "", "head_mean", &args, 3, global, NULL);
+}
+
+/* The weights, inputs and output a forward's float pipeline reads and writes: the layer's and
+ * the caller's own, or for an fp16 layer the float copies staged in the scratch. */
+typedef struct mha_operands {
+    const clattn_tensor *xq, *xk, *xv, *out;
+    clattn_tensor in_proj, in_bias, wq, wk, wv, wo, bq, bk, bv, bo;
+} mha_operands;
+
+/* For an fp16 layer, appends the conversions into the float copies and points the operands at
+ * them; the output's conversion back comes last (in mha_plan). */
+static clattn_status stage_inputs(clattn_plan *p, const clattn_mha *m, const mha_layout *L,
+                                  const clattn_tensor *query, const clattn_tensor *key,
+                                  const clattn_tensor *value, mha_operands *x)
+{
+    x->xq = &L->x32;
+    x->xk = L->self_attention ? &L->x32 : &L->k32;
+    x->xv = L->self_attention ? &L->x32 : &L->v32;
+    x->out = &L->out32;
+    const clattn_tensor *src[9], *dst[9];
+    int n = 0;
+    src[n] = query, dst[n++] = &L->x32;
+    if (!L->self_attention) {
+        src[n] = key, dst[n++] = &L->k32;
+        src[n] = value, dst[n++] = &L->v32;
+    }
+    if (m->packed) {
+        x->in_proj = L->win32;
+        src[n] = &m->in_proj, dst[n++] = &L->win32;
+        x->wq = rows_of(&x->in_proj, 0, m->E);
+        x->wk = rows_of(&x->in_proj, m->E, m->KV);
+        x->wv = rows_of(&x->in_proj, m->E + m->KV, m->KV);
+    } else {
+        src[n] = &m->wq, dst[n++] = &L->wq32;
+        src[n] = &m->wk, dst[n++] = &L->wk32;
+        src[n] = &m->wv, dst[n++] = &L->wv32;
+        x->wq = L->wq32;
+        x->wk = L->wk32;
+        x->wv = L->wv32;
+    }
+    x->wo = L->wo32;
+    src[n] = &m->wo, dst[n++] = &L->wo32;
+    if (m->bias) {
+        x->in_bias = L->bin32;
+        x->bq = span_of(&x->in_bias, 0, m->E);
+        x->bk = span_of(&x->in_bias, m->E, m->KV);
+        x->bv = span_of(&x->in_bias, m->E + m->KV, m->KV);
+        x->bo = L->bo32;
+        src[n] = &m->in_bias, dst[n++] = &L->bin32;
+        src[n] = &m->bo, dst[n++] = &L->bo32;
+    }
+    clattn_status st = CL_SUCCESS;
+    for (int i = 0; i < n && st == CL_SUCCESS; i++)
+        st = clattn__convert_plan(p, src[i], dst[i]);
+    return st;
+}
+
+static clattn_status mha_plan(clattn_plan *p, const clattn_mha *m, const clattn_tensor *query,
+                              const clattn_tensor *key, const clattn_tensor *value,
+                              const clattn_tensor *output, const clattn_mha_forward_params *fp)
+{
+    clattn_context *ctx = p->ctx;
+    if (!output)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    clattn_status st = forward_check(m, query, key, value, output, fp);
+    if (st != CL_SUCCESS || (clattn__view_empty(output) && !fp->weights && !fp->head_weights))
+        return st;
+
+    /* The scratch: the caller's workspace, or a buffer of the call's own. */
+    size_t layout_bytes, bytes;
+    if ((st = scratch_bytes(m, query, key, value, fp, &layout_bytes, &bytes)) != CL_SUCCESS)
+        return st;
+    cl_mem buf = NULL;
+    size_t base = 0;
+    if (fp->workspace) {
+        if ((st = clattn__workspace_check(ctx, fp->workspace, fp->workspace_offset, bytes)) != CL_SUCCESS)
+            return st;
+        buf = fp->workspace;
+        base = fp->workspace_offset / sizeof(float);
+    } else if (bytes > 0 && (st = clattn__plan_buffer(p, bytes, &buf)) != CL_SUCCESS) {
+        return st;
+    }
+    mha_layout L;
+    if ((st = plan_layout(m, query, key, value, fp, buf, base, &L)) != CL_SUCCESS)
+        return st;
+    clattn_sdpa_params sp = attention_params(fp, &L);
+    sp.workspace = buf; /* the score matrix, when the unfused path keeps one, after the layout */
+    sp.workspace_offset = base * sizeof(float) + layout_bytes;
+
+    mha_operands x = {query, key, value, output, m->in_proj, m->in_bias, m->wq, m->wk, m->wv,
+                      m->wo, m->bq, m->bk, m->bv, m->bo};
+    if (L.staged && (st = stage_inputs(p, m, &L, query, key, value, &x)) != CL_SUCCESS)
+        return st;
+    const bool b = m->bias;
+    if (L.self_attention) {
+        st = clattn__linear_plan(p, x.xq, &x.in_proj, b ? &x.in_bias : NULL, &L.Yqkv);
+    } else if ((st = clattn__linear_plan(p, x.xq, &x.wq, b ? &x.bq : NULL, &L.Yq)) == CL_SUCCESS &&
+               (st = clattn__linear_plan(p, x.xk, &x.wk, b ? &x.bk : NULL, &L.Yk)) == CL_SUCCESS) {
+        st = clattn__linear_plan(p, x.xv, &x.wv, b ? &x.bv : NULL, &L.Yv);
+    }
+    if (st == CL_SUCCESS)
+        st = clattn__sdpa_plan(p, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp);
+    if (st == CL_SUCCESS)
+        st = clattn__linear_plan(p, &L.Xo, &x.wo, b ? &x.bo : NULL, x.out);
+    if (st == CL_SUCCESS && L.staged)
+        st = clattn__convert_plan(p, &L.out32, output);
+    if (st == CL_SUCCESS && fp->weights)
+        st = head_mean_plan(p, sp.probs, fp->weights);
+    return st;
 }
 
 clattn_status clattn_mha_forward(clattn_mha *m, cl_command_queue queue,
@@ -373,135 +514,25 @@ clattn_status clattn_mha_forward(clattn_mha *m, cl_command_queue queue,
 {
     if (!m)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_context *ctx = m->ctx;
-    clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS && !output)
-        st = CLATTN_ERROR_INVALID_ARGUMENT;
     const clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
-    if (st != CL_SUCCESS || (st = forward_check(m, query, key, value, output, &fp)) != CL_SUCCESS)
-        return st;
-    if (clattn__view_empty(output) && !fp.weights && !fp.head_weights)
-        return clattn__no_op(queue, num_wait, wait_list, event_out);
-
-    mha_layout L;
-    if ((st = plan_layout(m, query, key, value, &fp, NULL, &L)) != CL_SUCCESS)
-        return st;
-    cl_mem scratch = NULL;
-    if (L.elems > 0) {
-        size_t bytes = L.elems * sizeof(float);
-        if (bytes > ctx->info.max_mem_alloc_size)
-            return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
-        cl_int err;
-        scratch = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-        if (err != CL_SUCCESS)
-            return err;
-        plan_layout(m, query, key, value, &fp, scratch, &L);
-    }
-
-    /* What the float pipeline reads and writes: the caller's tensors, or for an fp16 layer the
-     * float copies staged in the scratch (converted first; the output converted back last). */
-    const clattn_tensor *xq = query, *xk = key, *xv = value, *out = output;
-    clattn_tensor in_proj = m->in_proj, in_bias = m->in_bias, wq = m->wq, wk = m->wk, wv = m->wv,
-                  wo = m->wo, bq = m->bq, bk = m->bk, bv = m->bv, bo = m->bo;
-    const clattn_tensor *conv_src[9], *conv_dst[9];
-    int nconv = 0;
-    if (L.staged) {
-        xq = &L.x32;
-        xk = L.self_attention ? &L.x32 : &L.k32;
-        xv = L.self_attention ? &L.x32 : &L.v32;
-        out = &L.out32;
-        conv_src[nconv] = query, conv_dst[nconv++] = &L.x32;
-        if (!L.self_attention) {
-            conv_src[nconv] = key, conv_dst[nconv++] = &L.k32;
-            conv_src[nconv] = value, conv_dst[nconv++] = &L.v32;
-        }
-        if (m->packed) {
-            in_proj = L.win32;
-            conv_src[nconv] = &m->in_proj, conv_dst[nconv++] = &L.win32;
-        } else {
-            conv_src[nconv] = &m->wq, conv_dst[nconv++] = &L.wq32;
-            conv_src[nconv] = &m->wk, conv_dst[nconv++] = &L.wk32;
-            conv_src[nconv] = &m->wv, conv_dst[nconv++] = &L.wv32;
-        }
-        wq = m->packed ? rows_of(&in_proj, 0, m->E) : L.wq32;
-        wk = m->packed ? rows_of(&in_proj, m->E, m->KV) : L.wk32;
-        wv = m->packed ? rows_of(&in_proj, m->E + m->KV, m->KV) : L.wv32;
-        wo = L.wo32;
-        conv_src[nconv] = &m->wo, conv_dst[nconv++] = &L.wo32;
-        if (m->bias) {
-            in_bias = L.bin32;
-            bq = span_of(&in_bias, 0, m->E);
-            bk = span_of(&in_bias, m->E, m->KV);
-            bv = span_of(&in_bias, m->E + m->KV, m->KV);
-            bo = L.bo32;
-            conv_src[nconv] = &m->in_bias, conv_dst[nconv++] = &L.bin32;
-            conv_src[nconv] = &m->bo, conv_dst[nconv++] = &L.bo32;
-        }
-    }
-    const clattn_tensor *pin_bias = m->bias ? &in_bias : NULL, *pbq = m->bias ? &bq : NULL,
-                        *pbk = m->bias ? &bk : NULL, *pbv = m->bias ? &bv : NULL,
-                        *pbo = m->bias ? &bo : NULL;
-
-    /* Validate every step (and build its kernels) before enqueuing the first. */
-    clattn_sdpa_params sp = clattn_sdpa_params_default();
-    sp.mask = fp.mask;
-    sp.path = fp.path;
-    sp.probs = fp.head_weights ? fp.head_weights : (fp.weights ? &L.probs : NULL);
-    clattn_sdpa_call call = {0};
-    bool have_call = false;
-    if (L.staged)
-        st = clattn__convert_prepare(ctx);
-    if (st == CL_SUCCESS && L.self_attention) {
-        st = clattn__linear_check(ctx, xq, &in_proj, pin_bias, &L.Yqkv);
-    } else if (st == CL_SUCCESS && (st = clattn__linear_check(ctx, xq, &wq, pbq, &L.Yq)) == CL_SUCCESS &&
-               (st = clattn__linear_check(ctx, xk, &wk, pbk, &L.Yk)) == CL_SUCCESS) {
-        st = clattn__linear_check(ctx, xv, &wv, pbv, &L.Yv);
-    }
-    if (st == CL_SUCCESS && (st = clattn__sdpa_prepare(ctx, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp, &call)) == CL_SUCCESS)
-        have_call = true;
+    clattn_plan plan;
+    clattn_status st = clattn__plan_begin(&plan, m->ctx, queue, num_wait, wait_list);
     if (st == CL_SUCCESS)
-        st = clattn__linear_check(ctx, &L.Xo, &wo, pbo, out);
-    if (st == CL_SUCCESS && fp.weights)
-        st = clattn__program_prepare(ctx, "head_mean", "");
+        st = mha_plan(&plan, m, query, key, value, output, &fp);
+    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+}
 
-    clattn_chain chain = clattn__chain_start(num_wait, wait_list);
-    for (int i = 0; i < nconv; i++)
-        CLATTN_STEP(st, chain, clattn__convert_enqueue(ctx, queue, conv_src[i], conv_dst[i],
-                                                       chain.nw, chain.wl, &chain.next));
-    if (L.self_attention) {
-        CLATTN_STEP(st, chain, clattn__linear_enqueue(ctx, queue, xq, &in_proj, pin_bias, &L.Yqkv,
-                                                      chain.nw, chain.wl, &chain.next));
-    } else {
-        /* The three projections are independent; each waits for what came before (the
-         * caller's list, or the conversions) and the attention waits for all three. */
-        cl_event proj[3] = {NULL, NULL, NULL};
-        if (st == CL_SUCCESS)
-            st = clattn__linear_enqueue(ctx, queue, xq, &wq, pbq, &L.Yq, chain.nw, chain.wl, &proj[0]);
-        if (st == CL_SUCCESS)
-            st = clattn__linear_enqueue(ctx, queue, xk, &wk, pbk, &L.Yk, chain.nw, chain.wl, &proj[1]);
-        if (st == CL_SUCCESS)
-            st = clattn__linear_enqueue(ctx, queue, xv, &wv, pbv, &L.Yv, chain.nw, chain.wl, &proj[2]);
-        if (st == CL_SUCCESS)
-            CLATTN_STEP(st, chain, clEnqueueMarkerWithWaitList(queue, 3, proj, &chain.next));
-        for (int i = 0; i < 3; i++)
-            if (proj[i])
-                clReleaseEvent(proj[i]);
-    }
-    if (have_call)
-        CLATTN_STEP(st, chain, clattn__sdpa_enqueue(ctx, queue, &call, chain.nw, chain.wl,
-                                                    &chain.next));
-    CLATTN_STEP(st, chain, clattn__linear_enqueue(ctx, queue, &L.Xo, &wo, pbo, out, chain.nw,
-                                                  chain.wl, &chain.next));
-    if (L.staged)
-        CLATTN_STEP(st, chain, clattn__convert_enqueue(ctx, queue, &L.out32, output, chain.nw,
-                                                       chain.wl, &chain.next));
-    if (fp.weights)
-        CLATTN_STEP(st, chain, head_mean_enqueue(ctx, queue, sp.probs, fp.weights, chain.nw,
-                                                 chain.wl, &chain.next));
-    clattn__chain_end(&chain, st == CL_SUCCESS ? event_out : NULL);
-    if (have_call)
-        clattn__sdpa_release(&call);
-    if (scratch)
-        clReleaseMemObject(scratch);
+clattn_status clattn_mha_prepare(clattn_mha *m, const clattn_tensor *query,
+                                 const clattn_tensor *key, const clattn_tensor *value,
+                                 const clattn_tensor *output,
+                                 const clattn_mha_forward_params *params)
+{
+    if (!m)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    const clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
+    clattn_plan plan;
+    clattn__plan_init(&plan, m->ctx);
+    clattn_status st = mha_plan(&plan, m, query, key, value, output, &fp);
+    clattn__plan_release(&plan);
     return st;
 }

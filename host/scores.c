@@ -1,13 +1,13 @@
 /* Scores step: S = scale · Q·Kᵀ per (batch, query head), batched GEMM with the GQA head mapping. */
-#include "gemm.h"
 #include "steps.h"
 #include "tensor.h"
 
 #include <math.h>
 
-clattn_status clattn__scores_check(clattn_context *ctx, const clattn_tensor *Q,
-                                   const clattn_tensor *K, const clattn_tensor *S)
+clattn_status clattn__scores_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
+                                  const clattn_tensor *S, float scale)
 {
+    clattn_context *ctx = p->ctx;
     clattn_status st;
     if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, K, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
@@ -30,37 +30,26 @@ clattn_status clattn__scores_check(clattn_context *ctx, const clattn_tensor *Q,
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
     if (!clattn__gemm_view_ok(Q) || !clattn__gemm_view_ok(K) || !clattn__gemm_view_ok(S))
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT; /* past CLBlast's 32-bit element indices */
-    return CL_SUCCESS;
-}
 
-clattn_status clattn__scores_enqueue(clattn_context *ctx, cl_command_queue q,
-                                     const clattn_tensor *Q, const clattn_tensor *K,
-                                     const clattn_tensor *S, float scale, cl_uint nw,
-                                     const cl_event *wl, cl_event *ev)
-{
-    if (clattn__view_empty(S))
-        return clattn__no_op(q, nw, wl, ev);
-    const size_t Lq = Q->dims[2], D = Q->dims[3], Lk = K->dims[2];
     if (isnan(scale))
         scale = 1.0f / sqrtf((float)D);
     const clattn_operand a = {Q->buffer, Q->offset, {clattn__stride(Q, 0), clattn__stride(Q, 1)},
                               1, Lq, D, Q->strides[2], Q->strides[3]};
     /* Kᵀ: D x Lk, element (d, j) = K[j, d]. */
     const clattn_operand b = {K->buffer, K->offset, {clattn__stride(K, 0), clattn__stride(K, 1)},
-                              Q->dims[1] / K->dims[1], D, Lk, K->strides[3], K->strides[2]};
+                              Hq / Hkv, D, Lk, K->strides[3], K->strides[2]};
     const clattn_operand c = {S->buffer, S->offset, {clattn__stride(S, 0), clattn__stride(S, 1)},
                               1, Lq, Lk, S->strides[2], S->strides[3]};
-    return clattn__gemm(ctx, q, S->dims[0], S->dims[1], scale, &a, &b, 0.0f, &c, nw, wl, ev);
+    return clattn__plan_gemm(p, B, Hq, scale, &a, &b, 0.0f, &c);
 }
 
 clattn_status clattn_scores(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,
                             const clattn_tensor *K, const clattn_tensor *S, float scale,
                             cl_uint num_wait, const cl_event *wait_list, cl_event *event_out)
 {
-    clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
+    clattn_plan plan;
+    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
     if (st == CL_SUCCESS)
-        st = clattn__scores_check(ctx, Q, K, S);
-    if (st != CL_SUCCESS)
-        return st;
-    return clattn__scores_enqueue(ctx, queue, Q, K, S, scale, num_wait, wait_list, event_out);
+        st = clattn__scores_plan(&plan, Q, K, S, scale);
+    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
 }

@@ -26,6 +26,11 @@ clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t
     return bytes <= size ? CL_SUCCESS : CLATTN_ERROR_VIEW_OUT_OF_BOUNDS;
 }
 
+clattn_status clattn__buffer_flags(cl_mem buf, cl_mem_flags *flags)
+{
+    return clGetMemObjectInfo(buf, CL_MEM_FLAGS, sizeof *flags, flags, NULL);
+}
+
 static clattn_status check(const clattn_context *ctx, const clattn_tensor *t,
                            clattn_view_role role, bool f16_ok)
 {
@@ -58,7 +63,7 @@ static clattn_status check(const clattn_context *ctx, const clattn_tensor *t,
     clattn_status st = clattn__buffer_check(ctx, t->buffer, bytes);
     if (st == CL_SUCCESS && role == CLATTN_VIEW_OUTPUT) {
         cl_mem_flags flags = 0;
-        st = clGetMemObjectInfo(t->buffer, CL_MEM_FLAGS, sizeof flags, &flags, NULL);
+        st = clattn__buffer_flags(t->buffer, &flags);
         if (st == CL_SUCCESS && (flags & CL_MEM_READ_ONLY))
             st = CLATTN_ERROR_INVALID_ARGUMENT; /* the device may not write it */
     }

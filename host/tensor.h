@@ -39,6 +39,9 @@ static inline bool clattn__view_empty(const clattn_tensor *t)
     return t->dims[0] == 0 || t->dims[1] == 0 || t->dims[2] == 0 || t->dims[3] == 0;
 }
 
+/* CL_MEM_FLAGS of a buffer. */
+clattn_status clattn__buffer_flags(cl_mem buf, cl_mem_flags *flags);
+
 /* Checks that `buf` belongs to the context and holds at least `bytes` bytes. */
 clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t bytes);
 

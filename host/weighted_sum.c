@@ -1,11 +1,11 @@
 /* Weighted-sum step: O = P·V per (batch, query head), batched GEMM with the GQA head mapping. */
-#include "gemm.h"
 #include "steps.h"
 #include "tensor.h"
 
-clattn_status clattn__weighted_sum_check(clattn_context *ctx, const clattn_tensor *P,
-                                         const clattn_tensor *V, const clattn_tensor *O)
+clattn_status clattn__weighted_sum_plan(clattn_plan *p, const clattn_tensor *P,
+                                        const clattn_tensor *V, const clattn_tensor *O)
 {
+    clattn_context *ctx = p->ctx;
     clattn_status st;
     if ((st = clattn__view_check(ctx, P, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, V, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
@@ -20,34 +20,22 @@ clattn_status clattn__weighted_sum_check(clattn_context *ctx, const clattn_tenso
         return CLATTN_ERROR_HEAD_MISMATCH;
     if (clattn__view_empty(O))
         return CL_SUCCESS;
-    if (Lk == 0)
-        return clattn__fill_prepare(ctx);
+    if (Lk == 0) /* no keys: the empty sum */
+        return clattn__fill_plan(p, O, 0.0f);
     if (!clattn__gemm_layout_ok(Lq, Lk, P->strides[2], P->strides[3]) ||
         !clattn__gemm_layout_ok(Lk, Dv, V->strides[2], V->strides[3]) ||
         !clattn__gemm_layout_ok(Lq, Dv, O->strides[2], O->strides[3]))
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
     if (!clattn__gemm_view_ok(P) || !clattn__gemm_view_ok(V) || !clattn__gemm_view_ok(O))
         return CLATTN_ERROR_UNSUPPORTED_LAYOUT; /* past CLBlast's 32-bit element indices */
-    return CL_SUCCESS;
-}
 
-clattn_status clattn__weighted_sum_enqueue(clattn_context *ctx, cl_command_queue q,
-                                           const clattn_tensor *P, const clattn_tensor *V,
-                                           const clattn_tensor *O, cl_uint nw, const cl_event *wl,
-                                           cl_event *ev)
-{
-    if (clattn__view_empty(O))
-        return clattn__no_op(q, nw, wl, ev);
-    const size_t Lq = P->dims[2], Lk = P->dims[3], Dv = V->dims[3];
-    if (Lk == 0) /* no keys: the empty sum */
-        return clattn__fill_enqueue(ctx, q, O, 0.0f, nw, wl, ev);
     const clattn_operand a = {P->buffer, P->offset, {clattn__stride(P, 0), clattn__stride(P, 1)},
                               1, Lq, Lk, P->strides[2], P->strides[3]};
     const clattn_operand b = {V->buffer, V->offset, {clattn__stride(V, 0), clattn__stride(V, 1)},
-                              P->dims[1] / V->dims[1], Lk, Dv, V->strides[2], V->strides[3]};
+                              Hq / Hkv, Lk, Dv, V->strides[2], V->strides[3]};
     const clattn_operand c = {O->buffer, O->offset, {clattn__stride(O, 0), clattn__stride(O, 1)},
                               1, Lq, Dv, O->strides[2], O->strides[3]};
-    return clattn__gemm(ctx, q, O->dims[0], O->dims[1], 1.0f, &a, &b, 0.0f, &c, nw, wl, ev);
+    return clattn__plan_gemm(p, B, Hq, 1.0f, &a, &b, 0.0f, &c);
 }
 
 clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_queue queue,
@@ -55,10 +43,9 @@ clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_queue queue,
                                   const clattn_tensor *O, cl_uint num_wait,
                                   const cl_event *wait_list, cl_event *event_out)
 {
-    clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
+    clattn_plan plan;
+    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
     if (st == CL_SUCCESS)
-        st = clattn__weighted_sum_check(ctx, P, V, O);
-    if (st != CL_SUCCESS)
-        return st;
-    return clattn__weighted_sum_enqueue(ctx, queue, P, V, O, num_wait, wait_list, event_out);
+        st = clattn__weighted_sum_plan(&plan, P, V, O);
+    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
 }

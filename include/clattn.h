@@ -1,9 +1,10 @@
 /*
  * clattn — Transformer attention on any OpenCL 1.2+ device.
  *
- * The whole public API. Everything here is C11 and usable from C++.
+ * The whole public API. Everything here is C11 and usable from C++. docs/ARCHITECTURE.md tells
+ * how the library is built inside; this header is the contract.
  *
- * Conventions (see DESIGN.md):
+ * Conventions:
  *  - Tokens are ROWS (row-major, as in PyTorch): Q = X·W_Qᵀ, scores S = scale·Q·Kᵀ have one row per
  *    query and one column per key, and the softmax runs along each row. Documents that write tokens
  *    as column vectors (Q = W_Q·X, softmax per column) describe the same computation transposed.
@@ -12,12 +13,26 @@
  *  - Every call that enqueues work ends like clEnqueue*: (queue, num_wait, wait_list, event_out).
  *    It returns once the work is enqueued and never waits on or flushes the caller's queue. It is
  *    correct on in-order and out-of-order queues.
- *  - Every argument is validated before anything is enqueued. On an error return nothing was
- *    enqueued, the caller's buffers are untouched, and *event_out is left unchanged.
+ *  - Every argument is validated, and every kernel a call needs is built, before anything is
+ *    enqueued. On an error return nothing was enqueued, the caller's buffers are untouched, and
+ *    *event_out is left unchanged.
  *  - Nothing in the library prints, exits or aborts. Diagnostics (kernel build logs) go to the log
  *    callback given in clattn_context_params.
- *  - Status: 0 is success, OpenCL error codes (< 0, > -1000) pass through unchanged, library codes
- *    are <= -1000.
+ *  - Status: 0 is success; OpenCL error codes (negative) pass through unchanged; the library's own
+ *    codes are positive (1000 and up), where no OpenCL or Khronos extension code can ever be.
+ *
+ * ABI policy (CHANGELOG.md records each change):
+ *  - The shared library's SONAME is libclattn.so.CLATTN_ABI_VERSION. That number grows with every
+ *    release that breaks binary compatibility: a function removed or its signature changed, a
+ *    struct's size or member offsets changed, a status code renumbered, a documented meaning
+ *    changed. Adding functions, status codes or enum values does not change it.
+ *  - Params structs (clattn_*_params, clattn_kernel_config) are initialised by their *_default()
+ *    function and end in reserved members that must be zero (a call refuses them otherwise with
+ *    CLATTN_ERROR_INVALID_ARGUMENT). New members take the place of reserved ones, keeping the size
+ *    and every offset, and zero always means what the release before meant. Structs the library
+ *    fills (clattn_device_info) have reserved space too, which it sets to zero.
+ *  - A program compiled against one header can check what it runs with: clattn_version() and
+ *    clattn_abi_version().
  */
 #ifndef CLATTN_H
 #define CLATTN_H
@@ -42,41 +57,48 @@ extern "C" {
 #endif
 
 #define CLATTN_VERSION_MAJOR 0
-#define CLATTN_VERSION_MINOR 1
+#define CLATTN_VERSION_MINOR 2
 #define CLATTN_VERSION_PATCH 0
+/* The binary interface this header describes (the SONAME's number; see the ABI policy above). */
+#define CLATTN_ABI_VERSION 1
 
 /* Library version as "MAJOR.MINOR.PATCH". Static storage. */
 CLATTN_API const char *clattn_version(void);
+/* The ABI version of the library actually loaded: equal to CLATTN_ABI_VERSION when the program
+ * runs with the library it was compiled for. */
+CLATTN_API int clattn_abi_version(void);
 
 /* ------------------------------------------------------------------------------------------------
  * Status codes
  * ----------------------------------------------------------------------------------------------*/
 
 /* X(name, value, message): the one list that the enum, clattn_status_name() and
- * clattn_status_string() are generated from. */
+ * clattn_status_string() are generated from. Library codes are positive: OpenCL's codes and every
+ * Khronos extension's are negative, so a code passed through from OpenCL never collides. */
 #define CLATTN_STATUS_LIST(X)                                                                         \
     X(CLATTN_SUCCESS, 0, "success")                                                                   \
-    X(CLATTN_ERROR_INVALID_ARGUMENT, -1000, "invalid argument (null handle, pointer or bad enum)")    \
-    X(CLATTN_ERROR_INVALID_SHAPE, -1001, "tensor shapes do not agree with each other")                \
-    X(CLATTN_ERROR_INVALID_STRIDE, -1002, "output view reaches some element twice")                  \
-    X(CLATTN_ERROR_VIEW_OUT_OF_BOUNDS, -1003, "tensor view runs past the end of its buffer")          \
-    X(CLATTN_ERROR_SIZE_OVERFLOW, -1004, "element count or byte size overflows size_t")               \
-    X(CLATTN_ERROR_CONTEXT_MISMATCH, -1005, "buffer or queue belongs to another context or device")   \
-    X(CLATTN_ERROR_UNSUPPORTED_DTYPE, -1006, "data type not supported by this operation")             \
-    X(CLATTN_ERROR_UNSUPPORTED_LAYOUT, -1007, "a view's strides or size do not suit this path")       \
-    X(CLATTN_ERROR_UNSUPPORTED_PATH, -1008, "the requested attention path cannot run this call")      \
-    X(CLATTN_ERROR_HEAD_MISMATCH, -1009, "query heads are not a multiple of key/value heads")         \
-    X(CLATTN_ERROR_MASK_SHAPE, -1010, "mask does not broadcast to [B, H, Lq, Lk]")                    \
-    X(CLATTN_ERROR_BUILD_FAILED, -1011, "an OpenCL kernel failed to build (log sent to callback)")    \
-    X(CLATTN_ERROR_KERNEL_NOT_FOUND, -1012, "no kernel source of that name")                          \
-    X(CLATTN_ERROR_BLAS, -1013, "CLBlast returned an error")                                          \
-    X(CLATTN_ERROR_OUT_OF_HOST_MEMORY, -1014, "host memory allocation failed")                        \
-    X(CLATTN_ERROR_ALLOCATION_TOO_LARGE, -1015, "needed buffer exceeds CL_DEVICE_MAX_MEM_ALLOC_SIZE")  \
-    X(CLATTN_ERROR_WORKSPACE_TOO_SMALL, -1016, "caller-given workspace is smaller than needed")       \
-    X(CLATTN_ERROR_NO_DEVICE, -1017, "no usable OpenCL device found")                                 \
-    X(CLATTN_ERROR_DEVICE_NOT_FOUND, -1018, "CLATTN_DEVICE names no device")                         \
-    X(CLATTN_ERROR_UNSUPPORTED_DEVICE, -1019, "the device cannot run a kernel this call needs")  \
-    X(CLATTN_ERROR_CACHE_FULL, -1020, "appending would pass the KV cache's capacity")
+    X(CLATTN_ERROR_INVALID_ARGUMENT, 1000, "invalid argument (null handle, pointer or bad enum)")     \
+    X(CLATTN_ERROR_INVALID_SHAPE, 1001, "tensor shapes do not agree with each other")                 \
+    X(CLATTN_ERROR_INVALID_STRIDE, 1002, "output view reaches some element twice")                   \
+    X(CLATTN_ERROR_VIEW_OUT_OF_BOUNDS, 1003, "tensor view runs past the end of its buffer")           \
+    X(CLATTN_ERROR_SIZE_OVERFLOW, 1004, "element count or byte size overflows size_t")                \
+    X(CLATTN_ERROR_CONTEXT_MISMATCH, 1005, "buffer or queue belongs to another context or device")    \
+    X(CLATTN_ERROR_UNSUPPORTED_DTYPE, 1006, "data type not supported by this operation")              \
+    X(CLATTN_ERROR_UNSUPPORTED_LAYOUT, 1007, "a view's strides or size do not suit this path")        \
+    X(CLATTN_ERROR_UNSUPPORTED_PATH, 1008, "the requested attention path cannot run this call")       \
+    X(CLATTN_ERROR_HEAD_MISMATCH, 1009, "query heads are not a multiple of key/value heads")          \
+    X(CLATTN_ERROR_MASK_SHAPE, 1010, "mask does not broadcast to [B, H, Lq, Lk]")                     \
+    X(CLATTN_ERROR_BUILD_FAILED, 1011, "an OpenCL kernel failed to build (log sent to callback)")     \
+    X(CLATTN_ERROR_KERNEL_NOT_FOUND, 1012, "no kernel source of that name")                           \
+    X(CLATTN_ERROR_BLAS, 1013, "CLBlast returned an error")                                           \
+    X(CLATTN_ERROR_OUT_OF_HOST_MEMORY, 1014, "host memory allocation failed")                         \
+    X(CLATTN_ERROR_ALLOCATION_TOO_LARGE, 1015, "needed buffer exceeds CL_DEVICE_MAX_MEM_ALLOC_SIZE")   \
+    X(CLATTN_ERROR_WORKSPACE_TOO_SMALL, 1016, "caller-given workspace is smaller than needed")        \
+    X(CLATTN_ERROR_NO_DEVICE, 1017, "no usable OpenCL device found")                                  \
+    X(CLATTN_ERROR_DEVICE_NOT_FOUND, 1018, "CLATTN_DEVICE names no device")                          \
+    X(CLATTN_ERROR_UNSUPPORTED_DEVICE, 1019, "the device cannot run a kernel this call needs")        \
+    X(CLATTN_ERROR_CACHE_FULL, 1020, "appending would pass the KV cache's capacity")                  \
+    X(CLATTN_ERROR_INTERNAL, 1021, "internal inconsistency in clattn (a bug: please report it)")
 
 typedef int32_t clattn_status;
 
@@ -158,6 +180,29 @@ typedef enum clattn_log_level {
  * context's internal lock is held: it must not call back into clattn with the same context. */
 typedef void (*clattn_log_fn)(void *user, clattn_log_level level, const char *msg);
 
+/* Which layout of the fused attention kernel runs (see README "Two paths"). */
+typedef enum clattn_flash_variant {
+    CLATTN_FLASH_VARIANT_AUTO = 0, /* by device type: CPU devices the CPU layout, others the GPU's */
+    CLATTN_FLASH_VARIANT_CPU = 1,  /* explicit vectors per work-item, no local memory */
+    CLATTN_FLASH_VARIANT_GPU = 2,  /* work-groups staging K/V tiles in local memory */
+} clattn_flash_variant;
+
+/*
+ * Kernel configuration overrides, for tuning and for tests that force a configuration on one
+ * context. Every member's zero means "not overridden". Precedence: these params, then the
+ * environment (CLATTN_FLASH_VARIANT=cpu|gpu, CLATTN_FLASH_BLOCK_K, CLATTN_FLASH_WG; read once, when
+ * the context is created), then the library's table by device type. A value the device cannot run
+ * makes the calls that need it fail with CLATTN_ERROR_UNSUPPORTED_DEVICE (or fall back, for AUTO
+ * paths), never crash.
+ */
+typedef struct clattn_kernel_config {
+    clattn_flash_variant flash_variant;
+    uint32_t flash_block_k; /* keys per block of the fused kernel (1..4096; the CPU variant rounds
+                             * up to a multiple of 8) */
+    uint32_t flash_wg;      /* work-items per work-group of the GPU variant (1..4096) */
+    uint32_t reserved[13];  /* must be zero */
+} clattn_kernel_config;
+
 typedef struct clattn_context_params {
     /* The caller's context and device, or both NULL to let the library pick a device: env
      * CLATTN_DEVICE ("P:D" platform/device indices, or a substring of the device name), else the
@@ -168,6 +213,12 @@ typedef struct clattn_context_params {
     clattn_log_fn log;      /* may be NULL: diagnostics are dropped */
     void *log_user;         /* passed to `log` unchanged */
     clattn_log_level log_level; /* messages above this level are not sent */
+    /* The on-disk cache of compiled kernels. cache_dir NULL: $CLATTN_CACHE_DIR ("off" turns the
+     * cache off), else $XDG_CACHE_HOME/clattn, else ~/.cache/clattn. A path: that directory
+     * (copied at create). disk_cache_off nonzero: no disk cache, whatever the rest says. */
+    const char *cache_dir;
+    int disk_cache_off;
+    clattn_kernel_config kernels; /* overrides; all zero (the default) = none */
     void *reserved[8];      /* must be zero (set by clattn_context_params_default) */
 } clattn_context_params;
 
@@ -181,8 +232,10 @@ CLATTN_API clattn_context_params clattn_context_params_default(void);
  * objects stay valid after destroy. It must outlive all work the library enqueued with it (destroy
  * it after the queues that ran its work have finished).
  * Thread safety: every function taking a clattn_context may be called from several threads at
- * once on the same context (an internal mutex guards the caches and kernel arguments), provided
- * the buffers they write do not overlap. clattn_context_destroy must not race with any other use.
+ * once on the same context, provided the buffers they write do not overlap. Each call sets the
+ * arguments of kernel objects no other thread holds, so calls never wait for each other's
+ * launches; a kernel being compiled (seconds on some devices) holds up only the calls that need
+ * that same kernel. clattn_context_destroy must not race with any other use.
  * Destroying a context that ran matrix products clears CLBlast's process-wide program cache (its
  * programs would otherwise keep the cl_context alive forever): other contexts then recompile
  * CLBlast's kernels on their next product.
@@ -215,20 +268,28 @@ typedef struct clattn_device_info {
     int has_fp16;                /* cl_khr_fp16 (arithmetic); fp16 storage needs no extension */
     int has_fp64;                /* cl_khr_fp64 */
     int has_subgroups;           /* cl_khr_subgroups or cl_intel_subgroups */
+    uint64_t reserved[32];       /* set to zero; later releases fill these in */
 } clattn_device_info;
 
 CLATTN_API clattn_status clattn_context_device_info(const clattn_context *ctx, clattn_device_info *out);
 
-/* Names of the kernel files compiled into the library ("softmax", "mask", ...). */
+/* The kernel configuration overrides in force for this context (params, then environment; zero
+ * members follow the device table) and the disk cache directory ("" when the cache is off;
+ * static to the context, valid until it is destroyed). Either pointer may be NULL. */
+CLATTN_API clattn_status clattn_context_config(const clattn_context *ctx, clattn_kernel_config *kernels,
+                                               const char **cache_dir);
+
+/* Names of the kernel files compiled into the library ("softmax", "mask", ...; the common prelude
+ * every file is built with is not one of them). */
 CLATTN_API size_t clattn_kernel_count(void);
 CLATTN_API const char *clattn_kernel_name(size_t index); /* NULL when index >= count */
 
-/* Builds (or finds in the context's cache) one kernel file, with its default specialisation, as
- * a readiness check (clattn-info times it). A failure's build log goes to the log callback. */
+/* Builds (or finds in the context's caches) one kernel file with its default specialisation: a
+ * readiness check (clattn-info times it). It is not what a call runs: to have every kernel a call
+ * needs ready before its first real use, use the call's own *_prepare function (clattn_sdpa_prepare,
+ * clattn_linear_prepare, clattn_mha_prepare, clattn_kv_cache_prepare). A failure's build log goes to
+ * the log callback. */
 CLATTN_API clattn_status clattn_kernel_build(clattn_context *ctx, const char *name);
-
-/* clattn_kernel_build for every kernel file. Returns the first failure. */
-CLATTN_API clattn_status clattn_context_prepare(clattn_context *ctx);
 
 /* ------------------------------------------------------------------------------------------------
  * Attention steps, each a separate operation
@@ -245,6 +306,10 @@ CLATTN_API clattn_status clattn_linear(clattn_context *ctx, cl_command_queue que
                             const clattn_tensor *W, const clattn_tensor *bias,
                             const clattn_tensor *Y, cl_uint num_wait, const cl_event *wait_list,
                             cl_event *event_out);
+/* Validates the same arguments as clattn_linear and builds what it would run; enqueues nothing. */
+CLATTN_API clattn_status clattn_linear_prepare(clattn_context *ctx, const clattn_tensor *X,
+                                               const clattn_tensor *W, const clattn_tensor *bias,
+                                               const clattn_tensor *Y);
 
 /* Pass as `scale` to use 1/sqrt(head_dim). */
 #define CLATTN_SCALE_DEFAULT NAN
@@ -322,15 +387,19 @@ typedef struct clattn_sdpa_params {
     const clattn_tensor *probs;
     const clattn_tensor *lse;
     /* Optional caller-owned scratch for the score matrix (see clattn_sdpa_workspace_size). NULL:
-     * the library allocates it per call (released when the queued work no longer needs it). */
+     * the library allocates it per call (released when the queued work no longer needs it). The
+     * library reads and writes it; the caller must not use those bytes until the call's event. */
     cl_mem workspace;
-    size_t workspace_offset; /* bytes; must be a multiple of CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8 */
+    size_t workspace_offset; /* bytes; must be a multiple of 4 (kernels address floats at element
+                              * offsets into the buffer itself: no sub-buffer, so no other
+                              * alignment applies) */
     void *reserved[8];
 } clattn_sdpa_params;
 
 CLATTN_API clattn_sdpa_params clattn_sdpa_params_default(void);
 
-/* Bytes of workspace clattn_sdpa needs for these arguments (0 when none). Validates like sdpa. */
+/* Bytes of workspace clattn_sdpa needs for these arguments (0 when none). Validates like sdpa;
+ * choosing the path may build (compile) the fused kernel, as the call itself would. */
 CLATTN_API clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const clattn_tensor *Q,
                                          const clattn_tensor *K, const clattn_tensor *V,
                                          const clattn_tensor *O, const clattn_sdpa_params *params,
@@ -348,6 +417,11 @@ CLATTN_API clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue
                           const clattn_tensor *K, const clattn_tensor *V, const clattn_tensor *O,
                           const clattn_sdpa_params *params, cl_uint num_wait,
                           const cl_event *wait_list, cl_event *event_out);
+/* Validates the same arguments as clattn_sdpa and builds every kernel it would run (the same
+ * specialisations), so that the first real call compiles nothing; enqueues nothing. */
+CLATTN_API clattn_status clattn_sdpa_prepare(clattn_context *ctx, const clattn_tensor *Q,
+                                             const clattn_tensor *K, const clattn_tensor *V,
+                                             const clattn_tensor *O, const clattn_sdpa_params *params);
 
 
 /*
@@ -423,6 +497,12 @@ typedef struct clattn_mha_forward_params {
      * per head [B, H, Lq, Lk]. NULL for none. */
     const clattn_tensor *weights;
     const clattn_tensor *head_weights;
+    /* Optional caller-owned scratch for the forward's intermediates (projections, attention
+     * output, scores when the unfused path runs): clattn_mha_workspace_size bytes from
+     * workspace_offset (a multiple of 4). NULL: the forward allocates them (released when the
+     * queued work no longer needs them). The caller must not touch those bytes until the event. */
+    cl_mem workspace;
+    size_t workspace_offset;
     void *reserved[8]; /* must be zero */
 } clattn_mha_forward_params;
 
@@ -443,7 +523,16 @@ CLATTN_API clattn_status clattn_mha_forward(clattn_mha *mha, cl_command_queue qu
                                             cl_uint num_wait, const cl_event *wait_list,
                                             cl_event *event_out);
 
-/* Device memory (bytes) one forward with these arguments allocates for its intermediates. */
+/* Validates the same arguments as clattn_mha_forward and builds every kernel it would run;
+ * enqueues nothing. */
+CLATTN_API clattn_status clattn_mha_prepare(clattn_mha *mha, const clattn_tensor *query,
+                                            const clattn_tensor *key, const clattn_tensor *value,
+                                            const clattn_tensor *output,
+                                            const clattn_mha_forward_params *params);
+
+/* Device memory (bytes) one forward with these arguments needs for its intermediates: what it
+ * allocates, or what a caller's workspace must hold. Validates like the forward; choosing the
+ * attention path may build the fused kernel. params->workspace is ignored. */
 CLATTN_API clattn_status clattn_mha_workspace_size(clattn_mha *mha, const clattn_tensor *query,
                                                    const clattn_tensor *key,
                                                    const clattn_tensor *value,
@@ -457,7 +546,8 @@ CLATTN_API clattn_status clattn_mha_workspace_size(clattn_mha *mha, const clattn
 typedef struct clattn_kv_cache_params {
     size_t batch;        /* B sequences */
     size_t num_kv_heads; /* Hkv */
-    size_t head_dim;     /* D, of keys and values alike */
+    size_t head_dim;     /* D, of keys and values alike: any head dim the fused attention takes
+                          * on this device (CLATTN_ERROR_UNSUPPORTED_PATH otherwise) */
     size_t capacity;     /* tokens each sequence can hold */
     clattn_dtype dtype;  /* storage: CLATTN_F32 or CLATTN_F16 (computed in float either way) */
     void *reserved[8];   /* must be zero */
@@ -502,6 +592,11 @@ typedef struct clattn_kv_attend_params {
      * by log-sum-exp (flash-decoding): 0 picks from the device and the cache length, 1 is off. */
     size_t splits;
     const clattn_tensor *lse;  /* optional [B, Hq, Lq, 1] CLATTN_F32 */
+    /* Optional caller-owned scratch for the split partial results: clattn_kv_cache_workspace_size
+     * bytes from workspace_offset (a multiple of 4). NULL: the cache's own scratch, kept between
+     * calls and grown when a longer cache needs more splits. */
+    cl_mem workspace;
+    size_t workspace_offset;
     void *reserved[8];         /* must be zero */
 } clattn_kv_attend_params;
 
@@ -518,6 +613,21 @@ CLATTN_API clattn_status clattn_kv_cache_attend(clattn_kv_cache *cache, cl_comma
                                                 const clattn_kv_attend_params *params,
                                                 cl_uint num_wait, const cl_event *wait_list,
                                                 cl_event *event_out);
+
+/* Bytes of workspace clattn_kv_cache_attend needs with these arguments at the cache's present
+ * lengths (0 without split keys). The split count grows with the cache: query again, or give
+ * params->splits. Validates like the call. */
+CLATTN_API clattn_status clattn_kv_cache_workspace_size(clattn_kv_cache *cache,
+                                                        const clattn_tensor *Q,
+                                                        const clattn_tensor *O,
+                                                        const clattn_kv_attend_params *params,
+                                                        size_t *bytes);
+
+/* Builds everything appends and attention with these arguments will run (both the single-pass
+ * and the split-key kernels, whatever the cache's length); enqueues nothing. */
+CLATTN_API clattn_status clattn_kv_cache_prepare(clattn_kv_cache *cache, const clattn_tensor *Q,
+                                                 const clattn_tensor *O,
+                                                 const clattn_kv_attend_params *params);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,10 @@
-/* Bias add for the projection step: Y[i0, i1, m, n] += bias[n].
- * NDRange: (N, M, d0 * d1). Offsets and strides in elements. No barriers. */
+/* Bias add for the projection step: Y[i0, i1, m, n] += bias[n] (bias a [1, 1, 1, N] view).
+ * NDRange: (N, M, d0 * d1). No barriers. */
 
-__kernel void bias_add(__global float *y, ulong y_off, ulong ys0, ulong ys1, ulong ys2, ulong ys3,
-                       ulong d1, __global const float *bias, ulong b_off, ulong bs)
+__kernel void bias_add(VIEW(float, y), ulong d1, VIEW(const float, bias))
 {
     const ulong n = get_global_id(0);
     const ulong m = get_global_id(1);
     const ulong z = get_global_id(2);
-    const ulong i0 = z / d1, i1 = z % d1;
-    y[y_off + i0 * ys0 + i1 * ys1 + m * ys2 + n * ys3] += bias[b_off + n * bs];
+    y[AT(y, z / d1, z % d1, m, n)] += bias[AT(bias, 0, 0, 0, n)];
 }

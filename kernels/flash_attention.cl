@@ -7,8 +7,9 @@
  * Scores are kept in base 2: q is pre-multiplied by scale * log2(e) so each exponential is an
  * exp2, and the additive mask is multiplied by log2(e).
  *
- * Two variants share the masking and the softmax bookkeeping below; they differ in how the work
- * is laid out on the device:
+ * Which keys a query sees, the additive mask's -inf, the zero-weight rule and the values of a
+ * row that sees no key come from the prelude; the online-softmax step below is shared by the
+ * two variants, which differ in how the work is laid out on the device:
  *   VARIANT 0 (CPUs): one work-item per block of 16 (query, head) lanes: 16 queries of one head,
  *     or (PACK > 1, decoding with GQA) 16 / PACK queries of PACK heads that share a kv head, so
  *     K and V are loaded once for them. Explicit float16 vectors and fma().
@@ -22,9 +23,8 @@
  *     for the whole work-group.
  *
  * Specialised with HEAD_DIM, VALUE_DIM, BLOCK_K, VARIANT, WG (variant 1), VEC and ROWS (variant 0:
- * the vector width along the value dim and the query rows per weighted-sum pass), CAUSAL (0 none,
- * 1 top-left, 2 bottom-right), HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HALF_QO and HALF_KV (fp16
- * storage).
+ * the vector width along the value dim and the query rows per weighted-sum pass), PACK, CAUSAL,
+ * HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HALF_QO and HALF_KV (fp16 storage).
  *
  * Split keys (flash-decoding): get_global_id(2) picks a split that covers keys
  * [split * split_keys, (split + 1) * split_keys) (split_keys a multiple of BLOCK_K; 0: all keys,
@@ -53,18 +53,6 @@
 #ifndef ROWS
 #define ROWS 4
 #endif
-#ifndef CAUSAL
-#define CAUSAL 0
-#endif
-#ifndef HAS_ADDITIVE
-#define HAS_ADDITIVE 0
-#endif
-#ifndef HAS_LENGTHS
-#define HAS_LENGTHS 0
-#endif
-#ifndef HAS_LSE
-#define HAS_LSE 0
-#endif
 #ifndef HALF_QO
 #define HALF_QO 0
 #endif
@@ -74,9 +62,6 @@
 #ifndef HALF_KV
 #define HALF_KV 0
 #endif
-
-#define CAT2(a, b) a##b
-#define CAT(a, b) CAT2(a, b)
 
 /* Q and O (HALF_QO), K and V (HALF_KV) are float, or half read and written with
  * vload_half/vstore_half (core OpenCL: no cl_khr_fp16 needed); arithmetic is float either way. */
@@ -101,37 +86,7 @@
 #define LOADV(i, p) CAT(vload, VEC)((i), (p))
 #endif
 
-#define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
-
 /* ---- shared by both variants ---------------------------------------------------------------- */
-
-/* Keys j < key_limit(i) are visible to query i; lk is the batch item's valid key count. */
-inline long key_limit(long i, long lk, long Lq)
-{
-#if CAUSAL == 1
-    return min(i + 1, lk);
-#elif CAUSAL == 2
-    return clamp(i + lk - Lq + 1, 0L, lk);
-#else
-    (void)i;
-    (void)Lq;
-    return lk;
-#endif
-}
-
-/* The valid key count of batch item b. */
-inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
-{
-#if HAS_LENGTHS
-    return clamp((long)len[len_off + b], 0L, Lk);
-#else
-    (void)len;
-    (void)len_off;
-    (void)b;
-    return Lk;
-#endif
-}
 
 /* The running-max bookkeeping, for one query (float) or 16 (float16): the base the exponentials
  * of this block are taken against. While every key so far is hidden the max is -inf; a finite
@@ -155,27 +110,18 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
         (m) = m_new_;                                                                              \
     } while (0)
 
-/* The kernel's arguments, the same for both variants (host/flash.c sets them). */
+/* The kernel's arguments, the same for both variants (host/flash.c sets them). Q, K, V and O
+ * have unit stride along their last dim. */
 #define FLASH_PARAMS                                                                               \
-    __global const T_QO *q, ulong q_off, ulong qs0, ulong qs1, ulong qs2,                          \
-    __global const T_KV *k, ulong k_off, ulong ks0, ulong ks1, ulong ks2,                          \
-    __global const T_KV *v, ulong v_off, ulong vs0, ulong vs1, ulong vs2,                          \
-    __global T_QO *o, ulong o_off, ulong os0, ulong os1, ulong os2,                                \
-    __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,                             \
-    __global const float *mask, ulong m_off, ulong ms0, ulong ms1, ulong ms2, ulong ms3,           \
-    __global const int *len, ulong len_off, ulong H, ulong group, ulong Lq_, ulong Lk_,            \
-    float qscale, ulong split_keys, ulong o_split, ulong l_split
-
-/* Final values for a query with running sum l and max m (base 2): 1/l for the output (0 when
- * every key was hidden) and the natural-log log-sum-exp. */
-#define INV_SUM(l) select(1.0f / (l), 0.0f * (l), (l) == 0.0f)
-#define LSE_OF(m, l) select(((m) + log2(l)) * LN2, (m), (l) == 0.0f)
+    VIEW(const T_QO, q), VIEW(const T_KV, k), VIEW(const T_KV, v), VIEW(T_QO, o),                  \
+    VIEW(float, lse), VIEW(const float, mask), __global const int *len, ulong len_off, ulong H,    \
+    ulong group, ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,              \
+    ulong l_split
 
 #if VARIANT == 0
 /* ---- CPU variant ---------------------------------------------------------------------------- */
 
 #define floatV CAT(float, VEC)
-#define intV CAT(int, VEC)
 #define NV (VALUE_DIM / VEC) /* vectors per value row */
 #define BQ 16                /* lanes per work-item: one (query, head) each */
 /* PACK query heads that share a kv head fill the lanes together (decoding: few queries, GQA):
@@ -185,7 +131,7 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
 
 /* acc[r][:] = af[r] * acc[r][:] + sum over the block's keys j of P[r][j] * V[j][:], ROWS rows at
  * a time (their accumulators stay in registers). ACCUMULATE is the update of c[r][cc] given
- * pr = P[r][j] broadcast, vv[cc] = V[j] and skip = (P[r][j] == 0). */
+ * pr = P[r][j] broadcast and vv[cc] = V[j]. */
 #define WEIGHTED_SUM(ACCUMULATE)                                                                   \
     do {                                                                                           \
     for (int r0 = 0; r0 < BQ; r0 += ROWS) {                                                        \
@@ -194,15 +140,12 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
             for (int cc = 0; cc < NV; cc++)                                                        \
                 c[r][cc] = acc[r0 + r][cc] * af[r0 + r];                                           \
         for (int j = 0; j < nk; j++) {                                                             \
-            const __global T_KV *vr = vb0 + (ulong)(kb + j) * vs2;                                 \
+            const __global T_KV *vr = vb0 + (ulong)(kb + j) * v_st.s2;                             \
             floatV vv[NV];                                                                         \
             _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                      \
                 vv[cc] = LOADV(cc, vr);                                                            \
             _Pragma("unroll") for (int r = 0; r < ROWS; r++) {                                     \
-                const float w = pf[j * 16 + r0 + r];                                               \
-                const floatV pr = (floatV)w;                                                       \
-                const intV skip = (intV)(w == 0.0f ? -1 : 0);                                      \
-                (void)skip;                                                                        \
+                const floatV pr = (floatV)pf[j * 16 + r0 + r];                                     \
                 _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                  \
                     c[r][cc] = ACCUMULATE;                                                         \
             }                                                                                      \
@@ -246,8 +189,7 @@ void flash_attention(FLASH_PARAMS)
         float tmp[BQ];
         for (int d = 0; d < HEAD_DIM; d++) {
             for (int r = 0; r < BQ; r++)
-                tmp[r] = LOAD_QO(q, q_off + b * qs0 + (h0 + r % PACK) * qs1 +
-                                        (ulong)min(i0 + r / PACK, i_last) * qs2 + d);
+                tmp[r] = LOAD_QO(q, AT(q, b, h0 + r % PACK, min(i0 + r / PACK, i_last), d));
             qt[d] = vload16(0, tmp) * qscale;
         }
     }
@@ -260,8 +202,8 @@ void flash_attention(FLASH_PARAMS)
     float16 p[BLOCK_K];
     const __private float *pf = (const __private float *)p; /* p[j] lane r = pf[j * 16 + r] */
 
-    const __global T_KV *kb0 = k + k_off + b * ks0 + hk * ks1;
-    const __global T_KV *vb0 = v + v_off + b * vs0 + hk * vs1;
+    const __global T_KV *kb0 = k + AT(k, b, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, b, hk, 0, 0);
 
     for (long kb = k_begin; kb < hi_max; kb += BLOCK_K) {
         /* Scores of the 16 queries against BLOCK_K keys, JB keys at a time. Keys past hi_max
@@ -271,7 +213,7 @@ void flash_attention(FLASH_PARAMS)
             float16 a[JB];
             #pragma unroll
             for (int t = 0; t < JB; t++) {
-                kr[t] = kb0 + (ulong)min(kb + j + t, hi_max - 1) * ks2;
+                kr[t] = kb0 + (ulong)min(kb + j + t, hi_max - 1) * k_st.s2;
                 a[t] = 0.0f;
             }
             for (int d = 0; d < HEAD_DIM; d++) {
@@ -289,11 +231,9 @@ void flash_attention(FLASH_PARAMS)
             float tmp[BQ];
             const ulong jj = (ulong)min(kb + j, hi_max - 1);
             for (int r = 0; r < BQ; r++)
-                tmp[r] = mask[m_off + b * ms0 + (h0 + r % PACK) * ms1 +
-                              (ulong)min(i0 + r / PACK, i_last) * ms2 + jj * ms3];
+                tmp[r] = mask[AT(mask, b, h0 + r % PACK, min(i0 + r / PACK, i_last), jj)];
             const float16 mv = vload16(0, tmp);
-            /* -inf hides the key whatever its score, NaN included. */
-            p[j] = select(fma(mv, (float16)LOG2E, p[j]), (float16)(-INFINITY), mv == -INFINITY);
+            p[j] = ADD_MASK(float16, p[j], mv, LOG2E);
         }
 #endif
         /* Hide keys at or past each query's limit: only blocks the limits cut need it. */
@@ -308,15 +248,13 @@ void flash_attention(FLASH_PARAMS)
         float16 alpha;
         ONLINE_SOFTMAX_BLOCK(float16, p, bm, m, l, alpha);
 
-        /* O = alpha * O + P * V, ROWS queries at a time, vectorised along the value dim. In
-         * blocks where some key is hidden from some query, a weight of exactly 0 adds nothing:
-         * not even the NaN that 0 * Inf or 0 * NaN would make of a value row that query never
-         * sees. Other blocks skip that test. */
+        /* O = alpha * O + P * V, ROWS queries at a time, vectorised along the value dim. Blocks
+         * where some key is hidden from some query need the zero-weight rule; others skip it. */
         float af[BQ];
         vstore16(alpha, 0, af);
         const int nk = (int)min((long)BLOCK_K, hi_max - kb);
         if (HAS_ADDITIVE || kb + BLOCK_K > hi_first)
-            WEIGHTED_SUM(select(fma(pr, vv[cc], c[r][cc]), c[r][cc], skip));
+            WEIGHTED_SUM(WEIGHTED_ADD(floatV, c[r][cc], pr, vv[cc]));
         else
             WEIGHTED_SUM(fma(pr, vv[cc], c[r][cc]));
     }
@@ -324,7 +262,7 @@ void flash_attention(FLASH_PARAMS)
     float inv[BQ];
     vstore16(INV_SUM(l), 0, inv);
     for (int r = 0; r < BQ && i0 + r / PACK < Lq; r++) {
-        __global T_QO *orow = o + o_off + b * os0 + (h0 + r % PACK) * os1 + (ulong)(i0 + r / PACK) * os2;
+        __global T_QO *orow = o + AT(o, b, h0 + r % PACK, i0 + r / PACK, 0);
         for (int cc = 0; cc < NV; cc++)
             STOREV(acc[r][cc] * inv[r], cc, orow);
     }
@@ -332,12 +270,12 @@ void flash_attention(FLASH_PARAMS)
     float ls[BQ];
     vstore16(LSE_OF(m, l), 0, ls);
     for (int r = 0; r < BQ && i0 + r / PACK < Lq; r++)
-        lse[l_off + b * ls0 + (h0 + r % PACK) * ls1 + (ulong)(i0 + r / PACK) * ls2] = ls[r];
+        lse[AT(lse, b, h0 + r % PACK, i0 + r / PACK, 0)] = ls[r];
 #else
-    (void)lse, (void)l_off, (void)ls0, (void)ls1, (void)ls2;
+    UNUSED_VIEW(lse);
 #endif
 #if !HAS_ADDITIVE
-    (void)mask, (void)m_off, (void)ms0, (void)ms1, (void)ms2, (void)ms3;
+    UNUSED_VIEW(mask);
 #endif
 }
 
@@ -367,25 +305,25 @@ void flash_attention(FLASH_PARAMS)
 
     float qr[HEAD_DIM];
     for (int d = 0; d < HEAD_DIM; d++)
-        qr[d] = LOAD_QO(q, q_off + b * qs0 + h * qs1 + (ulong)ic * qs2 + d) * qscale;
+        qr[d] = LOAD_QO(q, AT(q, b, h, ic, d)) * qscale;
     float acc[VALUE_DIM];
     for (int d = 0; d < VALUE_DIM; d++)
         acc[d] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     float s[BLOCK_K];
 
-    const __global T_KV *kb0 = k + k_off + b * ks0 + hk * ks1;
-    const __global T_KV *vb0 = v + v_off + b * vs0 + hk * vs1;
+    const __global T_KV *kb0 = k + AT(k, b, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, b, hk, 0, 0);
 
     for (long kb = k_begin; kb < hi_max; kb += BLOCK_K) {
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous block is no longer read */
         for (int t = lid; t < BLOCK_K * HEAD_DIM; t += WG) {
             const long j = kb + t / HEAD_DIM;
-            ks[t] = j < hi_max ? LOAD_KV(kb0, (ulong)j * ks2 + t % HEAD_DIM) : 0.0f;
+            ks[t] = j < hi_max ? LOAD_KV(kb0, (ulong)j * k_st.s2 + t % HEAD_DIM) : 0.0f;
         }
         for (int t = lid; t < BLOCK_K * VALUE_DIM; t += WG) {
             const long j = kb + t / VALUE_DIM;
-            vs[t] = j < hi_max ? LOAD_KV(vb0, (ulong)j * vs2 + t % VALUE_DIM) : 0.0f;
+            vs[t] = j < hi_max ? LOAD_KV(vb0, (ulong)j * v_st.s2 + t % VALUE_DIM) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -394,40 +332,36 @@ void flash_attention(FLASH_PARAMS)
             float a = 0.0f;
             for (int d = 0; d < HEAD_DIM; d++)
                 a = fma(qr[d], ks[j * HEAD_DIM + d], a);
-            bool hidden = kb + j >= lim;
 #if HAS_ADDITIVE
-            const float mv = mask[m_off + b * ms0 + h * ms1 + (ulong)ic * ms2 +
-                                  (ulong)min(kb + j, hi_max - 1) * ms3];
-            a = fma(mv, LOG2E, a);
-            hidden |= mv == -INFINITY; /* whatever the score, NaN included */
+            a = ADD_MASK(float, a, mask[AT(mask, b, h, ic, min(kb + j, hi_max - 1))], LOG2E);
 #endif
-            s[j] = hidden ? -INFINITY : a;
+            s[j] = kb + j >= lim ? -INFINITY : a;
             bm = fmax(bm, s[j]);
         }
         float alpha;
         ONLINE_SOFTMAX_BLOCK(float, s, bm, m, l, alpha);
         for (int d = 0; d < VALUE_DIM; d++) {
             float a = acc[d] * alpha;
-            for (int j = 0; j < BLOCK_K; j++) /* weight 0: a hidden key adds nothing, NaN neither */
-                a = s[j] != 0.0f ? fma(s[j], vs[j * VALUE_DIM + d], a) : a;
+            for (int j = 0; j < BLOCK_K; j++)
+                a = WEIGHTED_ADD(float, a, s[j], vs[j * VALUE_DIM + d]);
             acc[d] = a;
         }
     }
 
     if (i < Lq) {
         const float inv = INV_SUM(l);
-        __global T_QO *orow = o + o_off + b * os0 + h * os1 + (ulong)i * os2;
+        __global T_QO *orow = o + AT(o, b, h, i, 0);
         for (int d = 0; d < VALUE_DIM; d++)
             STORE1(acc[d] * inv, orow, d);
 #if HAS_LSE
-        lse[l_off + b * ls0 + h * ls1 + (ulong)i * ls2] = LSE_OF(m, l);
+        lse[AT(lse, b, h, i, 0)] = LSE_OF(m, l);
 #endif
     }
 #if !HAS_LSE
-    (void)lse, (void)l_off, (void)ls0, (void)ls1, (void)ls2;
+    UNUSED_VIEW(lse);
 #endif
 #if !HAS_ADDITIVE
-    (void)mask, (void)m_off, (void)ms0, (void)ms1, (void)ms2, (void)ms3;
+    UNUSED_VIEW(mask);
 #endif
 }
 #endif

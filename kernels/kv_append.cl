@@ -1,20 +1,44 @@
-/* Appends `count` new tokens of K and V for batch item b to a KV cache at position `start`, and
- * records the new length. Elements are copied as they are stored (ELEM: float, or ushort for
- * fp16 bits). NDRange: (D, count, Hkv). No barriers. */
+/* Appending new tokens' keys and values to a KV cache, in two launches so that a sequence's
+ * length changes only once all of its tokens are written:
+ *   kv_append  copies them: sequence b gains n_b tokens at its present length len[b].
+ *              NDRange (D, T, B * Hkv); work-items past n_b do nothing. No barriers.
+ *   kv_advance then adds n_b to len[b]. NDRange (B).
+ * n_b is counts[b] (HAS_COUNTS) or `count` for every sequence. Elements are copied as they are
+ * stored: ELEM float, or ushort for fp16 bits. */
 
 #ifndef ELEM
 #define ELEM float
 #endif
+#ifndef HAS_COUNTS
+#define HAS_COUNTS 0
+#endif
 
-__kernel void kv_append(__global const ELEM *k, ulong k_off, ulong ks1, ulong ks2, ulong ks3,
-                        __global const ELEM *v, ulong v_off, ulong vs1, ulong vs2, ulong vs3,
-                        __global ELEM *ck, __global ELEM *cv, ulong c_off, ulong cs1, ulong cs2,
-                        ulong start, uint count, __global int *len, ulong b)
+inline uint new_tokens(__global const int *counts, ulong b, uint count)
 {
-    const ulong d = get_global_id(0), t = get_global_id(1), h = get_global_id(2);
-    const ulong at = c_off + h * cs1 + (start + t) * cs2 + d;
-    ck[at] = k[k_off + h * ks1 + t * ks2 + d * ks3];
-    cv[at] = v[v_off + h * vs1 + t * vs2 + d * vs3];
-    if (d == 0 && t == 0 && h == 0)
-        len[b] = (int)(start + count);
+#if HAS_COUNTS
+    (void)count;
+    return (uint)counts[b];
+#else
+    (void)counts;
+    (void)b;
+    return count;
+#endif
+}
+
+__kernel void kv_append(VIEW(const ELEM, k), VIEW(const ELEM, v), VIEW(ELEM, ck), VIEW(ELEM, cv),
+                        ulong Hkv, __global const int *len, __global const int *counts, uint count)
+{
+    const ulong d = get_global_id(0), t = get_global_id(1), z = get_global_id(2);
+    const ulong b = z / Hkv, h = z % Hkv;
+    if (t >= new_tokens(counts, b, count))
+        return;
+    const ulong at = (ulong)len[b] + t;
+    ck[AT(ck, b, h, at, d)] = k[AT(k, b, h, t, d)];
+    cv[AT(cv, b, h, at, d)] = v[AT(v, b, h, t, d)];
+}
+
+__kernel void kv_advance(__global int *len, __global const int *counts, uint count)
+{
+    const ulong b = get_global_id(0);
+    len[b] += (int)new_tokens(counts, b, count);
 }

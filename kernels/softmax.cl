@@ -8,9 +8,6 @@
 #ifndef WG
 #define WG 64
 #endif
-#ifndef HAS_LSE
-#define HAS_LSE 0
-#endif
 
 /* max() that lets a NaN win, so a NaN row is not mistaken for a fully masked one. */
 inline float max_nan(float a, float b)
@@ -19,18 +16,15 @@ inline float max_nan(float a, float b)
 }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void softmax_rows(__global const float *s, ulong s_off, ulong ss0, ulong ss1, ulong ss2, ulong ss3,
-                  __global float *p, ulong p_off, ulong ps0, ulong ps1, ulong ps2, ulong ps3,
-                  __global float *lse, ulong l_off, ulong ls0, ulong ls1, ulong ls2,
-                  ulong H, ulong Lk)
+void softmax_rows(VIEW(const float, s), VIEW(float, p), VIEW(float, lse), ulong H, ulong Lk)
 {
     __local float red[WG];
     const uint lid = get_local_id(0);
     const ulong i = get_global_id(1);
     const ulong z = get_global_id(2);
     const ulong b = z / H, h = z % H;
-    const ulong srow = s_off + b * ss0 + h * ss1 + i * ss2;
-    const ulong prow = p_off + b * ps0 + h * ps1 + i * ps2;
+    const ulong srow = AT(s, b, h, i, 0), ss3 = s_st.s3;
+    const ulong prow = AT(p, b, h, i, 0), ps3 = p_st.s3;
 
     float mx = -INFINITY;
     for (ulong j = lid; j < Lk; j += WG)
@@ -65,6 +59,8 @@ void softmax_rows(__global const float *s, ulong s_off, ulong ss0, ulong ss1, ul
         p[prow + j * ps3] = empty ? 0.0f : exp(s[srow + j * ss3] - mx) * inv;
 #if HAS_LSE
     if (lid == 0)
-        lse[l_off + b * ls0 + h * ls1 + i * ls2] = empty ? -INFINITY : mx + log(sum);
+        lse[AT(lse, b, h, i, 0)] = empty ? -INFINITY : mx + log(sum);
+#else
+    UNUSED_VIEW(lse);
 #endif
 }

@@ -5,6 +5,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The setup of this run (run_cases). */
+static clattn_path g_path = CLATTN_PATH_AUTO;
+static clattn_flash_variant g_variant = CLATTN_FLASH_VARIANT_AUTO;
+
+clattn_path test_path(void)
+{
+    return g_path;
+}
+
+clattn_kernel_config test_kernel_config(void)
+{
+    clattn_kernel_config k = clattn_context_params_default().kernels;
+    k.flash_variant = g_variant;
+    return k;
+}
+
 static void log_to_stderr(void *user, clattn_log_level level, const char *msg)
 {
     (void)user;
@@ -16,6 +32,7 @@ void env_open_default(test_env *e)
     memset(e, 0, sizeof *e);
     clattn_context_params p = clattn_context_params_default();
     p.log = log_to_stderr;
+    p.kernels = test_kernel_config();
     CL_OK(clattn_context_create(&p, &e->cc));
     e->context = clattn_context_cl_context(e->cc);
     e->device = clattn_context_cl_device(e->cc);
@@ -46,6 +63,7 @@ void env_open(test_env *e, bool out_of_order)
     p.context = e->context;
     p.device = dev;
     p.log = log_to_stderr;
+    p.kernels = test_kernel_config();
     CL_OK(clattn_context_create(&p, &e->cc));
 }
 
@@ -258,14 +276,55 @@ bool check_close(const char *what, const double *got, const double *ref, size_t 
     return ok;
 }
 
+/* Whether `word` is one of the space-separated words of `list`. */
+static bool listed(const char *list, const char *word)
+{
+    const size_t n = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* Sets the path and kernel variant from a setup word; false when it is not one. */
+static bool apply_setup(const char *setup)
+{
+    static const struct { const char *name; clattn_path path; } paths[] = {
+        {"auto", CLATTN_PATH_AUTO}, {"unfused", CLATTN_PATH_UNFUSED}, {"fused", CLATTN_PATH_FUSED}};
+    const char *dash = strchr(setup, '-');
+    const size_t len = dash ? (size_t)(dash - setup) : strlen(setup);
+    bool found = false;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (strlen(paths[i].name) == len && strncmp(setup, paths[i].name, len) == 0) {
+            g_path = paths[i].path;
+            found = true;
+        }
+    if (dash && strcmp(dash + 1, "cpu") == 0)
+        g_variant = CLATTN_FLASH_VARIANT_CPU;
+    else if (dash && strcmp(dash + 1, "gpu") == 0)
+        g_variant = CLATTN_FLASH_VARIANT_GPU;
+    else if (dash)
+        found = false;
+    return found;
+}
+
 int run_cases(int argc, char **argv, const test_case *cases, size_t n)
 {
+    const char *setup = argc > 2 ? argv[2] : "";
+    if (*setup && !apply_setup(setup)) {
+        fprintf(stderr, "no setup named %s\n", setup);
+        return 2;
+    }
     int failed = 0, ran = 0;
     for (size_t i = 0; i < n; i++) {
         if (argc > 1 && strcmp(argv[1], "all") != 0 && strcmp(argv[1], cases[i].name) != 0)
             continue;
+        /* "all" runs the cases whose table row lists the setup, as meson does. */
+        if (argc > 1 && strcmp(argv[1], "all") == 0 &&
+            !(*setup ? listed(cases[i].setups, setup) : cases[i].setups[0] == '\0'))
+            continue;
         ran++;
-        printf("== %s\n", cases[i].name);
+        printf("== %s%s%s\n", cases[i].name, *setup ? " / " : "", setup);
         fflush(stdout);
         bool ok = cases[i].fn();
         printf("== %s: %s\n", cases[i].name, ok ? "ok" : "FAILED");

@@ -81,12 +81,27 @@ bool check_close(const char *what, const double *got, const double *ref, size_t 
 
 #define TOL 1e-4
 
-/* Named cases; main runs the one named in argv[1], or all of them. */
+/* Named cases, each run under the setups it lists. A test file's table is the one source of
+ * truth: tests/meson.build reads the lines "CASE(name)" (run under the file's
+ * `#define SETUPS "..."`, or once with no setup when that is "") and "CASE_IN(name, "...")" and
+ * registers one meson test per case and setup.
+ *
+ * A setup is "<path>" or "<path>-<variant>": path auto, unfused or fused (test_path()), variant
+ * cpu or gpu (the fused kernel's layout, forced through every test context's params). */
 typedef struct test_case {
     const char *name;
     bool (*fn)(void);
+    const char *setups;
 } test_case;
+#define CASE(fn) {#fn, fn, SETUPS}
+#define CASE_IN(fn, setups) {#fn, fn, setups}
+/* main: runs the case named in argv[1] under the setup in argv[2] (any setup: Oclgrind's sample
+ * adds fused-cpu), or with "all" every case whose row lists that setup. */
 int run_cases(int argc, char **argv, const test_case *cases, size_t n);
+/* The path the setup names (CLATTN_PATH_AUTO without one). */
+clattn_path test_path(void);
+/* The kernel overrides the setup gives every test context. */
+clattn_kernel_config test_kernel_config(void);
 
 #define EXPECT(cond)                                                                               \
     do {                                                                                           \

@@ -4,6 +4,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
+
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +31,8 @@ static clattn_status prepare_once(void)
 {
     clattn_context *cc = NULL;
     clattn_status st = clattn_context_create(NULL, &cc);
-    if (st == CL_SUCCESS)
-        st = clattn_context_prepare(cc);
+    for (size_t k = 0; st == CL_SUCCESS && k < clattn_kernel_count(); k++)
+        st = clattn_kernel_build(cc, clattn_kernel_name(k));
     clattn_context_destroy(&cc);
     return st;
 }
@@ -196,11 +199,11 @@ static bool unwritable_or_off(void)
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
-        {"warm_second_context_loads", warm_second_context_loads},
-        {"corrupt_file", corrupt_file},
-        {"truncated_file", truncated_file},
-        {"stale_driver_version", stale_driver_version},
-        {"unwritable_or_off", unwritable_or_off},
+        CASE(warm_second_context_loads),
+        CASE(corrupt_file),
+        CASE(truncated_file),
+        CASE(stale_driver_version),
+        CASE(unwritable_or_off),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

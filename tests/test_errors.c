@@ -2,6 +2,9 @@
  * bit-identical and returns no event. */
 #include "harness.h"
 
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,15 +389,15 @@ static bool mha_errors(void)
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
-        {"sdpa_invalid_arguments", sdpa_invalid_arguments},
-        {"sdpa_invalid_shapes", sdpa_invalid_shapes},
-        {"sdpa_head_mismatch", sdpa_head_mismatch},
-        {"sdpa_out_of_bounds", sdpa_out_of_bounds},
-        {"sdpa_other_errors", sdpa_other_errors},
-        {"sdpa_too_large_for_device", sdpa_too_large_for_device},
-        {"foreign_objects", foreign_objects},
-        {"step_errors", step_errors},
-        {"mha_errors", mha_errors},
+        CASE(sdpa_invalid_arguments),
+        CASE(sdpa_invalid_shapes),
+        CASE(sdpa_head_mismatch),
+        CASE(sdpa_out_of_bounds),
+        CASE(sdpa_other_errors),
+        CASE(sdpa_too_large_for_device),
+        CASE(foreign_objects),
+        CASE(step_errors),
+        CASE(mha_errors),
     };
     env_open(&E, false);
     setup();

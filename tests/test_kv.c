@@ -2,6 +2,9 @@
  * over everything appended so far (bottom-right causal, per-sequence lengths), with split-KV off,
  * forced and automatic; fp16 storage; appending past capacity refused with the cache unchanged. */
 #include "harness.h"
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS "auto auto-gpu"
 #include "ref.h"
 
 #include <math.h>
@@ -156,8 +159,8 @@ static bool decode_f16(void) { return decode(true); }
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
-        {"decode_f32", decode_f32},
-        {"decode_f16", decode_f16},
+        CASE(decode_f32),
+        CASE(decode_f16),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -2,6 +2,9 @@
  * self attention (packed in_proj, fused Q/K/V product), cross attention with kdim != vdim != E,
  * GQA, padded batches, masks, and the attention weights out (averaged and per head). */
 #include "harness.h"
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS "unfused fused"
 #include "ref.h"
 
 #include <math.h>
@@ -27,10 +30,8 @@ static view_buf weight(test_env *e, size_t rows, size_t cols, size_t offset, uin
     return w;
 }
 
-/* The attention path every case runs on: argv[2] ("auto", "unfused" or "fused"). With
- * attention weights asked for, "fused" still runs the unfused path (AUTO's choice): only it
- * forms the weights. */
-static clattn_path g_path = CLATTN_PATH_AUTO;
+/* The attention path every case runs on is the setup's (test_path()). With attention weights
+ * asked for, "fused" still runs the unfused path (AUTO's choice): only it forms the weights. */
 
 static bool run(const mha_case *c)
 {
@@ -94,7 +95,8 @@ static bool run(const mha_case *c)
     view_buf w = {0}, hw = {0}, M = {0};
     clattn_mha_forward_params fp = clattn_mha_forward_params_default();
     fp.mask.causal = (clattn_causal)c->causal;
-    fp.path = g_path == CLATTN_PATH_FUSED && (c->weights || c->head_weights) ? CLATTN_PATH_AUTO : g_path;
+    fp.path = test_path() == CLATTN_PATH_FUSED && (c->weights || c->head_weights) ? CLATTN_PATH_AUTO
+                                                                                 : test_path();
     double *mask = NULL;
     if (c->mask) { /* PyTorch's 2-D attn_mask [Lq, Lk], broadcast over batch and heads */
         M = vb_new(&e, LAYOUT_BHTD, 1, 1, c->Lq, Lk, 0, 0, &seed, true);
@@ -183,7 +185,7 @@ static mha_case base(void)
     return c;
 }
 
-#define CASE(fname, ...)                                                                           \
+#define MHA_CASE(fname, ...)                                                                       \
     static bool fname(void)                                                                        \
     {                                                                                              \
         mha_case c = base();                                                                       \
@@ -191,20 +193,20 @@ static mha_case base(void)
         return run(&c);                                                                            \
     }
 
-CASE(self_attention_packed, c.causal = 1)
-CASE(self_attention_no_bias, c.bias = false; c.Lq = 9; c.offset = 7)
-CASE(self_attention_separate_weights, c.packed = false; c.kdim = c.vdim = 32; c.causal = 1)
-CASE(cross_attention_kdim_vdim, c.packed = false; c.self = false; c.Lq = 9; c.Lk = 21; c.kdim = 24;
+MHA_CASE(self_attention_packed, c.causal = 1)
+MHA_CASE(self_attention_no_bias, c.bias = false; c.Lq = 9; c.offset = 7)
+MHA_CASE(self_attention_separate_weights, c.packed = false; c.kdim = c.vdim = 32; c.causal = 1)
+MHA_CASE(cross_attention_kdim_vdim, c.packed = false; c.self = false; c.Lq = 9; c.Lk = 21; c.kdim = 24;
      c.vdim = 40; c.offset = 2)
-CASE(cross_attention_packed, c.self = false; c.Lq = 13; c.Lk = 6; c.kdim = c.vdim = 32)
-CASE(gqa_self_attention, c.E = 64; c.H = 8; c.Hkv = 2; c.Lq = 23; c.causal = 1)
-CASE(gqa_cross_attention, c.E = 64; c.H = 8; c.Hkv = 2; c.packed = false; c.self = false; c.Lq = 7;
+MHA_CASE(cross_attention_packed, c.self = false; c.Lq = 13; c.Lk = 6; c.kdim = c.vdim = 32)
+MHA_CASE(gqa_self_attention, c.E = 64; c.H = 8; c.Hkv = 2; c.Lq = 23; c.causal = 1)
+MHA_CASE(gqa_cross_attention, c.E = 64; c.H = 8; c.Hkv = 2; c.packed = false; c.self = false; c.Lq = 7;
      c.Lk = 30; c.kdim = 48; c.vdim = 20)
-CASE(padded_batch_need_weights, c.B = 3; c.Lq = 11; c.lengths = true; c.weights = true;
+MHA_CASE(padded_batch_need_weights, c.B = 3; c.Lq = 11; c.lengths = true; c.weights = true;
      c.head_weights = true)
-CASE(cross_padded_average_weights, c.B = 3; c.self = false; c.packed = false; c.Lq = 5; c.Lk = 19;
+MHA_CASE(cross_padded_average_weights, c.B = 3; c.self = false; c.packed = false; c.Lq = 5; c.Lk = 19;
      c.kdim = 16; c.vdim = 24; c.lengths = true; c.weights = true)
-CASE(attn_mask_bottom_right, c.self = false; c.Lq = 6; c.Lk = 14; c.kdim = c.vdim = 32; c.mask = true;
+MHA_CASE(attn_mask_bottom_right, c.self = false; c.Lq = 6; c.Lk = 14; c.kdim = c.vdim = 32; c.mask = true;
      c.causal = 2; c.head_weights = true)
 
 /* An fp16 layer (weights, inputs and output in fp16): on fp16-rounded weights and inputs, its
@@ -276,7 +278,7 @@ static bool fp16_case(bool self, bool packed)
     EXPECT_STATUS(clattn_mha_create(e.cc, &mp, &m), CLATTN_SUCCESS);
     clattn_mha_forward_params fp = clattn_mha_forward_params_default();
     fp.mask.causal = self ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_NONE;
-    fp.path = g_path;
+    fp.path = test_path();
     const clattn_tensor *kt = self ? &x : &k, *vt = self ? &x : &v;
     EXPECT_STATUS(clattn_mha_forward(m, e.queue, &x, kt, vt, &out, &fp, 0, NULL, NULL), CLATTN_SUCCESS);
     uint16_t *got = malloc((nx + 8) * 2);
@@ -320,21 +322,17 @@ static bool fp16_layer(void)
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
-        {"self_attention_packed", self_attention_packed},
-        {"self_attention_no_bias", self_attention_no_bias},
-        {"self_attention_separate_weights", self_attention_separate_weights},
-        {"cross_attention_kdim_vdim", cross_attention_kdim_vdim},
-        {"cross_attention_packed", cross_attention_packed},
-        {"gqa_self_attention", gqa_self_attention},
-        {"gqa_cross_attention", gqa_cross_attention},
-        {"padded_batch_need_weights", padded_batch_need_weights},
-        {"cross_padded_average_weights", cross_padded_average_weights},
-        {"attn_mask_bottom_right", attn_mask_bottom_right},
-        {"fp16_layer", fp16_layer},
+        CASE(self_attention_packed),
+        CASE(self_attention_no_bias),
+        CASE(self_attention_separate_weights),
+        CASE(cross_attention_kdim_vdim),
+        CASE(cross_attention_packed),
+        CASE(gqa_self_attention),
+        CASE(gqa_cross_attention),
+        CASE(padded_batch_need_weights),
+        CASE(cross_padded_average_weights),
+        CASE(attn_mask_bottom_right),
+        CASE(fp16_layer),
     };
-    if (argc > 2)
-        g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
-                 : strcmp(argv[2], "unfused") == 0 ? CLATTN_PATH_UNFUSED
-                                                   : CLATTN_PATH_AUTO;
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -1,6 +1,9 @@
 /* Each attention step as its own operation, against the double-precision reference: linear
  * (projection), scores, mask, softmax and weighted sum, on strided and offset views. */
 #include "harness.h"
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
 #include "ref.h"
 
 #include <math.h>
@@ -296,25 +299,25 @@ static bool steps_equal_sdpa(void)
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
-        {"linear_packed_bias", linear_packed_bias},
-        {"linear_head_split_input", linear_head_split_input},
-        {"linear_transposed_weight", linear_transposed_weight},
-        {"scores_gqa", scores_gqa},
-        {"scores_gqa_waits_without_blocking", scores_gqa_waits_without_blocking},
-        {"scores_default_scale", scores_default_scale},
-        {"scores_transposed_output", scores_transposed_output},
-        {"mask_causal_top_left", mask_causal_top_left},
-        {"mask_causal_bottom_right", mask_causal_bottom_right},
-        {"mask_additive_broadcast", mask_additive_broadcast},
-        {"mask_key_lengths", mask_key_lengths},
-        {"mask_all_combined", mask_all_combined},
-        {"softmax_out_of_place_lse", softmax_out_of_place_lse},
-        {"softmax_in_place", softmax_in_place},
-        {"softmax_large_logits", softmax_large_logits},
-        {"softmax_one_key", softmax_one_key},
-        {"weighted_sum_gqa", weighted_sum_gqa},
-        {"weighted_sum_no_keys", weighted_sum_no_keys},
-        {"steps_equal_sdpa", steps_equal_sdpa},
+        CASE(linear_packed_bias),
+        CASE(linear_head_split_input),
+        CASE(linear_transposed_weight),
+        CASE(scores_gqa),
+        CASE(scores_gqa_waits_without_blocking),
+        CASE(scores_default_scale),
+        CASE(scores_transposed_output),
+        CASE(mask_causal_top_left),
+        CASE(mask_causal_bottom_right),
+        CASE(mask_additive_broadcast),
+        CASE(mask_key_lengths),
+        CASE(mask_all_combined),
+        CASE(softmax_out_of_place_lse),
+        CASE(softmax_in_place),
+        CASE(softmax_large_logits),
+        CASE(softmax_one_key),
+        CASE(weighted_sum_gqa),
+        CASE(weighted_sum_no_keys),
+        CASE(steps_equal_sdpa),
     };
     env_open(&E, false);
     int rc = run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);

@@ -2,6 +2,9 @@
  * leave no reference behind, refused allocations, and NaN/Inf reaching exactly the outputs whose
  * computation they enter. */
 #include "harness.h"
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
 #include "ref.h"
 
 #include <math.h>
@@ -345,9 +348,9 @@ static bool refused_allocations(void)
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
-        {"threads_match_single_thread", threads_match_single_thread},
-        {"create_destroy_cycles", create_destroy_cycles},
-        {"refused_allocations", refused_allocations},
+        CASE(threads_match_single_thread),
+        CASE(create_destroy_cycles),
+        CASE(refused_allocations),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

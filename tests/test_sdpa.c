@@ -2,6 +2,9 @@
  * odd lengths, Lq != Lk with both causal alignments, many head dims, padded batches, GQA, packed
  * and head-major views at non-zero offsets, out-of-order queues, and both context paths. */
 #include "harness.h"
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS "unfused fused fused-gpu"
 #include "ref.h"
 
 #include <math.h>
@@ -22,8 +25,6 @@ typedef struct sdpa_case {
     float scale;         /* NAN: default */
 } sdpa_case;
 
-/* The path every case runs on: argv[2] of the test ("auto", "unfused" or "fused"). */
-static clattn_path g_path = CLATTN_PATH_AUTO;
 
 static bool run(const sdpa_case *c)
 {
@@ -43,7 +44,7 @@ static bool run(const sdpa_case *c)
     clattn_sdpa_params p = clattn_sdpa_params_default();
     p.scale = c->scale;
     p.mask.causal = (clattn_causal)c->causal;
-    p.path = g_path;
+    p.path = test_path();
     if (c->probs) {
         P = vb_new(&e, LAYOUT_BHTD, c->B, c->Hq, c->Lq, c->Lk, c->offset, pad, &seed, false);
         p.probs = &P.t;
@@ -103,7 +104,7 @@ static bool run(const sdpa_case *c)
         EXPECT_STATUS(clattn_sdpa_workspace_size(e.cc, &Q.t, &K.t, &V.t, &O.t, &p, &need),
                       CLATTN_SUCCESS);
         /* Only the unfused path keeps scores, and not when they go to probs. */
-        bool unfused = g_path == CLATTN_PATH_UNFUSED || c->probs;
+        bool unfused = test_path() == CLATTN_PATH_UNFUSED || c->probs;
         EXPECT(need == (unfused && !c->probs ? c->B * c->Hq * c->Lq * c->Lk * sizeof(float) : 0));
         ws = buf_new(&e, need + 64);
         /* NaN garbage in the workspace must not leak into the result (beta = 0 products). */
@@ -117,7 +118,7 @@ static bool run(const sdpa_case *c)
     }
 
     cl_event done = NULL;
-    if (g_path == CLATTN_PATH_FUSED && c->probs) {
+    if (test_path() == CLATTN_PATH_FUSED && c->probs) {
         /* The fused kernel never forms the probabilities: asking for them is an error that
          * leaves every output as it was. */
         EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, &done),
@@ -202,7 +203,7 @@ static sdpa_case base(size_t L, size_t D)
     return c;
 }
 
-#define CASE(fname, ...)                                                                           \
+#define SDPA_CASE(fname, ...)                                                                      \
     static bool fname(void)                                                                        \
     {                                                                                              \
         sdpa_case c = base(1, 16);                                                                 \
@@ -211,7 +212,7 @@ static sdpa_case base(size_t L, size_t D)
     }
 
 /* Sequence lengths that straddle block and tile edges, causal and not. */
-static bool seq_lengths(int causal)
+static bool run_seq_lengths(int causal)
 {
     static const size_t Ls[] = {1, 3, 7, 63, 64, 65, 127, 129};
     bool ok = true;
@@ -223,8 +224,8 @@ static bool seq_lengths(int causal)
     }
     return ok;
 }
-static bool lengths_plain(void) { return seq_lengths(0); }
-static bool lengths_causal(void) { return seq_lengths(1); }
+static bool seq_lengths(void) { return run_seq_lengths(0); }
+static bool seq_lengths_causal(void) { return run_seq_lengths(1); }
 
 static bool head_dims(void)
 {
@@ -256,36 +257,36 @@ static bool cross_lengths(void)
     return ok;
 }
 
-CASE(batch_key_lengths, c.B = 3; c.Lq = c.Lk = 37; c.lengths = true; c.lse = true)
-CASE(batch_key_lengths_bottom_right, c.B = 3; c.Lq = 5; c.Lk = 70; c.lengths = true;
+SDPA_CASE(batch_key_lengths, c.B = 3; c.Lq = c.Lk = 37; c.lengths = true; c.lse = true)
+SDPA_CASE(batch_key_lengths_bottom_right, c.B = 3; c.Lq = 5; c.Lk = 70; c.lengths = true;
      c.causal = 2; c.lse = true)
-CASE(gqa_8_over_2, c.B = 2; c.Hq = 8; c.Hkv = 2; c.Lq = c.Lk = 29; c.D = c.Dv = 32; c.causal = 1)
-CASE(mqa_4_over_1, c.Hq = 4; c.Hkv = 1; c.Lq = 9; c.Lk = 31; c.D = c.Dv = 24)
+SDPA_CASE(gqa_8_over_2, c.B = 2; c.Hq = 8; c.Hkv = 2; c.Lq = c.Lk = 29; c.D = c.Dv = 32; c.causal = 1)
+SDPA_CASE(mqa_4_over_1, c.Hq = 4; c.Hkv = 1; c.Lq = 9; c.Lk = 31; c.D = c.Dv = 24)
 /* Few queries with GQA: the fused CPU variant packs the 4 heads of a kv group into its lanes;
  * a per-head mask, key lengths and bottom-right causal all index by lane. */
-CASE(gqa_few_queries_packed, c.B = 2; c.Hq = 8; c.Hkv = 2; c.Lq = 7; c.Lk = 40; c.mask = 1;
+SDPA_CASE(gqa_few_queries_packed, c.B = 2; c.Hq = 8; c.Hkv = 2; c.Lq = 7; c.Lk = 40; c.mask = 1;
      c.lengths = true; c.causal = 2; c.lse = true; c.lay = LAYOUT_BTHD)
-CASE(packed_bthd_views, c.B = 2; c.Hq = c.Hkv = 3; c.Lq = c.Lk = 45; c.D = c.Dv = 40;
+SDPA_CASE(packed_bthd_views, c.B = 2; c.Hq = c.Hkv = 3; c.Lq = c.Lk = 45; c.D = c.Dv = 40;
      c.lay = LAYOUT_BTHD; c.offset = 11; c.causal = 1)
-CASE(packed_gqa_bottom_right, c.B = 2; c.Hq = 6; c.Hkv = 2; c.Lq = 13; c.Lk = 50; c.D = c.Dv = 16;
+SDPA_CASE(packed_gqa_bottom_right, c.B = 2; c.Hq = 6; c.Hkv = 2; c.Lq = 13; c.Lk = 50; c.D = c.Dv = 16;
      c.lay = LAYOUT_BTHD; c.offset = 5; c.causal = 2)
-CASE(value_dim_differs, c.Lq = 20; c.Lk = 30; c.D = 24; c.Dv = 40)
-CASE(additive_mask_full, c.B = 2; c.Lq = c.Lk = 33; c.mask = 1; c.probs = true; c.lse = true)
-CASE(additive_mask_broadcast, c.B = 2; c.Hq = c.Hkv = 3; c.Lq = 17; c.Lk = 23; c.mask = 2;
+SDPA_CASE(value_dim_differs, c.Lq = 20; c.Lk = 30; c.D = 24; c.Dv = 40)
+SDPA_CASE(additive_mask_full, c.B = 2; c.Lq = c.Lk = 33; c.mask = 1; c.probs = true; c.lse = true)
+SDPA_CASE(additive_mask_broadcast, c.B = 2; c.Hq = c.Hkv = 3; c.Lq = 17; c.Lk = 23; c.mask = 2;
      c.causal = 1)
-CASE(key_padding_mask_shape, c.B = 3; c.Lq = 12; c.Lk = 19; c.mask = 3)
-CASE(everything_combined, c.B = 3; c.Hq = 4; c.Hkv = 2; c.Lq = 21; c.Lk = 40; c.mask = 2;
+SDPA_CASE(key_padding_mask_shape, c.B = 3; c.Lq = 12; c.Lk = 19; c.mask = 3)
+SDPA_CASE(everything_combined, c.B = 3; c.Hq = 4; c.Hkv = 2; c.Lq = 21; c.Lk = 40; c.mask = 2;
      c.lengths = true; c.causal = 2; c.probs = true; c.lse = true; c.lay = LAYOUT_BTHD)
-CASE(probabilities_out, c.B = 2; c.Lq = c.Lk = 64; c.causal = 1; c.probs = true)
-CASE(explicit_scale, c.Lq = c.Lk = 16; c.scale = 0.37f)
-CASE(large_negative_scale, c.Lq = c.Lk = 16; c.scale = -1e4f; c.lse = true)
-CASE(out_of_order_queue, c.B = 2; c.Hq = 4; c.Hkv = 2; c.Lq = c.Lk = 65; c.causal = 1;
+SDPA_CASE(probabilities_out, c.B = 2; c.Lq = c.Lk = 64; c.causal = 1; c.probs = true)
+SDPA_CASE(explicit_scale, c.Lq = c.Lk = 16; c.scale = 0.37f)
+SDPA_CASE(large_negative_scale, c.Lq = c.Lk = 16; c.scale = -1e4f; c.lse = true)
+SDPA_CASE(out_of_order_queue, c.B = 2; c.Hq = 4; c.Hkv = 2; c.Lq = c.Lk = 65; c.causal = 1;
      c.mask = 2; c.lengths = true; c.ooo = true)
-CASE(default_context, c.Lq = c.Lk = 30; c.causal = 1; c.default_ctx = true)
-CASE(caller_workspace, c.B = 2; c.Lq = 19; c.Lk = 27; c.workspace = true; c.causal = 1)
-CASE(no_keys, c.Lq = 5; c.Lk = 0; c.lse = true)
-CASE(no_queries, c.Lq = 0; c.Lk = 9)
-CASE(empty_batch, c.B = 0; c.Lq = c.Lk = 9)
+SDPA_CASE(default_context, c.Lq = c.Lk = 30; c.causal = 1; c.default_ctx = true)
+SDPA_CASE(caller_workspace, c.B = 2; c.Lq = 19; c.Lk = 27; c.workspace = true; c.causal = 1)
+SDPA_CASE(no_keys, c.Lq = 5; c.Lk = 0; c.lse = true)
+SDPA_CASE(no_queries, c.Lq = 0; c.Lk = 9)
+SDPA_CASE(empty_batch, c.B = 0; c.Lq = c.Lk = 9)
 
 /* Split the keys into `parts` contiguous pieces, run sdpa on each with its log-sum-exp, merge the
  * pieces in place one by one, and compare with one pass over all keys and with the reference. */
@@ -313,7 +314,7 @@ static bool merge_parts(size_t parts)
     view_buf Op = vb_new(&e, LAYOUT_BHTD, B, Hq, Lq, D, 0, 0, &seed, false);
     view_buf Lp = vb_new(&e, LAYOUT_BHTD, B, Hq, Lq, 1, 0, 0, &seed, false);
     clattn_sdpa_params p = clattn_sdpa_params_default();
-    p.path = g_path;
+    p.path = test_path();
     cl_event ev = NULL;
     for (size_t k = 0; k < parts; k++) {
         const size_t j0 = Lk * k / parts, j1 = Lk * (k + 1) / parts;
@@ -367,7 +368,7 @@ static bool merge_7_parts(void) { return merge_parts(7); }
 static bool long_sequence_65536(void)
 {
     bool ok = true;
-    if (g_path == CLATTN_PATH_UNFUSED) {
+    if (test_path() == CLATTN_PATH_UNFUSED) {
         printf("the unfused path's refusal of this size is tested in errors/sdpa_too_large_for_device\n");
         return true;
     }
@@ -380,7 +381,7 @@ static bool long_sequence_65536(void)
     view_buf V = vb_new(&e, LAYOUT_BHTD, 1, 1, T, D, 0, 0, &seed, true);
     view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 1, T, D, 0, 0, &seed, false);
     clattn_sdpa_params p = clattn_sdpa_params_default();
-    p.path = g_path;
+    p.path = test_path();
     p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
     size_t need = 1;
     EXPECT_STATUS(clattn_sdpa_workspace_size(e.cc, &Q.t, &K.t, &V.t, &O.t, &p, &need), CLATTN_SUCCESS);
@@ -450,13 +451,13 @@ static bool nan_inf_propagation(void)
     for (int t = 0; t < 4; t++)
         buf_write(&e, all[t]->t.buffer, 0, all[t]->host, all[t]->elems * sizeof(float));
     clattn_sdpa_params p = clattn_sdpa_params_default();
-    p.path = g_path;
+    p.path = test_path();
     p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
     p.mask.additive = &M.t;
     EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, NULL), CLATTN_SUCCESS);
     float *got = malloc(O.elems * sizeof *got);
     vb_read_all(&e, &O, got);
-    const bool unfused = g_path == CLATTN_PATH_UNFUSED;
+    const bool unfused = test_path() == CLATTN_PATH_UNFUSED;
     int wrong = 0;
     for (size_t h = 0; h < H; h++)
         for (size_t i = 0; i < L; i++) {
@@ -530,7 +531,7 @@ static bool fp16_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, siz
     p.mask.key_lengths = lengths ? lb : NULL;
     p.path = CLATTN_PATH_UNFUSED;
     EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q, &K, &V, &O, &p, 0, NULL, NULL), CLATTN_ERROR_UNSUPPORTED_DTYPE);
-    p.path = g_path == CLATTN_PATH_UNFUSED ? CLATTN_PATH_AUTO : g_path;
+    p.path = test_path() == CLATTN_PATH_UNFUSED ? CLATTN_PATH_AUTO : test_path();
     EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q, &K, &V, &O, &p, 0, NULL, NULL), CLATTN_SUCCESS);
     buf_read(&e, bo, 0, ho, (nq + off + 4) * 2);
     EXPECT(ho[0] == 0x7e00 && ho[off - 1] == 0x7e00 && ho[off + nq] == 0x7e00); /* guards */
@@ -584,41 +585,37 @@ static bool fp16_storage(void)
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
-        {"seq_lengths", lengths_plain},
-        {"seq_lengths_causal", lengths_causal},
-        {"head_dims", head_dims},
-        {"cross_lengths", cross_lengths},
-        {"batch_key_lengths", batch_key_lengths},
-        {"batch_key_lengths_bottom_right", batch_key_lengths_bottom_right},
-        {"gqa_8_over_2", gqa_8_over_2},
-        {"mqa_4_over_1", mqa_4_over_1},
-        {"gqa_few_queries_packed", gqa_few_queries_packed},
-        {"packed_bthd_views", packed_bthd_views},
-        {"packed_gqa_bottom_right", packed_gqa_bottom_right},
-        {"value_dim_differs", value_dim_differs},
-        {"additive_mask_full", additive_mask_full},
-        {"additive_mask_broadcast", additive_mask_broadcast},
-        {"key_padding_mask_shape", key_padding_mask_shape},
-        {"everything_combined", everything_combined},
-        {"probabilities_out", probabilities_out},
-        {"explicit_scale", explicit_scale},
-        {"large_negative_scale", large_negative_scale},
-        {"out_of_order_queue", out_of_order_queue},
-        {"default_context", default_context},
-        {"caller_workspace", caller_workspace},
-        {"no_keys", no_keys},
-        {"no_queries", no_queries},
-        {"empty_batch", empty_batch},
-        {"merge_2_parts", merge_2_parts},
-        {"merge_3_parts", merge_3_parts},
-        {"merge_7_parts", merge_7_parts},
-        {"long_sequence_65536", long_sequence_65536},
-        {"nan_inf_propagation", nan_inf_propagation},
-        {"fp16_storage", fp16_storage},
+        CASE(seq_lengths),
+        CASE(seq_lengths_causal),
+        CASE(head_dims),
+        CASE(cross_lengths),
+        CASE(batch_key_lengths),
+        CASE(batch_key_lengths_bottom_right),
+        CASE(gqa_8_over_2),
+        CASE(mqa_4_over_1),
+        CASE(gqa_few_queries_packed),
+        CASE(packed_bthd_views),
+        CASE(packed_gqa_bottom_right),
+        CASE(value_dim_differs),
+        CASE(additive_mask_full),
+        CASE(additive_mask_broadcast),
+        CASE(key_padding_mask_shape),
+        CASE(everything_combined),
+        CASE(probabilities_out),
+        CASE(explicit_scale),
+        CASE(large_negative_scale),
+        CASE(out_of_order_queue),
+        CASE(default_context),
+        CASE(caller_workspace),
+        CASE(no_keys),
+        CASE(no_queries),
+        CASE(empty_batch),
+        CASE(merge_2_parts),
+        CASE(merge_3_parts),
+        CASE(merge_7_parts),
+        CASE_IN(long_sequence_65536, "unfused fused"),
+        CASE(nan_inf_propagation),
+        CASE(fp16_storage),
     };
-    if (argc > 2)
-        g_path = strcmp(argv[2], "fused") == 0     ? CLATTN_PATH_FUSED
-                 : strcmp(argv[2], "unfused") == 0 ? CLATTN_PATH_UNFUSED
-                                                   : CLATTN_PATH_AUTO;
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

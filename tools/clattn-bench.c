@@ -676,8 +676,8 @@ int main(int argc, char **argv)
         double t0 = now();
         clattn_status st0 = clattn_context_create(NULL, &g_cc);
         double t1 = now();
-        if (st0 == CL_SUCCESS)
-            st0 = clattn_context_prepare(g_cc);
+        for (size_t k = 0; st0 == CL_SUCCESS && k < clattn_kernel_count(); k++)
+            st0 = clattn_kernel_build(g_cc, clattn_kernel_name(k));
         double t2 = now();
         if (st0 != CL_SUCCESS)
             die("startup", st0);

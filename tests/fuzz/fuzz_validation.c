@@ -181,7 +181,7 @@ static int documented(clattn_status st)
 
 /* How many calls ended in each status, printed at exit: the bad inputs tried. */
 static unsigned long n_success, n_errors, n_calls;
-static unsigned long by_code[64]; /* library codes -1000 .. -1063 */
+static unsigned long by_code[64]; /* library codes 1000 .. 1063 */
 
 __attribute__((destructor)) static void report(void)
 {
@@ -191,7 +191,7 @@ __attribute__((destructor)) static void report(void)
             n_success, n_errors);
     for (int i = 0; i < 64; i++)
         if (by_code[i])
-            fprintf(stderr, "  %-36s %lu\n", clattn_status_name(-1000 - i), by_code[i]);
+            fprintf(stderr, "  %-36s %lu\n", clattn_status_name(1000 + i), by_code[i]);
 }
 
 /* Judges one call: `outs` are its output views (NULL entries ignored). */
@@ -204,8 +204,8 @@ static void judge(clattn_status st, cl_event ev, const clattn_tensor *const *out
         n_success++;
     else
         n_errors++;
-    if (st <= -1000 && st > -1064)
-        by_code[-1000 - st]++;
+    if (st >= 1000 && st < 1064)
+        by_code[st - 1000]++;
     if (st != CL_SUCCESS && ev != EVENT_SENTINEL)
         fail("an event came back from a failed call", st);
     if (st == CL_SUCCESS && ev != EVENT_SENTINEL) {

@@ -13,7 +13,9 @@ echo "pkg-config --cflags --libs clattn: $(pkg-config --cflags --libs clattn)"
 # shellcheck disable=SC2046
 cc -std=c11 -Wall -Werror -o "$scratch/consumer" "$src/tests/install/consumer.c" \
    $(pkg-config --cflags --libs clattn) -lm
-libdir=$(dirname "$(find "$scratch/root" -name 'libclattn.so.0' | head -n 1)")
+libdir=$(dirname "$(find "$scratch/root" -name 'libclattn.so.[0-9]*' | head -n 1)")
 LD_LIBRARY_PATH="$libdir" "$scratch/consumer"
-# The library it ran is the installed one, not the build tree's.
-LD_LIBRARY_PATH="$libdir" ldd "$scratch/consumer" | grep -q "$libdir/libclattn"
+# The library it ran is the installed one, not the build tree's, under the SONAME the ABI
+# number gives (include/clattn.h's ABI policy).
+abi=$(sed -n 's/^#define CLATTN_ABI_VERSION \([0-9]*\)$/\1/p' "$src/include/clattn.h")
+LD_LIBRARY_PATH="$libdir" ldd "$scratch/consumer" | grep -q "libclattn.so.$abi => $libdir/libclattn"

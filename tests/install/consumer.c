@@ -31,7 +31,8 @@ int main(void)
     /* Row 0 sees only key 0: V[0]. Row 1: scores 0 and 1/sqrt(2), weights by softmax. */
     double w1 = 1.0 / (1.0 + exp(-1.0 / sqrt(2.0)));
     double want[4] = {2, 4, (1 - w1) * 2 + w1 * 6, (1 - w1) * 4 + w1 * 8};
-    int ok = st == CLATTN_SUCCESS;
+    /* The library loaded is the one this header describes (its SONAME's ABI number). */
+    int ok = st == CLATTN_SUCCESS && clattn_abi_version() == CLATTN_ABI_VERSION;
     for (int i = 0; i < 4; i++)
         ok &= fabs(o[i] - want[i]) < 1e-5;
     printf("clattn %s: %s (%g %g %g %g)\n", clattn_version(), ok ? "ok" : "WRONG", o[0], o[1], o[2], o[3]);

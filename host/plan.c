@@ -1,0 +1,160 @@
+/* A call's plan: its steps prepared, then enqueued in order, then released (see plan.h). */
+#include "plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void clattn__plan_init(clattn_plan *p, clattn_context *ctx)
+{
+    memset(p, 0, sizeof *p);
+    p->ctx = ctx;
+}
+
+clattn_status clattn__plan_begin(clattn_plan *p, clattn_context *ctx, cl_command_queue queue,
+                                 cl_uint num_wait, const cl_event *wait_list)
+{
+    clattn__plan_init(p, ctx);
+    return clattn__check_call(ctx, queue, num_wait, wait_list);
+}
+
+/* A new zeroed step at the end, or NULL when memory runs out. */
+static clattn_step *append(clattn_plan *p)
+{
+    if (p->count == p->cap) {
+        const size_t ncap = p->cap ? p->cap * 2 : 8;
+        clattn_step *ns = realloc(p->steps, ncap * sizeof *ns);
+        if (!ns)
+            return NULL;
+        p->steps = ns;
+        p->cap = ncap;
+    }
+    clattn_step *s = &p->steps[p->count];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+clattn_status clattn__plan_kernel(clattn_plan *p, const char *file, const char *options,
+                                  const char *kernel, const clattn_kargs *args, cl_uint dims,
+                                  const size_t *global, const size_t *local)
+{
+    clattn_step *s = append(p);
+    if (!s)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    s->kind = CLATTN_STEP_KERNEL;
+    clattn_status st = clattn__launch_prepare(p->ctx, file, options, kernel, args, dims, global,
+                                              local, &s->launch);
+    if (st == CL_SUCCESS)
+        p->count++;
+    return st;
+}
+
+clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alpha,
+                                const clattn_operand *A, const clattn_operand *B, float beta,
+                                const clattn_operand *C)
+{
+    clattn_step *s = append(p);
+    if (!s)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    s->kind = CLATTN_STEP_GEMM;
+    clattn_status st = clattn__gemm_prepare(p->ctx, d0, d1, alpha, A, B, beta, C, &s->gemm);
+    if (st == CL_SUCCESS)
+        p->count++;
+    return st;
+}
+
+static clattn_status new_buffer(clattn_plan *p, size_t bytes, const void *host, cl_mem *out)
+{
+    if (p->num_buffers == CLATTN_PLAN_MAX_BUFFERS)
+        return CLATTN_ERROR_INTERNAL;
+    if (bytes > p->ctx->info.max_mem_alloc_size)
+        return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
+    cl_int err;
+    cl_mem m = clCreateBuffer(p->ctx->context,
+                              CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0), bytes,
+                              (void *)host, &err);
+    if (err != CL_SUCCESS)
+        return err;
+    p->buffers[p->num_buffers++] = m;
+    *out = m;
+    return CL_SUCCESS;
+}
+
+clattn_status clattn__plan_buffer(clattn_plan *p, size_t bytes, cl_mem *out)
+{
+    return new_buffer(p, bytes, NULL, out);
+}
+
+clattn_status clattn__plan_buffer_copy(clattn_plan *p, size_t bytes, const void *host, cl_mem *out)
+{
+    return new_buffer(p, bytes, host, out);
+}
+
+static void release_events(cl_event *evs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        clReleaseEvent(evs[i]);
+}
+
+clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_uint num_wait,
+                                   const cl_event *wait_list, cl_event *event_out)
+{
+    /* Each step waits for every event of the step before; the first for the caller's list. */
+    cl_uint nw = num_wait;
+    const cl_event *wl = wait_list;
+    cl_event *prev = NULL;
+    size_t nprev = 0;
+    clattn_status st = CL_SUCCESS;
+    for (size_t i = 0; i < p->count && st == CL_SUCCESS; i++) {
+        clattn_step *s = &p->steps[i];
+        cl_event *evs;
+        size_t nev = 0;
+        if (s->kind == CLATTN_STEP_KERNEL) {
+            evs = &s->launch_event;
+            st = clattn__launch_enqueue(queue, &s->launch, nw, wl, evs);
+            nev = st == CL_SUCCESS;
+        } else {
+            evs = s->gemm.events;
+            st = clattn__gemm_enqueue(p->ctx, queue, &s->gemm, nw, wl, &nev);
+        }
+        if (nev > 0) { /* a step with no work leaves the next waiting for what it waited for */
+            release_events(prev, nprev);
+            prev = evs;
+            nprev = nev;
+            nw = (cl_uint)nev;
+            wl = evs;
+        }
+    }
+    if (st == CL_SUCCESS && event_out) {
+        if (nprev == 1) {
+            *event_out = prev[0];
+            nprev = 0;
+        } else {
+            st = clEnqueueMarkerWithWaitList(queue, nw, wl, event_out);
+        }
+    }
+    release_events(prev, nprev);
+    return st;
+}
+
+void clattn__plan_release(clattn_plan *p)
+{
+    for (size_t i = 0; i < p->count; i++) {
+        if (p->steps[i].kind == CLATTN_STEP_KERNEL)
+            clattn__launch_release(p->ctx, &p->steps[i].launch);
+        else
+            clattn__gemm_release(&p->steps[i].gemm);
+    }
+    free(p->steps);
+    for (size_t i = 0; i < p->num_buffers; i++)
+        clReleaseMemObject(p->buffers[i]);
+    memset(p, 0, sizeof *p);
+}
+
+clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queue queue,
+                               cl_uint num_wait, const cl_event *wait_list, cl_event *event_out)
+{
+    if (st == CL_SUCCESS)
+        st = clattn__plan_enqueue(p, queue, num_wait, wait_list, event_out);
+    clattn__plan_release(p);
+    return st;
+}

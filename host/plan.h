@@ -1,0 +1,64 @@
+/* A call's plan: everything it will enqueue, prepared before the first enqueue.
+ *
+ * A public call validates its arguments and appends its steps to a plan: kernel launches with
+ * every argument set (program.h) and matrix products with their batching worked out (gemm.h),
+ * plus any buffer the call allocates for itself. Everything that can fail short of an enqueue
+ * fails while the plan is built, so that a failed call has enqueued nothing. Then the steps are
+ * enqueued in order, each waiting for the one before (the first for the caller's wait list),
+ * and the plan is released: kernel objects go back to their pools, and buffers the call owns are
+ * released (OpenCL keeps them alive until the commands using them have run). */
+#ifndef CLATTN_PLAN_H
+#define CLATTN_PLAN_H
+#include "gemm.h"
+#include "program.h"
+
+typedef enum clattn_step_kind { CLATTN_STEP_KERNEL, CLATTN_STEP_GEMM } clattn_step_kind;
+
+typedef struct clattn_step {
+    clattn_step_kind kind;
+    clattn_launch launch; /* CLATTN_STEP_KERNEL */
+    cl_event launch_event;
+    clattn_gemm gemm;     /* CLATTN_STEP_GEMM */
+} clattn_step;
+
+#define CLATTN_PLAN_MAX_BUFFERS 4
+
+typedef struct clattn_plan {
+    clattn_context *ctx;
+    clattn_step *steps;
+    size_t count, cap;
+    cl_mem buffers[CLATTN_PLAN_MAX_BUFFERS]; /* allocated for this call */
+    size_t num_buffers;
+} clattn_plan;
+
+void clattn__plan_init(clattn_plan *p, clattn_context *ctx);
+/* How every enqueueing call starts: an empty plan, and the checks of the call's context, queue
+ * and wait list. */
+clattn_status clattn__plan_begin(clattn_plan *p, clattn_context *ctx, cl_command_queue queue,
+                                 cl_uint num_wait, const cl_event *wait_list);
+
+/* Appends a kernel launch (see clattn__launch_prepare). */
+clattn_status clattn__plan_kernel(clattn_plan *p, const char *file, const char *options,
+                                  const char *kernel, const clattn_kargs *args, cl_uint dims,
+                                  const size_t *global, const size_t *local);
+/* Appends a batch of products (see clattn__gemm_prepare). */
+clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alpha,
+                                const clattn_operand *A, const clattn_operand *B, float beta,
+                                const clattn_operand *C);
+/* A device buffer of `bytes` that lives as long as the call's commands need it. */
+clattn_status clattn__plan_buffer(clattn_plan *p, size_t bytes, cl_mem *out);
+/* The same, created holding a copy of `host` (for small per-call tables). */
+clattn_status clattn__plan_buffer_copy(clattn_plan *p, size_t bytes, const void *host, cl_mem *out);
+
+/* Enqueues every step in order; *event_out (if wanted) completes when all have. A plan with no
+ * step still gives an event: a marker that waits for the wait list. */
+clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_uint num_wait,
+                                   const cl_event *wait_list, cl_event *event_out);
+void clattn__plan_release(clattn_plan *p);
+
+/* How every enqueueing call ends: with `st` the status of building the plan, enqueue it if that
+ * succeeded, release it either way, and return the call's status. */
+clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queue queue,
+                               cl_uint num_wait, const cl_event *wait_list, cl_event *event_out);
+
+#endif
