@@ -4,14 +4,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS ""
-
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
 
 static char dir[512];
 
@@ -196,6 +196,71 @@ static bool unwritable_or_off(void)
     return ok;
 }
 
+/* The *_prepare calls build every kernel the call will run: after them, the calls themselves add
+ * no file to a fresh cache directory (each build stores one). */
+static bool prepare_builds_what_calls_run(void)
+{
+    bool ok = true;
+    fresh_dir("prepare");
+    test_env e;
+    env_open_default(&e);
+    entry files[256];
+    uint64_t seed = 8;
+    /* Scaled dot-product attention on each path, as a GQA decoder layer uses it. */
+    view_buf Q = vb_new(&e, LAYOUT_BTHD, 2, 4, 19, 32, 0, 0, &seed, true);
+    view_buf K = vb_new(&e, LAYOUT_BTHD, 2, 2, 19, 32, 0, 0, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BTHD, 2, 4, 19, 32, 0, 0, &seed, false);
+    for (int path = CLATTN_PATH_UNFUSED; path <= CLATTN_PATH_FUSED; path++) {
+        clattn_sdpa_params p = clattn_sdpa_params_default();
+        p.mask.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+        p.path = (clattn_path)path;
+        EXPECT_STATUS(clattn_sdpa_prepare(e.cc, &Q.t, &K.t, &K.t, &O.t, &p), CLATTN_SUCCESS);
+        const int n = list(files, 256);
+        EXPECT(n > 0);
+        EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &Q.t, &K.t, &K.t, &O.t, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+        EXPECT(list(files, 256) == n);
+        printf("sdpa path %d: %d kernel files after prepare, none added by the call\n", path, n);
+    }
+    /* A projection with bias. */
+    view_buf X = vb_new(&e, LAYOUT_BHTD, 1, 1, 9, 16, 0, 0, &seed, true);
+    view_buf W = vb_new(&e, LAYOUT_BHTD, 1, 1, 12, 16, 0, 0, &seed, true);
+    view_buf b = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, 12, 0, 0, &seed, true);
+    view_buf Y = vb_new(&e, LAYOUT_BHTD, 1, 1, 9, 12, 0, 0, &seed, false);
+    EXPECT_STATUS(clattn_linear_prepare(e.cc, &X.t, &W.t, &b.t, &Y.t), CLATTN_SUCCESS);
+    int n = list(files, 256);
+    EXPECT_STATUS(clattn_linear(e.cc, e.queue, &X.t, &W.t, &b.t, &Y.t, 0, NULL, NULL), CLATTN_SUCCESS);
+    EXPECT(list(files, 256) == n);
+    /* A KV cache: appends (equal and unequal counts), attention in one pass and split. */
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = 2, kp.num_kv_heads = 2, kp.head_dim = 32, kp.capacity = 1024;
+    kp.dtype = CLATTN_F16;
+    clattn_kv_cache *kv = NULL;
+    EXPECT_STATUS(clattn_kv_cache_create(e.cc, &kp, &kv), CLATTN_SUCCESS);
+    view_buf Qd = vb_new(&e, LAYOUT_BHTD, 2, 4, 1, 32, 0, 0, &seed, true);
+    view_buf Od = vb_new(&e, LAYOUT_BHTD, 2, 4, 1, 32, 0, 0, &seed, false);
+    EXPECT_STATUS(clattn_kv_cache_prepare(kv, &Qd.t, &Od.t, NULL), CLATTN_SUCCESS);
+    n = list(files, 256);
+    view_buf Kn = vb_new(&e, LAYOUT_BHTD, 2, 2, 300, 16, 0, 0, &seed, true); /* 300 x 32 halves */
+    clattn_tensor Kh = clattn_tensor_bhtd(Kn.t.buffer, 0, 2, 2, 300, 32);
+    Kh.dtype = CLATTN_F16;
+    const size_t counts[2] = {300, 120};
+    clattn_kv_attend_params ap = clattn_kv_attend_params_default();
+    for (int step = 0; step < 3; step++) {
+        EXPECT_STATUS(clattn_kv_cache_append(kv, e.queue, &Kh, &Kh, step ? counts : NULL, 0, NULL, NULL),
+                      CLATTN_SUCCESS);
+        ap.splits = step ? 4 : 1;
+        EXPECT_STATUS(clattn_kv_cache_attend(kv, e.queue, &Qd.t, &Od.t, &ap, 0, NULL, NULL), CLATTN_SUCCESS);
+    }
+    EXPECT(list(files, 256) == n);
+    clattn_kv_cache_destroy(&kv);
+    clFinish(e.queue);
+    view_buf *all[] = {&Q, &K, &O, &X, &W, &b, &Y, &Qd, &Od, &Kn};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        vb_free(all[i]);
+    env_close(&e);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -204,6 +269,7 @@ int main(int argc, char **argv)
         CASE(truncated_file),
         CASE(stale_driver_version),
         CASE(unwritable_or_off),
+        CASE(prepare_builds_what_calls_run),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -2,12 +2,12 @@
  * bit-identical and returns no event. */
 #include "harness.h"
 
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS ""
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
 
 static test_env E;
 static view_buf Q, K, V, O, S, M;

@@ -2,14 +2,14 @@
  * over everything appended so far (bottom-right causal, per-sequence lengths), with split-KV off,
  * forced and automatic; fp16 storage; appending past capacity refused with the cache unchanged. */
 #include "harness.h"
-
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS "auto auto-gpu"
 #include "ref.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS "auto auto-gpu"
 
 enum { B = 3, HKV = 2, HQ = 4, D = 32, CAP = 300, PRE = 40 };
 
@@ -69,9 +69,11 @@ static clattn_status append(test_env *e, clattn_kv_cache *c, mirror *m, size_t T
     return st;
 }
 
-/* Attention of Lq new queries over the cache, against the reference. */
-static bool attend_matches(test_env *e, clattn_kv_cache *c, const mirror *m, size_t Lq,
-                           size_t splits, uint64_t *seed, const char *what)
+/* Attention of Lq new queries over the cache, against the reference; with `workspace`, the
+ * split partial results go to a caller's buffer (at an offset, guards around it untouched)
+ * instead of the cache's own scratch. */
+static bool attend_in(test_env *e, clattn_kv_cache *c, const mirror *m, size_t Lq, size_t splits,
+                      bool workspace, uint64_t *seed, const char *what)
 {
     bool ok = true;
     const size_t nq = (size_t)B * HQ * Lq * D;
@@ -81,6 +83,28 @@ static bool attend_matches(test_env *e, clattn_kv_cache *c, const mirror *m, siz
     clattn_kv_attend_params ap = clattn_kv_attend_params_default();
     ap.splits = splits;
     ap.lse = &L.t;
+    size_t ws_bytes = 0;
+    cl_mem ws = NULL;
+    unsigned char *ws_before = NULL;
+    if (workspace) {
+        EXPECT_STATUS(clattn_kv_cache_workspace_size(c, &Q.t, &O.t, &ap, &ws_bytes), CLATTN_SUCCESS);
+        EXPECT(ws_bytes > 0); /* the cache is long enough to split */
+        /* Too small, then a misaligned offset: refused before anything runs. */
+        ws = buf_new(e, ws_bytes + 64);
+        ws_before = malloc(ws_bytes + 64);
+        fill_uniform((float *)ws_before, (ws_bytes + 64) / 4, seed, -1, 1);
+        buf_write(e, ws, 0, ws_before, ws_bytes + 64);
+        ap.workspace = ws;
+        ap.workspace_offset = 64 + 4;
+        if (ws_bytes > 0)
+            EXPECT_STATUS(clattn_kv_cache_attend(c, e->queue, &Q.t, &O.t, &ap, 0, NULL, NULL),
+                          CLATTN_ERROR_WORKSPACE_TOO_SMALL);
+        ap.workspace_offset = 2;
+        if (ws_bytes > 0)
+            EXPECT_STATUS(clattn_kv_cache_attend(c, e->queue, &Q.t, &O.t, &ap, 0, NULL, NULL),
+                          CLATTN_ERROR_INVALID_ARGUMENT);
+        ap.workspace_offset = 32;
+    }
     cl_event ev = NULL;
     EXPECT_STATUS(clattn_kv_cache_attend(c, e->queue, &Q.t, &O.t, &ap, 0, NULL, &ev), CLATTN_SUCCESS);
     if (ev) {
@@ -103,9 +127,23 @@ static bool attend_matches(test_env *e, clattn_kv_cache *c, const mirror *m, siz
     got = vb_dense(&L, all);
     snprintf(name, sizeof name, "%s lse", what);
     ok &= check_close(name, got, rl, (size_t)B * HQ * Lq, TOL);
+    if (ws) {
+        unsigned char *after = malloc(ws_bytes + 64);
+        buf_read(e, ws, 0, after, ws_bytes + 64);
+        EXPECT(memcmp(after, ws_before, 32) == 0); /* before the offset */
+        EXPECT(memcmp(after + 32 + ws_bytes, ws_before + 32 + ws_bytes, 32) == 0);
+        free(after), free(ws_before);
+        clReleaseMemObject(ws);
+    }
     free(got), free(all), free(q), free(ro), free(rl);
     vb_free(&Q), vb_free(&O), vb_free(&L);
     return ok;
+}
+
+static bool attend_matches(test_env *e, clattn_kv_cache *c, const mirror *m, size_t Lq,
+                           size_t splits, uint64_t *seed, const char *what)
+{
+    return attend_in(e, c, m, Lq, splits, false, seed, what);
 }
 
 static bool decode(bool f16)
@@ -137,6 +175,7 @@ static bool decode(bool f16)
     const size_t big[B] = {CAP - (size_t)m.len[0], 0, 100};
     EXPECT_STATUS(append(&e, c, &m, CAP - (size_t)m.len[0], big, f16, &seed), CLATTN_SUCCESS);
     ok &= attend_matches(&e, c, &m, 1, 7, &seed, "full cache, 7 splits");
+    ok &= attend_in(&e, c, &m, 1, 3, true, &seed, "full cache, 3 splits, workspace");
     ok &= attend_matches(&e, c, &m, 1, (size_t)-1, &seed, "more splits than keys");
     EXPECT(clattn_kv_cache_length(c, 0) == CAP);
     int before[B];

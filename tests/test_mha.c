@@ -2,14 +2,14 @@
  * self attention (packed in_proj, fused Q/K/V product), cross attention with kdim != vdim != E,
  * GQA, padded batches, masks, and the attention weights out (averaged and per head). */
 #include "harness.h"
-
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS "unfused fused"
 #include "ref.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS "unfused fused"
 
 typedef struct mha_case {
     size_t B, Lq, Lk, E, H, Hkv, kdim, vdim;
@@ -17,6 +17,7 @@ typedef struct mha_case {
     int causal;
     bool mask, lengths, weights, head_weights;
     size_t offset;
+    bool workspace; /* the intermediates in a caller's buffer, at an offset, guarded */
 } mha_case;
 
 /* A random [rows, cols] weight scaled like PyTorch's init, on the device at `offset`. */
@@ -125,6 +126,27 @@ static bool run(const mha_case *c)
         fp.head_weights = &hw.t;
     }
     const clattn_tensor *kt = c->self ? &q.t : &k.t, *vt = c->self ? &q.t : &v.t;
+    size_t need = 0;
+    EXPECT_STATUS(clattn_mha_workspace_size(mha, &q.t, kt, vt, &fp, &need), CLATTN_SUCCESS);
+    EXPECT(need > 0);
+    cl_mem ws = NULL;
+    float *ws_before = NULL;
+    const size_t guard = 32; /* bytes before and after the workspace */
+    if (c->workspace) {
+        ws = buf_new(&e, need + 2 * guard);
+        ws_before = malloc(need + 2 * guard);
+        fill_uniform(ws_before, (need + 2 * guard) / 4, &seed, -1, 1);
+        buf_write(&e, ws, 0, ws_before, need + 2 * guard);
+        fp.workspace = ws;
+        fp.workspace_offset = 2 * guard + 4; /* one float short at the end */
+        EXPECT_STATUS(clattn_mha_forward(mha, e.queue, &q.t, kt, vt, &out.t, &fp, 0, NULL, NULL),
+                      CLATTN_ERROR_WORKSPACE_TOO_SMALL);
+        fp.workspace_offset = guard + 2;
+        EXPECT_STATUS(clattn_mha_forward(mha, e.queue, &q.t, kt, vt, &out.t, &fp, 0, NULL, NULL),
+                      CLATTN_ERROR_INVALID_ARGUMENT);
+        fp.workspace_offset = guard;
+    }
+    EXPECT_STATUS(clattn_mha_prepare(mha, &q.t, kt, vt, &out.t, &fp), CLATTN_SUCCESS);
     cl_event ev = NULL;
     EXPECT_STATUS(clattn_mha_forward(mha, e.queue, &q.t, kt, vt, &out.t, &fp, 0, NULL, &ev),
                   CLATTN_SUCCESS);
@@ -161,9 +183,14 @@ static bool run(const mha_case *c)
     for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
         if (ins[i]->t.buffer)
             EXPECT(vb_same(&e, ins[i]));
-    size_t need = 0;
-    EXPECT_STATUS(clattn_mha_workspace_size(mha, &q.t, kt, vt, &fp, &need), CLATTN_SUCCESS);
-    EXPECT(need > 0);
+    if (ws) { /* nothing outside [offset, offset + need) was touched */
+        unsigned char *after = malloc(need + 2 * guard);
+        buf_read(&e, ws, 0, after, need + 2 * guard);
+        EXPECT(memcmp(after, ws_before, guard) == 0);
+        EXPECT(memcmp(after + guard + need, (unsigned char *)ws_before + guard + need, guard) == 0);
+        free(after), free(ws_before);
+        clReleaseMemObject(ws);
+    }
 
     clattn_mha_destroy(&mha);
     EXPECT(mha == NULL);
@@ -181,7 +208,7 @@ static bool run(const mha_case *c)
 
 static mha_case base(void)
 {
-    mha_case c = {2, 17, 17, 32, 4, 4, 0, 0, true, true, true, 0, false, false, false, false, 0};
+    mha_case c = {2, 17, 17, 32, 4, 4, 0, 0, true, true, true, 0, false, false, false, false, 0, false};
     return c;
 }
 
@@ -208,6 +235,9 @@ MHA_CASE(cross_padded_average_weights, c.B = 3; c.self = false; c.packed = false
      c.kdim = 16; c.vdim = 24; c.lengths = true; c.weights = true)
 MHA_CASE(attn_mask_bottom_right, c.self = false; c.Lq = 6; c.Lk = 14; c.kdim = c.vdim = 32; c.mask = true;
      c.causal = 2; c.head_weights = true)
+MHA_CASE(caller_workspace, c.causal = 1; c.offset = 3; c.workspace = true)
+MHA_CASE(caller_workspace_cross_weights, c.self = false; c.packed = false; c.Lq = 7; c.Lk = 12;
+     c.kdim = 24; c.vdim = 16; c.lengths = true; c.weights = true; c.workspace = true)
 
 /* An fp16 layer (weights, inputs and output in fp16): on fp16-rounded weights and inputs, its
  * error against the float64 layer is at most twice that reference's own fp16 rounding error,
@@ -332,6 +362,8 @@ int main(int argc, char **argv)
         CASE(padded_batch_need_weights),
         CASE(cross_padded_average_weights),
         CASE(attn_mask_bottom_right),
+        CASE(caller_workspace),
+        CASE(caller_workspace_cross_weights),
         CASE(fp16_layer),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);

@@ -1,14 +1,14 @@
 /* Each attention step as its own operation, against the double-precision reference: linear
  * (projection), scores, mask, softmax and weighted sum, on strided and offset views. */
 #include "harness.h"
-
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS ""
 #include "ref.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
 
 static test_env E;
 

@@ -1,16 +1,19 @@
 /* Reliability: one context used by 8 threads at once, determinism, create/destroy cycles that
  * leave no reference behind, refused allocations, and NaN/Inf reaching exactly the outputs whose
  * computation they enter. */
+#define _POSIX_C_SOURCE 200809L
 #include "harness.h"
-
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS ""
 #include "ref.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
 
 /* --- every operation, once, on one queue ------------------------------------------------------ */
 
@@ -345,12 +348,146 @@ static bool refused_allocations(void)
     return ok;
 }
 
+/* --- a compile holds up only the calls that need that program -------------------------------- */
+
+/* Copies the library's kernel file `name`.cl from $CLATTN_TEST_KERNELS into `dir`. */
+static bool copy_kernel(const char *dir, const char *name)
+{
+    const char *src_dir = getenv("CLATTN_TEST_KERNELS");
+    char src[512], dst[512];
+    snprintf(src, sizeof src, "%s/%s.cl", src_dir ? src_dir : ".", name);
+    snprintf(dst, sizeof dst, "%s/%s.cl", dir, name);
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    bool ok = in && out;
+    char buf[4096];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        ok = fwrite(buf, 1, n, out) == n;
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+    if (!ok)
+        fprintf(stderr, "cannot copy %s to %s (CLATTN_TEST_KERNELS: the kernels/ folder)\n", src, dst);
+    return ok;
+}
+
+/* The build of a broken softmax.cl reports its log from inside the build; the callback then
+ * waits for another thread to finish a call that needs only an already built kernel. Were the
+ * context locked while compiling, that call could not finish and the wait would time out. */
+typedef struct gate {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int in_build; /* the build's log callback is running */
+    int other_done;
+    int timed_out;
+} gate;
+
+static void wait_in_build(void *user, clattn_log_level level, const char *msg)
+{
+    (void)level;
+    (void)msg;
+    gate *g = user;
+    pthread_mutex_lock(&g->m);
+    g->in_build = 1;
+    pthread_cond_broadcast(&g->c);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    while (!g->other_done && !g->timed_out)
+        g->timed_out = pthread_cond_timedwait(&g->c, &g->m, &until) != 0;
+    pthread_mutex_unlock(&g->m);
+}
+
+typedef struct build_job {
+    clattn_context *cc;
+    cl_command_queue q;
+    const clattn_tensor *S, *P;
+    clattn_status st;
+} build_job;
+
+static void *broken_softmax(void *arg)
+{
+    build_job *j = arg;
+    j->st = clattn_softmax(j->cc, j->q, j->S, j->P, NULL, 0, NULL, NULL);
+    return NULL;
+}
+
+static bool compile_outside_lock(void)
+{
+    bool ok = true;
+    char dir[] = "/tmp/clattn-lock-XXXXXX";
+    if (!mkdtemp(dir) || !copy_kernel(dir, "prelude") || !copy_kernel(dir, "fill"))
+        return false;
+    char bad[512];
+    snprintf(bad, sizeof bad, "%s/softmax.cl", dir);
+    FILE *f = fopen(bad, "w");
+    fputs("__kernel void softmax_rows(__global float *x) { not OpenCL C }\n", f);
+    fclose(f);
+
+    test_env e;
+    env_open(&e, false);
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    clattn_context_params p = clattn_context_params_default();
+    p.context = e.context;
+    p.device = e.device;
+    p.log = wait_in_build;
+    p.log_user = &g;
+    p.disk_cache_off = 1;
+    clattn_context *cc = NULL;
+    setenv("CLATTN_KERNEL_DIR", dir, 1);
+    CL_OK(clattn_context_create(&p, &cc));
+    unsetenv("CLATTN_KERNEL_DIR");
+    /* A weighted sum over no keys runs the fill kernel; the first call builds it. */
+    uint64_t seed = 9;
+    view_buf Pz = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 0, 0, 1, &seed, true);
+    view_buf Vz = vb_new(&e, LAYOUT_BHTD, 1, 1, 0, 8, 0, 1, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, false);
+    view_buf S = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, true);
+    view_buf P = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, false);
+    EXPECT_STATUS(clattn_weighted_sum(cc, e.queue, &Pz.t, &Vz.t, &O.t, 0, NULL, NULL), CLATTN_SUCCESS);
+
+    build_job j = {cc, e.queue, &S.t, &P.t, CL_SUCCESS};
+    pthread_t th;
+    EXPECT(pthread_create(&th, NULL, broken_softmax, &j) == 0);
+    pthread_mutex_lock(&g.m);
+    while (!g.in_build)
+        pthread_cond_wait(&g.c, &g.m);
+    pthread_mutex_unlock(&g.m);
+    /* The softmax build is in progress (its log callback is waiting on us). */
+    EXPECT_STATUS(clattn_weighted_sum(cc, e.queue, &Pz.t, &Vz.t, &O.t, 0, NULL, NULL), CLATTN_SUCCESS);
+    pthread_mutex_lock(&g.m);
+    g.other_done = 1;
+    pthread_cond_broadcast(&g.c);
+    pthread_mutex_unlock(&g.m);
+    pthread_join(th, NULL);
+    EXPECT(!g.timed_out);
+    EXPECT_STATUS(j.st, CLATTN_ERROR_BUILD_FAILED);
+    clFinish(e.queue);
+    float back[32];
+    buf_read(&e, O.t.buffer, 0, back, sizeof back);
+    for (int i = 0; i < 32; i++)
+        EXPECT(back[i] == 0.0f);
+    vb_free(&Pz), vb_free(&Vz), vb_free(&O), vb_free(&S), vb_free(&P);
+    clattn_context_destroy(&cc);
+    env_close(&e);
+    const char *files[] = {"prelude", "fill", "softmax"};
+    for (int i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.cl", dir, files[i]);
+        remove(path);
+    }
+    rmdir(dir);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
         CASE(threads_match_single_thread),
         CASE(create_destroy_cycles),
         CASE(refused_allocations),
+        CASE(compile_outside_lock),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -2,14 +2,14 @@
  * odd lengths, Lq != Lk with both causal alignments, many head dims, padded batches, GQA, packed
  * and head-major views at non-zero offsets, out-of-order queues, and both context paths. */
 #include "harness.h"
-
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS "unfused fused fused-gpu"
 #include "ref.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS "unfused fused fused-gpu"
 
 typedef struct sdpa_case {
     size_t B, Hq, Hkv, Lq, Lk, D, Dv;
@@ -24,7 +24,6 @@ typedef struct sdpa_case {
     bool workspace;      /* pass a caller-owned workspace */
     float scale;         /* NAN: default */
 } sdpa_case;
-
 
 static bool run(const sdpa_case *c)
 {

@@ -2,12 +2,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
-/* The setups every case of this file runs under (see harness.h). */
-#define SETUPS ""
-
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The setups every case of this file runs under (see harness.h). */
+#define SETUPS ""
 
 static bool status_names(void)
 {
@@ -208,6 +208,134 @@ static bool build_failure_is_reported(void)
     return ok;
 }
 
+static bool context_config_precedence(void)
+{
+    bool ok = true;
+    clattn_context *cc = NULL;
+    clattn_kernel_config k;
+    const char *dir = NULL;
+    /* The environment fills what the params leave at zero; the params win. */
+    setenv("CLATTN_FLASH_VARIANT", "gpu", 1);
+    setenv("CLATTN_FLASH_BLOCK_K", "32", 1);
+    setenv("CLATTN_CACHE_DIR", "/tmp/clattn-config-test", 1);
+    clattn_context_params p = clattn_context_params_default();
+    p.kernels.flash_variant = CLATTN_FLASH_VARIANT_CPU;
+    EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_context_config(cc, &k, &dir), CLATTN_SUCCESS);
+    EXPECT(k.flash_variant == CLATTN_FLASH_VARIANT_CPU && k.flash_block_k == 32 && k.flash_wg == 0);
+    EXPECT(dir && strcmp(dir, "/tmp/clattn-config-test") == 0);
+    clattn_context_destroy(&cc);
+    /* Read once, when the context is created: later changes do not reach it. */
+    p = clattn_context_params_default();
+    p.cache_dir = "/tmp/clattn-config-params";
+    EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_SUCCESS);
+    setenv("CLATTN_FLASH_VARIANT", "cpu", 1);
+    EXPECT_STATUS(clattn_context_config(cc, &k, &dir), CLATTN_SUCCESS);
+    EXPECT(k.flash_variant == CLATTN_FLASH_VARIANT_GPU);
+    EXPECT(dir && strcmp(dir, "/tmp/clattn-config-params") == 0);
+    clattn_context_destroy(&cc);
+    unsetenv("CLATTN_FLASH_VARIANT");
+    unsetenv("CLATTN_FLASH_BLOCK_K");
+    /* Off wins over every directory; "off" in the environment too. */
+    p = clattn_context_params_default();
+    p.cache_dir = "/tmp/clattn-config-params";
+    p.disk_cache_off = 1;
+    EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_context_config(cc, &k, &dir), CLATTN_SUCCESS);
+    EXPECT(dir && dir[0] == '\0');
+    EXPECT(k.flash_variant == CLATTN_FLASH_VARIANT_AUTO && k.flash_block_k == 0);
+    clattn_context_destroy(&cc);
+    setenv("CLATTN_CACHE_DIR", "off", 1);
+    EXPECT_STATUS(clattn_context_create(NULL, &cc), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_context_config(cc, NULL, &dir), CLATTN_SUCCESS);
+    EXPECT(dir && dir[0] == '\0');
+    clattn_context_destroy(&cc);
+    unsetenv("CLATTN_CACHE_DIR");
+    /* Values out of range are refused, and no context comes back. */
+    const struct { int variant; uint32_t block_k, wg, reserved; int log_level; const char *dir; } bad[] = {
+        {7, 0, 0, 0, CLATTN_LOG_WARN, NULL},  {-1, 0, 0, 0, CLATTN_LOG_WARN, NULL},
+        {0, 5000, 0, 0, CLATTN_LOG_WARN, NULL}, {0, 0, 4097, 0, CLATTN_LOG_WARN, NULL},
+        {0, 0, 0, 1, CLATTN_LOG_WARN, NULL},  {0, 0, 0, 0, -1, NULL},
+        {0, 0, 0, 0, 4, NULL},                {0, 0, 0, 0, 99, NULL},
+        {0, 0, 0, 0, CLATTN_LOG_WARN, ""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = clattn_context_params_default();
+        p.kernels.flash_variant = (clattn_flash_variant)bad[i].variant;
+        p.kernels.flash_block_k = bad[i].block_k;
+        p.kernels.flash_wg = bad[i].wg;
+        p.kernels.reserved[12] = bad[i].reserved;
+        p.log_level = (clattn_log_level)bad[i].log_level;
+        p.cache_dir = bad[i].dir;
+        cc = (clattn_context *)&p;
+        EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_ERROR_INVALID_ARGUMENT);
+        EXPECT(cc == NULL);
+    }
+    EXPECT_STATUS(clattn_context_config(NULL, &k, &dir), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(clattn_abi_version() == CLATTN_ABI_VERSION);
+    return ok;
+}
+
+/* Writes `text` to dir/name. */
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        exit(2);
+    fputs(text, f);
+    fclose(f);
+}
+
+static bool kernel_arguments_checked(void)
+{
+    bool ok = true;
+    /* A fill kernel with one argument more than the host passes: the launch is refused as the
+     * library's own inconsistency, before anything runs, and the log says which kernel. */
+    char dir[] = "/tmp/clattn-argcount-XXXXXX";
+    if (!mkdtemp(dir))
+        return false;
+    write_file(dir, "prelude.cl", "");
+    write_file(dir, "fill.cl",
+               "__kernel void fill(__global float *x, ulong off, ulong4 st, ulong d1, float v,\n"
+               "                   int extra) { x[off] = v + extra; }\n");
+    test_env e;
+    env_open(&e, false);
+    int calls = 0;
+    clattn_context_params p = clattn_context_params_default();
+    p.context = e.context;
+    p.device = e.device;
+    p.log = capture;
+    p.log_user = &calls;
+    p.disk_cache_off = 1;
+    clattn_context *cc = NULL;
+    setenv("CLATTN_KERNEL_DIR", dir, 1);
+    CL_OK(clattn_context_create(&p, &cc));
+    unsetenv("CLATTN_KERNEL_DIR");
+    /* No keys: the weighted sum fills its output with zeros. */
+    uint64_t seed = 2;
+    view_buf P = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 0, 0, 1, &seed, true);
+    view_buf V = vb_new(&e, LAYOUT_BHTD, 1, 1, 0, 8, 0, 1, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, false);
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_weighted_sum(cc, e.queue, &P.t, &V.t, &O.t, 0, NULL, &ev), CLATTN_ERROR_INTERNAL);
+    EXPECT(ev == NULL);
+    EXPECT(calls == 1 && strstr(last_log, "fill") != NULL);
+    printf("log: %s\n", last_log);
+    EXPECT(vb_same(&e, &O));
+    vb_free(&P), vb_free(&V), vb_free(&O);
+    clattn_context_destroy(&cc);
+    env_close(&e);
+    char path[512];
+    snprintf(path, sizeof path, "%s/fill.cl", dir);
+    remove(path);
+    snprintf(path, sizeof path, "%s/prelude.cl", dir);
+    remove(path);
+    rmdir(dir);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -216,6 +344,8 @@ int main(int argc, char **argv)
         CASE(caller_context_survives),
         CASE(device_selection),
         CASE(build_failure_is_reported),
+        CASE(context_config_precedence),
+        CASE(kernel_arguments_checked),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -1,7 +1,8 @@
 /* Double-precision reference of every clattn operation, on dense host arrays. Written from the
- * definitions in DESIGN.md §1 and §4, independently of the library's kernels. */
-#ifndef CLATTN_TEST_REF_H
-#define CLATTN_TEST_REF_H
+ * definitions (include/clattn.h's semantics; docs/ARCHITECTURE.md "Semantics"), independently
+ * of the library's kernels. Used by the tests and by clattn-bench --check. */
+#ifndef CLATTN_REF_H
+#define CLATTN_REF_H
 #include <stddef.h>
 
 /* Y[r, n] = sum_k X[r, k] * W[n, k] (+ b[n]); X [rows, K], W [N, K], Y [rows, N]. */
