@@ -176,8 +176,8 @@ typedef enum clattn_log_level {
 } clattn_log_level;
 
 /* Receives diagnostics such as kernel build logs. `msg` is valid only during the call. May be
- * called from any thread that calls into the library, possibly concurrently, and while the
- * context's internal lock is held: it must not call back into clattn with the same context. */
+ * called from any thread that calls into the library, possibly concurrently (never with the
+ * context's internal lock held); while it runs, the call that reported stays blocked. */
 typedef void (*clattn_log_fn)(void *user, clattn_log_level level, const char *msg);
 
 /* Which layout of the fused attention kernel runs (see README "Two paths"). */
