@@ -41,26 +41,29 @@ __kernel void merge(VIEW(const float, o1), VIEW(const float, l1), VIEW(const flo
 }
 
 /* `parts` partial results in one buffer (split-KV decoding): part s is view `part` moved by
- * s * o_split elements, its lse view `part_lse` moved by s * l_split. */
+ * s * o_split elements, its lse view `part_lse` moved by s * l_split. The output row accumulates
+ * one part at a time, reading each part's row in order. */
 __kernel void merge_parts(VIEW(const float, part), VIEW(const float, part_lse), ulong parts,
                           ulong o_split, ulong l_split, VIEW(float, o), VIEW(float, l), ulong H,
                           ulong Dv)
 {
     const ulong i = get_global_id(0);
     const ulong z = get_global_id(1), b = z / H, h = z % H;
-    const ulong lrow = AT(part_lse, b, h, i, 0), orow = AT(part, b, h, i, 0);
+    const ulong lrow = AT(part_lse, b, h, i, 0), prow = AT(part, b, h, i, 0);
+    __global float *orow = o + AT(o, b, h, i, 0);
     float mx = -INFINITY;
     for (ulong s = 0; s < parts; s++)
         mx = fmax(mx, part_lse[lrow + s * l_split]);
     float sum = 0.0f;
     for (ulong s = 0; s < parts; s++)
         sum += exp(part_lse[lrow + s * l_split] - mx);
-    for (ulong d = 0; d < Dv; d++) {
-        float x = 0.0f;
-        for (ulong s = 0; s < parts; s++)
-            x = WEIGHTED_ADD(float, x, part_weight(part_lse[lrow + s * l_split], mx, sum),
-                             part[orow + s * o_split + d * part_st.s3]);
-        o[AT(o, b, h, i, d)] = x;
+    for (ulong s = 0; s < parts; s++) {
+        const float w = part_weight(part_lse[lrow + s * l_split], mx, sum);
+        const __global float *p = part + prow + s * o_split;
+        for (ulong d = 0; d < Dv; d++) {
+            const float x = s ? orow[d * o_st.s3] : 0.0f;
+            orow[d * o_st.s3] = WEIGHTED_ADD(float, x, w, p[d * part_st.s3]);
+        }
     }
 #if HAS_LSE
     l[AT(l, b, h, i, 0)] = merged_lse(mx, sum);
