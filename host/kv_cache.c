@@ -17,6 +17,10 @@ struct clattn_kv_cache {
     size_t *len;     /* the same on the host, for capacity checks */
     cl_mem scratch;  /* split partial results, kept between calls; grown when needed */
     size_t scratch_bytes;
+    /* What the call being planned changes once it is enqueued (its plan's commit). */
+    size_t *pending;     /* tokens each sequence gains */
+    cl_mem grown;        /* a larger scratch, and its size */
+    size_t grown_bytes;
 };
 
 clattn_kv_cache_params clattn_kv_cache_params_default(void)
@@ -49,6 +53,7 @@ void clattn_kv_cache_destroy(clattn_kv_cache **cache)
     if (c->scratch)
         clReleaseMemObject(c->scratch);
     free(c->len);
+    free(c->pending);
     free(c);
     *cache = NULL;
 }
@@ -80,7 +85,10 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
         return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
 
     clattn_kv_cache *c = calloc(1, sizeof *c);
-    if (!c || !(c->len = calloc(p->batch, sizeof *c->len))) {
+    if (!c || !(c->len = calloc(p->batch, sizeof *c->len)) ||
+        !(c->pending = calloc(p->batch, sizeof *c->pending))) {
+        if (c)
+            free(c->len);
         free(c);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
@@ -134,10 +142,21 @@ static void append_options(const clattn_kv_cache *c, bool has_counts, char *buf,
              has_counts);
 }
 
+/* The host lengths advance with the device's: only once the whole append is enqueued. */
+static void commit_append(clattn_plan *p, void *arg)
+{
+    (void)p;
+    clattn_kv_cache *c = arg;
+    for (size_t b = 0; b < c->B; b++)
+        c->len[b] += c->pending[b];
+}
+
 /* Appends the copy of the new tokens and then the advance of the device lengths. */
-static clattn_status append_plan(clattn_plan *p, const clattn_kv_cache *c, const clattn_tensor *K,
+static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clattn_tensor *K,
                                  const clattn_tensor *V, const size_t *counts)
 {
+    if (!c)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_status st;
     if ((st = check_new(c, K)) != CL_SUCCESS || (st = check_new(c, V)) != CL_SUCCESS)
         return st;
@@ -154,7 +173,10 @@ static clattn_status append_plan(clattn_plan *p, const clattn_kv_cache *c, const
             return CLATTN_ERROR_CACHE_FULL;
         most = n > most ? n : most;
         uniform &= n == (counts ? counts[0] : T);
+        c->pending[b] = n;
     }
+    p->commit = commit_append;
+    p->commit_arg = c;
     if (most == 0)
         return CL_SUCCESS; /* nothing appended */
     /* Per-sequence counts travel in a small buffer of the call's own (copied at creation, so the
@@ -201,17 +223,8 @@ clattn_status clattn_kv_cache_append(clattn_kv_cache *c, cl_command_queue queue,
                                      const size_t *counts, cl_uint num_wait,
                                      const cl_event *wait_list, cl_event *event_out)
 {
-    if (!c)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, c->ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = append_plan(&plan, c, K, V, counts);
-    st = clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
-    /* The host lengths advance with the device's: only once the whole append is enqueued. */
-    for (size_t b = 0; st == CL_SUCCESS && b < c->B; b++)
-        c->len[b] += counts ? counts[b] : K->dims[2];
-    return st;
+    CLATTN_RETURN_PLANNED(c ? c->ctx : NULL, queue, num_wait, wait_list, event_out,
+                          append_plan(&plan_, c, K, V, counts));
 }
 
 /* Splits for flash-decoding: enough work-groups to fill the device, each split at least 512
@@ -313,19 +326,24 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
                                                        a->n_l, O, a->ap.lse);
 }
 
-clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
-                                     const clattn_tensor *Q, const clattn_tensor *O,
-                                     const clattn_kv_attend_params *params, cl_uint num_wait,
-                                     const cl_event *wait_list, cl_event *event_out)
+/* A scratch grown for this call becomes the cache's once the call is enqueued. */
+static void commit_scratch(clattn_plan *p, void *arg)
+{
+    clattn_kv_cache *c = arg;
+    if (c->scratch) /* OpenCL keeps it alive while queued work uses it */
+        clReleaseMemObject(c->scratch);
+    clattn__plan_keep_buffer(p, c->grown);
+    c->scratch = c->grown;
+    c->scratch_bytes = c->grown_bytes;
+}
+
+static clattn_status attend_plan(clattn_plan *p, clattn_kv_cache *c, const clattn_tensor *Q,
+                                 const clattn_tensor *O, const clattn_kv_attend_params *params)
 {
     if (!c)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_plan plan;
     attend_call a;
-    cl_mem grown = NULL; /* a larger scratch, the cache's once the call is enqueued */
-    clattn_status st = clattn__plan_begin(&plan, c->ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = attend_check(c, Q, O, params, &a);
+    clattn_status st = attend_check(c, Q, O, params, &a);
     cl_mem scratch = c->scratch;
     size_t off = 0;
     if (st == CL_SUCCESS && a.bytes > 0) {
@@ -333,26 +351,24 @@ clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
             st = clattn__workspace_check(c->ctx, a.ap.workspace, a.ap.workspace_offset, a.bytes);
             scratch = a.ap.workspace;
             off = a.ap.workspace_offset / sizeof(float);
-        } else if (a.bytes > c->scratch_bytes) {
-            if (a.bytes > c->ctx->info.max_mem_alloc_size)
-                st = CLATTN_ERROR_ALLOCATION_TOO_LARGE;
-            else
-                grown = scratch = clCreateBuffer(c->ctx->context, CL_MEM_READ_WRITE, a.bytes,
-                                                 NULL, &st);
+        } else if (a.bytes > c->scratch_bytes &&
+                   (st = clattn__plan_buffer(p, a.bytes, &scratch)) == CL_SUCCESS) {
+            c->grown = scratch;
+            c->grown_bytes = a.bytes;
+            p->commit = commit_scratch;
+            p->commit_arg = c;
         }
     }
-    if (st == CL_SUCCESS)
-        st = attend_steps(&plan, c, Q, O, &a, scratch, off);
-    st = clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
-    if (grown && st == CL_SUCCESS) {
-        if (c->scratch) /* still alive while queued work uses it */
-            clReleaseMemObject(c->scratch);
-        c->scratch = grown;
-        c->scratch_bytes = a.bytes;
-    } else if (grown) {
-        clReleaseMemObject(grown);
-    }
-    return st;
+    return st != CL_SUCCESS ? st : attend_steps(p, c, Q, O, &a, scratch, off);
+}
+
+clattn_status clattn_kv_cache_attend(clattn_kv_cache *c, cl_command_queue queue,
+                                     const clattn_tensor *Q, const clattn_tensor *O,
+                                     const clattn_kv_attend_params *params, cl_uint num_wait,
+                                     const cl_event *wait_list, cl_event *event_out)
+{
+    CLATTN_RETURN_PLANNED(c ? c->ctx : NULL, queue, num_wait, wait_list, event_out,
+                          attend_plan(&plan_, c, Q, O, params));
 }
 
 clattn_status clattn_kv_cache_workspace_size(clattn_kv_cache *c, const clattn_tensor *Q,

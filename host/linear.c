@@ -62,22 +62,13 @@ clattn_status clattn_linear(clattn_context *ctx, cl_command_queue queue, const c
                             const clattn_tensor *Y, cl_uint num_wait, const cl_event *wait_list,
                             cl_event *event_out)
 {
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = clattn__linear_plan(&plan, X, W, bias, Y);
-    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
+                          clattn__linear_plan(&plan_, X, W, bias, Y));
 }
 
 clattn_status clattn_linear_prepare(clattn_context *ctx, const clattn_tensor *X,
                                     const clattn_tensor *W, const clattn_tensor *bias,
                                     const clattn_tensor *Y)
 {
-    if (!ctx)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    clattn_plan plan;
-    clattn__plan_init(&plan, ctx);
-    clattn_status st = clattn__linear_plan(&plan, X, W, bias, Y);
-    clattn__plan_release(&plan);
-    return st;
+    CLATTN_RETURN_PREPARED(ctx, clattn__linear_plan(&plan_, X, W, bias, Y));
 }

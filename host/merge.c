@@ -66,9 +66,6 @@ clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const cl
                            const clattn_tensor *lse, cl_uint num_wait, const cl_event *wait_list,
                            cl_event *event_out)
 {
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = merge_plan(&plan, O1, lse1, O2, lse2, O, lse);
-    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
+                          merge_plan(&plan_, O1, lse1, O2, lse2, O, lse));
 }

@@ -515,11 +515,8 @@ clattn_status clattn_mha_forward(clattn_mha *m, cl_command_queue queue,
     if (!m)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     const clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, m->ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = mha_plan(&plan, m, query, key, value, output, &fp);
-    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    CLATTN_RETURN_PLANNED(m->ctx, queue, num_wait, wait_list, event_out,
+                          mha_plan(&plan_, m, query, key, value, output, &fp));
 }
 
 clattn_status clattn_mha_prepare(clattn_mha *m, const clattn_tensor *query,
@@ -530,9 +527,5 @@ clattn_status clattn_mha_prepare(clattn_mha *m, const clattn_tensor *query,
     if (!m)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     const clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
-    clattn_plan plan;
-    clattn__plan_init(&plan, m->ctx);
-    clattn_status st = mha_plan(&plan, m, query, key, value, output, &fp);
-    clattn__plan_release(&plan);
-    return st;
+    CLATTN_RETURN_PREPARED(m->ctx, mha_plan(&plan_, m, query, key, value, output, &fp));
 }

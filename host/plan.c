@@ -89,6 +89,13 @@ clattn_status clattn__plan_buffer_copy(clattn_plan *p, size_t bytes, const void 
     return new_buffer(p, bytes, host, out);
 }
 
+void clattn__plan_keep_buffer(clattn_plan *p, cl_mem m)
+{
+    for (size_t i = 0; i < p->num_buffers; i++)
+        if (p->buffers[i] == m)
+            p->buffers[i] = p->buffers[--p->num_buffers];
+}
+
 static void release_events(cl_event *evs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -155,6 +162,8 @@ clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queu
 {
     if (st == CL_SUCCESS)
         st = clattn__plan_enqueue(p, queue, num_wait, wait_list, event_out);
+    if (st == CL_SUCCESS && p->commit)
+        p->commit(p, p->commit_arg);
     clattn__plan_release(p);
     return st;
 }

@@ -29,6 +29,10 @@ typedef struct clattn_plan {
     size_t count, cap;
     cl_mem buffers[CLATTN_PLAN_MAX_BUFFERS]; /* allocated for this call */
     size_t num_buffers;
+    /* Called once every step is enqueued: where state the library keeps (a KV cache's lengths, a
+     * scratch it grew) changes, so that a call that fails leaves that state as it was. */
+    void (*commit)(struct clattn_plan *p, void *arg);
+    void *commit_arg;
 } clattn_plan;
 
 void clattn__plan_init(clattn_plan *p, clattn_context *ctx);
@@ -49,6 +53,9 @@ clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alph
 clattn_status clattn__plan_buffer(clattn_plan *p, size_t bytes, cl_mem *out);
 /* The same, created holding a copy of `host` (for small per-call tables). */
 clattn_status clattn__plan_buffer_copy(clattn_plan *p, size_t bytes, const void *host, cl_mem *out);
+/* Takes a buffer of the plan's for the caller to keep (in a commit): the plan no longer
+ * releases it. */
+void clattn__plan_keep_buffer(clattn_plan *p, cl_mem m);
 
 /* Enqueues every step in order; *event_out (if wanted) completes when all have. A plan with no
  * step still gives an event: a marker that waits for the wait list. */
@@ -57,8 +64,32 @@ clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_ui
 void clattn__plan_release(clattn_plan *p);
 
 /* How every enqueueing call ends: with `st` the status of building the plan, enqueue it if that
- * succeeded, release it either way, and return the call's status. */
+ * succeeded (and commit), release it either way, and return the call's status. */
 clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queue queue,
                                cl_uint num_wait, const cl_event *wait_list, cl_event *event_out);
+
+/* The whole body of a public enqueueing call: begins a plan, builds it with `planner` (an
+ * expression on `plan_`, the plan being built), runs it and returns the call's status. */
+#define CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out, planner)                  \
+    do {                                                                                           \
+        clattn_plan plan_;                                                                         \
+        clattn_status st_ = clattn__plan_begin(&plan_, (ctx), (queue), (num_wait), (wait_list));   \
+        if (st_ == CL_SUCCESS)                                                                     \
+            st_ = (planner);                                                                       \
+        return clattn__plan_run(&plan_, st_, (queue), (num_wait), (wait_list), (event_out));       \
+    } while (0)
+
+/* The whole body of a *_prepare call: builds the plan `planner` makes on `plan_`, releases it
+ * without enqueuing anything and returns the status. */
+#define CLATTN_RETURN_PREPARED(ctx, planner)                                                       \
+    do {                                                                                           \
+        if (!(ctx))                                                                                \
+            return CLATTN_ERROR_INVALID_ARGUMENT;                                                  \
+        clattn_plan plan_;                                                                         \
+        clattn__plan_init(&plan_, (ctx));                                                          \
+        const clattn_status st_ = (planner);                                                       \
+        clattn__plan_release(&plan_);                                                              \
+        return st_;                                                                                \
+    } while (0)
 
 #endif

@@ -47,9 +47,6 @@ clattn_status clattn_scores(clattn_context *ctx, cl_command_queue queue, const c
                             const clattn_tensor *K, const clattn_tensor *S, float scale,
                             cl_uint num_wait, const cl_event *wait_list, cl_event *event_out)
 {
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = clattn__scores_plan(&plan, Q, K, S, scale);
-    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
+                          clattn__scores_plan(&plan_, Q, K, S, scale));
 }

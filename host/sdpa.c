@@ -182,23 +182,14 @@ clattn_status clattn_sdpa(clattn_context *ctx, cl_command_queue queue, const cla
                           const cl_event *wait_list, cl_event *event_out)
 {
     const clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = clattn__sdpa_plan(&plan, Q, K, V, O, &p);
-    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
+                          clattn__sdpa_plan(&plan_, Q, K, V, O, &p));
 }
 
 clattn_status clattn_sdpa_prepare(clattn_context *ctx, const clattn_tensor *Q,
                                   const clattn_tensor *K, const clattn_tensor *V,
                                   const clattn_tensor *O, const clattn_sdpa_params *params)
 {
-    if (!ctx)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
     const clattn_sdpa_params p = params ? *params : clattn_sdpa_params_default();
-    clattn_plan plan;
-    clattn__plan_init(&plan, ctx);
-    clattn_status st = clattn__sdpa_plan(&plan, Q, K, V, O, &p);
-    clattn__plan_release(&plan);
-    return st;
+    CLATTN_RETURN_PREPARED(ctx, clattn__sdpa_plan(&plan_, Q, K, V, O, &p));
 }

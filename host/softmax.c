@@ -49,9 +49,6 @@ clattn_status clattn_softmax(clattn_context *ctx, cl_command_queue queue, const 
                              const clattn_tensor *P, const clattn_tensor *lse, cl_uint num_wait,
                              const cl_event *wait_list, cl_event *event_out)
 {
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = clattn__softmax_plan(&plan, S, P, lse);
-    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
+                          clattn__softmax_plan(&plan_, S, P, lse));
 }

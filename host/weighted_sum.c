@@ -43,9 +43,6 @@ clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_queue queue,
                                   const clattn_tensor *O, cl_uint num_wait,
                                   const cl_event *wait_list, cl_event *event_out)
 {
-    clattn_plan plan;
-    clattn_status st = clattn__plan_begin(&plan, ctx, queue, num_wait, wait_list);
-    if (st == CL_SUCCESS)
-        st = clattn__weighted_sum_plan(&plan, P, V, O);
-    return clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
+                          clattn__weighted_sum_plan(&plan_, P, V, O));
 }

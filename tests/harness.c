@@ -1,9 +1,12 @@
 /* Test harness (see harness.h). Tests may exit on environment failures; the library may not. */
+#define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The setup of this run (run_cases). */
 static clattn_path g_path = CLATTN_PATH_AUTO;
@@ -79,6 +82,75 @@ void env_close(test_env *e)
     if (e->device)
         clReleaseDevice(e->device);
     memset(e, 0, sizeof *e);
+}
+
+void kernel_dir_new(char *dir)
+{
+    strcpy(dir, "/tmp/clattn-kernels-XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+}
+
+void kernel_dir_write(const char *dir, const char *file, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(2);
+    }
+}
+
+void kernel_dir_copy(const char *dir, const char *kernel)
+{
+    const char *src_dir = getenv("CLATTN_TEST_KERNELS");
+    char src[512], name[128];
+    snprintf(src, sizeof src, "%s/%s.cl", src_dir ? src_dir : "(CLATTN_TEST_KERNELS unset)", kernel);
+    snprintf(name, sizeof name, "%s.cl", kernel);
+    FILE *in = fopen(src, "rb");
+    if (!in) {
+        fprintf(stderr, "cannot read %s (CLATTN_TEST_KERNELS: the kernels/ folder)\n", src);
+        exit(2);
+    }
+    char *text = calloc(1, 1 << 20);
+    size_t n = fread(text, 1, (1 << 20) - 1, in);
+    fclose(in);
+    text[n] = '\0';
+    kernel_dir_write(dir, name, text);
+    free(text);
+}
+
+clattn_context *kernel_dir_context(test_env *e, const char *dir, clattn_log_fn log, void *log_user)
+{
+    clattn_context_params p = clattn_context_params_default();
+    p.context = e->context;
+    p.device = e->device;
+    p.log = log;
+    p.log_user = log_user;
+    p.disk_cache_off = 1;
+    clattn_context *cc = NULL;
+    setenv("CLATTN_KERNEL_DIR", dir, 1);
+    CL_OK(clattn_context_create(&p, &cc));
+    unsetenv("CLATTN_KERNEL_DIR"); /* the context keeps the directory it was created with */
+    return cc;
+}
+
+void kernel_dir_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (de->d_name[0] != '.')
+            remove(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
 }
 
 cl_uint ctx_refs(cl_context c)

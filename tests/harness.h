@@ -33,6 +33,17 @@ void env_close(test_env *e);
         }                                                                                          \
     } while (0)
 
+/* A kernel directory of a test's own (CLATTN_KERNEL_DIR), for builds that must fail or kernels
+ * that must not match the host: a new temporary directory (its path written to dir, at least 32
+ * bytes), files written or copied from the library's kernels/ ($CLATTN_TEST_KERNELS) into it,
+ * and a clattn context over e's OpenCL context that reads its kernels there (no disk cache). */
+void kernel_dir_new(char *dir);
+void kernel_dir_write(const char *dir, const char *file, const char *text);
+void kernel_dir_copy(const char *dir, const char *kernel); /* kernel name, without ".cl" */
+clattn_context *kernel_dir_context(test_env *e, const char *dir, clattn_log_fn log, void *log_user);
+/* Removes the directory and the files written into it. */
+void kernel_dir_remove(const char *dir);
+
 /* Reference counts, for the tests that prove the library lets go of what it retained. */
 cl_uint ctx_refs(cl_context c);
 cl_uint mem_refs(cl_mem m);

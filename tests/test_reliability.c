@@ -350,28 +350,6 @@ static bool refused_allocations(void)
 
 /* --- a compile holds up only the calls that need that program -------------------------------- */
 
-/* Copies the library's kernel file `name`.cl from $CLATTN_TEST_KERNELS into `dir`. */
-static bool copy_kernel(const char *dir, const char *name)
-{
-    const char *src_dir = getenv("CLATTN_TEST_KERNELS");
-    char src[512], dst[512];
-    snprintf(src, sizeof src, "%s/%s.cl", src_dir ? src_dir : ".", name);
-    snprintf(dst, sizeof dst, "%s/%s.cl", dir, name);
-    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
-    bool ok = in && out;
-    char buf[4096];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        ok = fwrite(buf, 1, n, out) == n;
-    if (in)
-        fclose(in);
-    if (out)
-        fclose(out);
-    if (!ok)
-        fprintf(stderr, "cannot copy %s to %s (CLATTN_TEST_KERNELS: the kernels/ folder)\n", src, dst);
-    return ok;
-}
-
 /* The build of a broken softmax.cl reports its log from inside the build; the callback then
  * waits for another thread to finish a call that needs only an already built kernel. Were the
  * context locked while compiling, that call could not finish and the wait would time out. */
@@ -416,28 +394,15 @@ static void *broken_softmax(void *arg)
 static bool compile_outside_lock(void)
 {
     bool ok = true;
-    char dir[] = "/tmp/clattn-lock-XXXXXX";
-    if (!mkdtemp(dir) || !copy_kernel(dir, "prelude") || !copy_kernel(dir, "fill"))
-        return false;
-    char bad[512];
-    snprintf(bad, sizeof bad, "%s/softmax.cl", dir);
-    FILE *f = fopen(bad, "w");
-    fputs("__kernel void softmax_rows(__global float *x) { not OpenCL C }\n", f);
-    fclose(f);
-
+    char dir[64];
+    kernel_dir_new(dir);
+    kernel_dir_copy(dir, "prelude");
+    kernel_dir_copy(dir, "fill");
+    kernel_dir_write(dir, "softmax.cl", "__kernel void softmax_rows(__global float *x) { not OpenCL C }\n");
     test_env e;
     env_open(&e, false);
     gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
-    clattn_context_params p = clattn_context_params_default();
-    p.context = e.context;
-    p.device = e.device;
-    p.log = wait_in_build;
-    p.log_user = &g;
-    p.disk_cache_off = 1;
-    clattn_context *cc = NULL;
-    setenv("CLATTN_KERNEL_DIR", dir, 1);
-    CL_OK(clattn_context_create(&p, &cc));
-    unsetenv("CLATTN_KERNEL_DIR");
+    clattn_context *cc = kernel_dir_context(&e, dir, wait_in_build, &g);
     /* A weighted sum over no keys runs the fill kernel; the first call builds it. */
     uint64_t seed = 9;
     view_buf Pz = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 0, 0, 1, &seed, true);
@@ -471,13 +436,7 @@ static bool compile_outside_lock(void)
     vb_free(&Pz), vb_free(&Vz), vb_free(&O), vb_free(&S), vb_free(&P);
     clattn_context_destroy(&cc);
     env_close(&e);
-    const char *files[] = {"prelude", "fill", "softmax"};
-    for (int i = 0; i < 3; i++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s.cl", dir, files[i]);
-        remove(path);
-    }
-    rmdir(dir);
+    kernel_dir_remove(dir);
     return ok;
 }
 

@@ -136,36 +136,29 @@ static void capture(void *user, clattn_log_level level, const char *msg)
     snprintf(last_log, sizeof last_log, "%s", msg);
 }
 
+/* A test context over e (opened here) whose kernel directory holds an empty prelude and one
+ * file; its log goes to capture(), which counts the calls in *calls. */
+static clattn_context *context_with_only(test_env *e, char *dir, const char *file,
+                                         const char *text, int *calls)
+{
+    kernel_dir_new(dir);
+    kernel_dir_write(dir, "prelude.cl", "");
+    kernel_dir_write(dir, file, text);
+    env_open(e, false);
+    return kernel_dir_context(e, dir, capture, calls);
+}
+
 static bool build_failure_is_reported(void)
 {
     bool ok = true;
     /* A kernel directory (read when a context is created) whose softmax.cl does not compile,
      * with an empty prelude and no mask.cl. */
-    char dir[] = "/tmp/clattn-badkernels-XXXXXX";
-    if (!mkdtemp(dir))
-        return false;
-    char path[256], prelude[256];
-    snprintf(path, sizeof path, "%s/softmax.cl", dir);
-    snprintf(prelude, sizeof prelude, "%s/prelude.cl", dir);
-    FILE *f = fopen(path, "w");
-    fputs("__kernel void softmax_rows(__global float *x) { this is not OpenCL C; }\n", f);
-    fclose(f);
-    f = fopen(prelude, "w");
-    fclose(f);
-
+    char dir[64];
     test_env e;
-    env_open(&e, false);
     int calls = 0;
-    clattn_context_params p = clattn_context_params_default();
-    p.context = e.context;
-    p.device = e.device;
-    p.log = capture;
-    p.log_user = &calls;
-    p.disk_cache_off = 1;
-    clattn_context *cc = NULL;
-    setenv("CLATTN_KERNEL_DIR", dir, 1);
-    CL_OK(clattn_context_create(&p, &cc));
-    unsetenv("CLATTN_KERNEL_DIR"); /* the context keeps the directory it was created with */
+    clattn_context *cc = context_with_only(
+        &e, dir, "softmax.cl", "__kernel void softmax_rows(__global float *x) { not OpenCL C; }\n",
+        &calls);
     uint64_t seed = 1;
     view_buf S = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, true);
     view_buf P = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 8, 0, 0, &seed, false);
@@ -187,7 +180,9 @@ static bool build_failure_is_reported(void)
     EXPECT(memcmp(back, P.host, sizeof back) == 0);
     clattn_context_destroy(&cc);
     /* A context created without the directory has the library's own kernels. */
-    p.log = NULL;
+    clattn_context_params p = clattn_context_params_default();
+    p.context = e.context;
+    p.device = e.device;
     CL_OK(clattn_context_create(&p, &cc));
     EXPECT_STATUS(clattn_softmax(cc, e.queue, &S.t, &P.t, NULL, 0, NULL, &ev), CLATTN_SUCCESS);
     if (ev) {
@@ -202,9 +197,7 @@ static bool build_failure_is_reported(void)
     vb_free(&S), vb_free(&P);
     clattn_context_destroy(&cc);
     env_close(&e);
-    remove(path);
-    remove(prelude);
-    rmdir(dir);
+    kernel_dir_remove(dir);
     return ok;
 }
 
@@ -276,43 +269,19 @@ static bool context_config_precedence(void)
     return ok;
 }
 
-/* Writes `text` to dir/name. */
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        exit(2);
-    fputs(text, f);
-    fclose(f);
-}
-
 static bool kernel_arguments_checked(void)
 {
     bool ok = true;
     /* A fill kernel with one argument more than the host passes: the launch is refused as the
      * library's own inconsistency, before anything runs, and the log says which kernel. */
-    char dir[] = "/tmp/clattn-argcount-XXXXXX";
-    if (!mkdtemp(dir))
-        return false;
-    write_file(dir, "prelude.cl", "");
-    write_file(dir, "fill.cl",
-               "__kernel void fill(__global float *x, ulong off, ulong4 st, ulong d1, float v,\n"
-               "                   int extra) { x[off] = v + extra; }\n");
+    char dir[64];
     test_env e;
-    env_open(&e, false);
     int calls = 0;
-    clattn_context_params p = clattn_context_params_default();
-    p.context = e.context;
-    p.device = e.device;
-    p.log = capture;
-    p.log_user = &calls;
-    p.disk_cache_off = 1;
-    clattn_context *cc = NULL;
-    setenv("CLATTN_KERNEL_DIR", dir, 1);
-    CL_OK(clattn_context_create(&p, &cc));
-    unsetenv("CLATTN_KERNEL_DIR");
+    clattn_context *cc = context_with_only(
+        &e, dir, "fill.cl",
+        "__kernel void fill(__global float *x, ulong off, ulong4 st, ulong d1, float v,\n"
+        "                   int extra) { x[off] = v + extra; }\n",
+        &calls);
     /* No keys: the weighted sum fills its output with zeros. */
     uint64_t seed = 2;
     view_buf P = vb_new(&e, LAYOUT_BHTD, 1, 1, 4, 0, 0, 1, &seed, true);
@@ -327,12 +296,7 @@ static bool kernel_arguments_checked(void)
     vb_free(&P), vb_free(&V), vb_free(&O);
     clattn_context_destroy(&cc);
     env_close(&e);
-    char path[512];
-    snprintf(path, sizeof path, "%s/fill.cl", dir);
-    remove(path);
-    snprintf(path, sizeof path, "%s/prelude.cl", dir);
-    remove(path);
-    rmdir(dir);
+    kernel_dir_remove(dir);
     return ok;
 }
 
