@@ -4,11 +4,14 @@ in alternating processes (old, new, new, old, ...), at least 5 processes each, a
 median over those processes is compared. Machines are shared and noisy: only ratios measured in
 one such run mean anything.
 
-usage: ci/compare.py OLD_BENCH NEW_BENCH [--runs N] [--suite flash|decode|models] [--out FILE]
+usage: ci/compare.py OLD_BENCH NEW_BENCH [--runs N] [--suite flash|decode|models|overhead] [--out FILE]
   flash:  the flash suite's fused rows (T = 1024 .. 8192, D = 64, causal and not), one process
           per row and build and run
   decode: clattn-bench --decode (B = 1, Hq = 32, Hkv = 8, D = 128, 1k .. 32k cached tokens)
   models: the default suite (GPT-2 small, BERT-base, a GQA decoder; sdpa and mha)
+  overhead: the host's time per call (--host-time: until the call returns, its work
+          enqueued) on tiny shapes (T = 16, D = 16): fused sdpa (1 kernel), unfused sdpa
+          (2 GEMMs, 2 kernels), a 2-head mha layer; needs a clattn-bench with --host-time
 Prints a Markdown table: per row the old and new medians (ms) and new / old. Both binaries must
 understand the options used, so this uses only those every version has had."""
 import argparse
@@ -29,6 +32,13 @@ def flash_rows():
             if causal:
                 args.append('--causal')
             yield f'T={T}{" causal" if causal else ""}', args
+
+
+def overhead_rows():
+    common = ['-H', '2', '-T', '16', '-d', '16', '--warmup', '20', '--reps', '400', '--host-time']
+    yield 'sdpa fused', ['--op', 'sdpa', '--path', 'fused'] + common
+    yield 'sdpa unfused', ['--op', 'sdpa', '--path', 'unfused', '--causal'] + common
+    yield 'mha', ['--op', 'mha', '--path', 'fused'] + common
 
 
 def run_json(bench, args):
@@ -64,7 +74,7 @@ def main():
     ap.add_argument('old')
     ap.add_argument('new')
     ap.add_argument('--runs', type=int, default=5)
-    ap.add_argument('--suite', default='flash', choices=['flash', 'decode', 'models'])
+    ap.add_argument('--suite', default='flash', choices=['flash', 'decode', 'models', 'overhead'])
     ap.add_argument('--out')
     a = ap.parse_args()
     if a.runs < 5:
@@ -75,9 +85,9 @@ def main():
         order += [('old', a.old), ('new', a.new)] if i % 2 == 0 else [('new', a.new), ('old', a.old)]
     for n, (which, bench) in enumerate(order):
         print(f'\r[{n + 1}/{len(order)}] {which}', end='', file=sys.stderr, flush=True)
-        if a.suite == 'flash':
+        if a.suite in ('flash', 'overhead'):
             got = {}
-            for name, args in flash_rows():
+            for name, args in (flash_rows() if a.suite == 'flash' else overhead_rows()):
                 got.update({name: v for v in run_json(bench, args).values()})
         elif a.suite == 'decode':
             got = run_decode(bench)

@@ -354,8 +354,7 @@ static clattn_sdpa_params attention_params(const clattn_mha_forward_params *fp, 
  * the unfused path keeps one. */
 static clattn_status scratch_bytes(const clattn_mha *m, const clattn_tensor *query,
                                    const clattn_tensor *key, const clattn_tensor *value,
-                                   const clattn_mha_forward_params *fp, size_t *layout_bytes,
-                                   size_t *bytes)
+                                   const clattn_mha_forward_params *fp, size_t *bytes)
 {
     mha_layout L;
     clattn_status st = plan_layout(m, query, key, value, fp, NULL, 0, &L);
@@ -365,8 +364,7 @@ static clattn_status scratch_bytes(const clattn_mha *m, const clattn_tensor *que
         st = clattn__sdpa_workspace(m->ctx, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp, &sbytes);
     if (st != CL_SUCCESS)
         return st;
-    if (!clattn__mul(L.elems, sizeof(float), layout_bytes) ||
-        !clattn__add(*layout_bytes, sbytes, bytes))
+    if (!clattn__mul(L.elems, sizeof(float), bytes) || !clattn__add(*bytes, sbytes, bytes))
         return CLATTN_ERROR_SIZE_OVERFLOW;
     return CL_SUCCESS;
 }
@@ -380,9 +378,8 @@ clattn_status clattn_mha_workspace_size(clattn_mha *m, const clattn_tensor *quer
     clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
     fp.workspace = NULL; /* the question is how much, not whether the given one fits */
     fp.workspace_offset = 0;
-    size_t layout;
     clattn_status st = forward_check(m, query, key, value, NULL, &fp);
-    return st != CL_SUCCESS ? st : scratch_bytes(m, query, key, value, &fp, &layout, bytes);
+    return st != CL_SUCCESS ? st : scratch_bytes(m, query, key, value, &fp, bytes);
 }
 
 static clattn_status head_mean_plan(clattn_plan *p, const clattn_tensor *P, const clattn_tensor *W)
@@ -463,10 +460,13 @@ static clattn_status mha_plan(clattn_plan *p, const clattn_mha *m, const clattn_
     if (st != CL_SUCCESS || (clattn__view_empty(output) && !fp->weights && !fp->head_weights))
         return st;
 
-    /* The scratch: the caller's workspace, or a buffer of the call's own. */
-    size_t layout_bytes, bytes;
-    if ((st = scratch_bytes(m, query, key, value, fp, &layout_bytes, &bytes)) != CL_SUCCESS)
+    /* The intermediates go to the caller's workspace, followed by the attention's score matrix
+     * when the unfused path keeps one (the attention checks that it fits), or to a buffer of the
+     * call's own (the attention then places its scores itself). */
+    mha_layout L;
+    if ((st = plan_layout(m, query, key, value, fp, NULL, 0, &L)) != CL_SUCCESS)
         return st;
+    const size_t bytes = L.elems * sizeof(float); /* checked by plan_layout */
     cl_mem buf = NULL;
     size_t base = 0;
     if (fp->workspace) {
@@ -477,12 +477,13 @@ static clattn_status mha_plan(clattn_plan *p, const clattn_mha *m, const clattn_
     } else if (bytes > 0 && (st = clattn__plan_buffer(p, bytes, &buf)) != CL_SUCCESS) {
         return st;
     }
-    mha_layout L;
     if ((st = plan_layout(m, query, key, value, fp, buf, base, &L)) != CL_SUCCESS)
         return st;
     clattn_sdpa_params sp = attention_params(fp, &L);
-    sp.workspace = buf; /* the score matrix, when the unfused path keeps one, after the layout */
-    sp.workspace_offset = base * sizeof(float) + layout_bytes;
+    if (fp->workspace) {
+        sp.workspace = buf;
+        sp.workspace_offset = fp->workspace_offset + bytes;
+    }
 
     mha_operands x = {query, key, value, output, m->in_proj, m->in_bias, m->wq, m->wk, m->wv,
                       m->wo, m->bq, m->bk, m->bv, m->bo};
