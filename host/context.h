@@ -23,8 +23,10 @@ struct clattn_context {
     clattn_kernel_config kernels;
     char cache_dir[4096];
 
-    /* Set once CLBlast has compiled programs for this context (gemm.c). */
+    /* Set once CLBlast has compiled programs for this context, and once each routine clattn
+     * uses (single and strided-batched SGEMM) has run in it (gemm.c). */
     atomic_int blas_used;
+    atomic_int blas_warm[2];
 
     /* Guards the program cache's lists and kernel pools; never held while compiling or while a
      * call sets kernel arguments or enqueues. */

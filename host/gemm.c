@@ -105,11 +105,47 @@ static clattn_gemm_run run_of(const clattn_operand *const ops[3], size_t i0, siz
                              count};
 }
 
+/* CLBlast compiles a routine's kernels during its first call in a context (seconds on PoCL).
+ * A plan makes sure that each routine its products use has run once in the context, on a queue
+ * of the library's own: the call then compiles nothing after its first enqueue, and a failure
+ * to compile is an error before it. (Another context's destroy clears CLBlast's cache: the next
+ * product here compiles again, inside the enqueue.) */
+static clattn_status warm_up(clattn_context *ctx, bool batched)
+{
+    atomic_int *warm = &ctx->blas_warm[batched];
+    if (atomic_load(warm))
+        return CL_SUCCESS;
+    cl_int err;
+    cl_command_queue q = clCreateCommandQueue(ctx->context, ctx->device, 0, &err);
+    if (err != CL_SUCCESS)
+        return err;
+    const float zeros[8] = {0};
+    cl_mem m = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              sizeof zeros, (void *)zeros, &err);
+    if (err == CL_SUCCESS) {
+        atomic_store(&ctx->blas_used, 1);
+        const CLBlastTranspose no = CLBlastTransposeNo;
+        /* A = m[0..1], B = m[2..3], C = m[4..5]: one or two 1 x 1 x 1 products. */
+        CLBlastStatusCode code =
+            batched ? CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, no, no, 1, 1, 1, 1.0f, m, 0,
+                                                 1, 1, m, 2, 1, 1, 0.0f, m, 4, 1, 1, 2, &q, NULL)
+                    : CLBlastSgemm(CLBlastLayoutRowMajor, no, no, 1, 1, 1, 1.0f, m, 0, 1, m, 2, 1,
+                                   0.0f, m, 4, 1, &q, NULL);
+        err = from_blas(ctx, code);
+        if (err == CL_SUCCESS)
+            err = clFinish(q);
+        clReleaseMemObject(m);
+    }
+    clReleaseCommandQueue(q);
+    if (err == CL_SUCCESS)
+        atomic_store(warm, 1);
+    return err;
+}
+
 clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, float alpha,
                                    const clattn_operand *A_, const clattn_operand *B_, float beta,
                                    const clattn_operand *C_, clattn_gemm *g)
 {
-    (void)ctx;
     memset(g, 0, sizeof *g);
     clattn_operand A = *A_, B = *B_, C = *C_;
     blas_view cv;
@@ -153,6 +189,14 @@ clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, fl
                 g->runs[t] = run_of(ops, i0, r, i0, r + dv, d1 > r ? (d1 - r + dv - 1) / dv : 0);
     }
     g->num_runs = nruns;
+    clattn_status st = CL_SUCCESS;
+    for (size_t t = 0; t < nruns && st == CL_SUCCESS; t++)
+        if (g->runs[t].count > 0)
+            st = warm_up(ctx, g->runs[t].count > 1);
+    if (st != CL_SUCCESS) {
+        clattn__gemm_release(g);
+        return st;
+    }
     g->trans_a = av.trans == CLBlastTransposeYes;
     g->trans_b = bv.trans == CLBlastTransposeYes;
     g->m = C.rows;

@@ -232,7 +232,7 @@ clattn_status clattn_kv_cache_append(clattn_kv_cache *c, cl_command_queue queue,
 static size_t auto_splits(const clattn_kv_cache *c, size_t groups, size_t max_len)
 {
     const size_t want = (size_t)c->ctx->info.compute_units * 4;
-    size_t s = groups >= want ? 1 : (want + groups - 1) / groups;
+    size_t s = groups == 0 || groups >= want ? 1 : (want + groups - 1) / groups;
     size_t by_len = max_len / 512;
     if (s > by_len)
         s = by_len;
@@ -273,6 +273,14 @@ static clattn_status attend_check(const clattn_kv_cache *c, const clattn_tensor 
         return CLATTN_ERROR_INVALID_SHAPE;
     if (Hq % c->Hkv != 0)
         return CLATTN_ERROR_HEAD_MISMATCH;
+    /* O is written in one pass or through the merge: the fused kernel's layout either way, so
+     * that whether a view is taken does not depend on the cache's length. */
+    if (O->dims[3] > 1 && O->strides[3] != 1)
+        return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
+    a->splits = 1;
+    a->per = a->n_o = a->n_l = a->bytes = 0;
+    if (Hq == 0 || Lq == 0)
+        return CL_SUCCESS; /* nothing to attend */
 
     size_t max_len = 0;
     for (size_t b = 0; b < B; b++)
@@ -348,7 +356,9 @@ static clattn_status attend_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
     size_t off = 0;
     if (st == CL_SUCCESS && a.bytes > 0) {
         if (a.ap.workspace) {
-            st = clattn__workspace_check(c->ctx, a.ap.workspace, a.ap.workspace_offset, a.bytes);
+            const clattn_tensor *views[] = {Q, O, a.ap.lse};
+            st = clattn__workspace_check(c->ctx, a.ap.workspace, a.ap.workspace_offset, a.bytes,
+                                         views, 3);
             scratch = a.ap.workspace;
             off = a.ap.workspace_offset / sizeof(float);
         } else if (a.bytes > c->scratch_bytes &&

@@ -470,7 +470,12 @@ static clattn_status mha_plan(clattn_plan *p, const clattn_mha *m, const clattn_
     cl_mem buf = NULL;
     size_t base = 0;
     if (fp->workspace) {
-        if ((st = clattn__workspace_check(ctx, fp->workspace, fp->workspace_offset, bytes)) != CL_SUCCESS)
+        const clattn_tensor lens = clattn__lengths_view(&fp->mask, query->dims[0]);
+        const clattn_tensor *views[] = {query, key, value, output, fp->weights, fp->head_weights,
+                                        fp->mask.additive, &lens, &m->in_proj, &m->in_bias,
+                                        &m->wq, &m->wk, &m->wv, &m->wo, &m->bo};
+        if ((st = clattn__workspace_check(ctx, fp->workspace, fp->workspace_offset, bytes, views,
+                                          sizeof views / sizeof views[0])) != CL_SUCCESS)
             return st;
         buf = fp->workspace;
         base = fp->workspace_offset / sizeof(float);

@@ -22,6 +22,7 @@ typedef struct clattn_kernel_pool {
     char *name;
     cl_uint num_args;      /* CL_KERNEL_NUM_ARGS, read when the first object was created */
     size_t max_wg;         /* CL_KERNEL_WORK_GROUP_SIZE on the context's device; 0: not yet */
+    cl_ulong local_mem;    /* CL_KERNEL_LOCAL_MEM_SIZE */
     cl_kernel *free;       /* objects not checked out */
     size_t nfree, cap;
     struct clattn_kernel_pool *next;
@@ -326,8 +327,9 @@ clattn_status clattn__program_build(clattn_context *ctx, const char *file, const
 
 /* What a launch checks a kernel object against. */
 typedef struct kernel_limits {
-    cl_uint num_args; /* CL_KERNEL_NUM_ARGS */
-    size_t max_wg;    /* CL_KERNEL_WORK_GROUP_SIZE on the context's device */
+    cl_uint num_args;   /* CL_KERNEL_NUM_ARGS */
+    size_t max_wg;      /* CL_KERNEL_WORK_GROUP_SIZE on the context's device */
+    cl_ulong local_mem; /* CL_KERNEL_LOCAL_MEM_SIZE: what its __local arrays take */
 } kernel_limits;
 
 /* Takes a kernel object `name` of a ready program out of its pool, creating one when the pool
@@ -352,6 +354,7 @@ static clattn_status checkout(clattn_context *ctx, program_entry *e, const char 
     *pool_out = p;
     lim->num_args = p->num_args;
     lim->max_wg = p->max_wg;
+    lim->local_mem = p->local_mem;
     if (p->nfree > 0) {
         *out = p->free[--p->nfree];
         pthread_mutex_unlock(&ctx->lock);
@@ -367,10 +370,14 @@ static clattn_status checkout(clattn_context *ctx, program_entry *e, const char 
     if (first) {
         cl_uint nargs = 0;
         size_t wg = 0;
+        cl_ulong local = 0;
         err = clGetKernelInfo(k, CL_KERNEL_NUM_ARGS, sizeof nargs, &nargs, NULL);
         if (err == CL_SUCCESS)
             err = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg,
                                            &wg, NULL);
+        if (err == CL_SUCCESS)
+            err = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE,
+                                           sizeof local, &local, NULL);
         if (err != CL_SUCCESS) {
             clReleaseKernel(k);
             return err;
@@ -378,6 +385,7 @@ static clattn_status checkout(clattn_context *ctx, program_entry *e, const char 
         pthread_mutex_lock(&ctx->lock);
         p->num_args = lim->num_args = nargs;
         p->max_wg = lim->max_wg = wg;
+        p->local_mem = lim->local_mem = local;
         pthread_mutex_unlock(&ctx->lock);
     }
     *out = k;
@@ -472,7 +480,9 @@ clattn_status clattn__launch_prepare(clattn_context *ctx, const char *file, cons
     for (cl_uint d = 0; d < dims; d++)
         if (global[d] == 0 || (local && global[d] % local[d] != 0))
             st = CLATTN_ERROR_INTERNAL; /* the op should have planned no launch, or a whole one */
-    if (st == CL_SUCCESS && wg > lim.max_wg)
+    /* A specialisation the device cannot launch (too wide a work-group, more local memory than
+     * it has) is refused here, not at enqueue. */
+    if (st == CL_SUCCESS && (wg > lim.max_wg || lim.local_mem > ctx->info.local_mem_size))
         st = CLATTN_ERROR_UNSUPPORTED_DEVICE;
     for (cl_uint i = 0; st == CL_SUCCESS && i < args->count; i++)
         st = clSetKernelArg(k, i, args->arg[i].size, &args->arg[i].v);

@@ -57,9 +57,9 @@ typedef struct clattn_launch {
 } clattn_launch;
 
 /* Builds (or finds) kernel file `file` specialised with `options`, checks out a `kernel` object,
- * checks the argument count against the kernel's and `local` against its work-group limit
- * (CLATTN_ERROR_UNSUPPORTED_DEVICE), and sets every argument. `local` may be NULL. On failure
- * nothing is held. */
+ * checks the argument count against the kernel's, `local` against its work-group limit and its
+ * local memory against the device's (CLATTN_ERROR_UNSUPPORTED_DEVICE), and sets every argument.
+ * `local` may be NULL. On failure nothing is held. */
 clattn_status clattn__launch_prepare(clattn_context *ctx, const char *file, const char *options,
                                      const char *kernel, const clattn_kargs *args, cl_uint dims,
                                      const size_t *global, const size_t *local, clattn_launch *out);

@@ -59,24 +59,6 @@ clattn_status clattn__sdpa_check(const clattn_context *ctx, const clattn_tensor 
     return clattn__mask_validate(ctx, sdims, &p->mask);
 }
 
-clattn_status clattn__workspace_check(const clattn_context *ctx, cl_mem buffer, size_t offset,
-                                      size_t bytes)
-{
-    size_t end;
-    if (offset % sizeof(float) != 0)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (!clattn__add(offset, bytes, &end))
-        return CLATTN_ERROR_SIZE_OVERFLOW;
-    clattn_status st = clattn__buffer_check(ctx, buffer, end);
-    if (st == CL_SUCCESS) {
-        cl_mem_flags flags = 0;
-        st = clattn__buffer_flags(buffer, &flags);
-        if (st == CL_SUCCESS && (flags & (CL_MEM_READ_ONLY | CL_MEM_WRITE_ONLY)))
-            st = CLATTN_ERROR_INVALID_ARGUMENT; /* the library both writes and reads it */
-    }
-    return st == CLATTN_ERROR_VIEW_OUT_OF_BOUNDS ? CLATTN_ERROR_WORKSPACE_TOO_SMALL : st;
-}
-
 /* Bytes of score matrix the unfused path needs: [B, Hq, Lq, Lk] floats. */
 static clattn_status score_bytes(const clattn_tensor *Q, const clattn_tensor *K, size_t *bytes)
 {
@@ -147,8 +129,10 @@ clattn_status clattn__sdpa_plan(clattn_plan *p, const clattn_tensor *Q, const cl
         if ((st = score_bytes(Q, K, &bytes)) != CL_SUCCESS)
             return st;
         if (params->workspace) {
+            const clattn_tensor lens = clattn__lengths_view(&params->mask, B);
+            const clattn_tensor *views[] = {Q, K, V, O, params->lse, params->mask.additive, &lens};
             if ((st = clattn__workspace_check(ctx, params->workspace, params->workspace_offset,
-                                              bytes)) != CL_SUCCESS)
+                                              bytes, views, 7)) != CL_SUCCESS)
                 return st;
             S.buffer = params->workspace;
             S.offset = params->workspace_offset / sizeof(float);

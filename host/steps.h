@@ -78,8 +78,4 @@ clattn_status clattn__sdpa_workspace(clattn_context *ctx, const clattn_tensor *Q
                                      const clattn_tensor *O, const clattn_sdpa_params *params,
                                      size_t *bytes);
 
-/* A caller's workspace (buffer, byte offset) that must hold `bytes`: checked like a view. */
-clattn_status clattn__workspace_check(const clattn_context *ctx, cl_mem buffer, size_t offset,
-                                      size_t bytes);
-
 #endif

@@ -100,3 +100,48 @@ bool clattn__view_rows_flat(const clattn_tensor *t, size_t *step)
     *step = s;
     return true;
 }
+
+/* The bytes [begin, end) a checked, non-empty view spans in its buffer. */
+static void byte_span(const clattn_tensor *t, size_t *begin, size_t *end)
+{
+    size_t last = t->offset;
+    for (int d = 0; d < 4; d++)
+        last += (t->dims[d] - 1) * t->strides[d];
+    *begin = t->offset * clattn_dtype_size(t->dtype);
+    *end = (last + 1) * clattn_dtype_size(t->dtype);
+}
+
+clattn_status clattn__workspace_check(const clattn_context *ctx, cl_mem buffer, size_t offset,
+                                      size_t bytes, const clattn_tensor *const *views, size_t n)
+{
+    size_t end;
+    if (offset % sizeof(float) != 0)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!clattn__add(offset, bytes, &end))
+        return CLATTN_ERROR_SIZE_OVERFLOW;
+    clattn_status st = clattn__buffer_check(ctx, buffer, end);
+    if (st == CLATTN_ERROR_VIEW_OUT_OF_BOUNDS)
+        return CLATTN_ERROR_WORKSPACE_TOO_SMALL;
+    cl_mem_flags flags = 0;
+    if (st == CL_SUCCESS && (st = clattn__buffer_flags(buffer, &flags)) == CL_SUCCESS &&
+        (flags & (CL_MEM_READ_ONLY | CL_MEM_WRITE_ONLY)))
+        return CLATTN_ERROR_INVALID_ARGUMENT; /* the library both writes and reads it */
+    for (size_t i = 0; st == CL_SUCCESS && i < n; i++) {
+        const clattn_tensor *t = views[i];
+        if (!t || t->buffer != buffer || clattn__view_empty(t) || bytes == 0)
+            continue;
+        size_t b, e;
+        byte_span(t, &b, &e);
+        if (b < end && offset < e)
+            st = CLATTN_ERROR_INVALID_ARGUMENT; /* the call would overwrite its own operand */
+    }
+    return st;
+}
+
+clattn_tensor clattn__lengths_view(const clattn_mask_params *m, size_t batch)
+{
+    /* int32 like float: 4 bytes an element */
+    const clattn_tensor t = {m->key_lengths, m->key_lengths_offset, CLATTN_F32, {1, 1, 1, batch},
+                             {batch, batch, batch, 1}};
+    return t;
+}

@@ -52,6 +52,16 @@ static inline size_t clattn__stride(const clattn_tensor *t, int dim)
     return t->dims[dim] == 1 ? 0 : t->strides[dim];
 }
 
+/* A caller's workspace: `bytes` from byte `offset` (a multiple of 4) of `buffer`, inside it,
+ * readable and writable by kernels, and reaching no byte of the call's own views (`views`, NULL
+ * entries skipped): the library writes it while the call runs. */
+clattn_status clattn__workspace_check(const clattn_context *ctx, cl_mem buffer, size_t offset,
+                                      size_t bytes, const clattn_tensor *const *views, size_t n);
+
+/* The key lengths of mask params as a view (int32 [batch]; buffer NULL when there are none),
+ * for the overlap checks above. */
+clattn_tensor clattn__lengths_view(const clattn_mask_params *m, size_t batch);
+
 /* True when dims 0..2 can be walked as one dim of dims[0]*dims[1]*dims[2] rows spaced `*step`
  * apart (so a batched matrix product becomes one). */
 bool clattn__view_rows_flat(const clattn_tensor *t, size_t *step);

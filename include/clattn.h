@@ -13,9 +13,14 @@
  *  - Every call that enqueues work ends like clEnqueue*: (queue, num_wait, wait_list, event_out).
  *    It returns once the work is enqueued and never waits on or flushes the caller's queue. It is
  *    correct on in-order and out-of-order queues.
- *  - Every argument is validated, and every kernel a call needs is built, before anything is
- *    enqueued. On an error return nothing was enqueued, the caller's buffers are untouched, and
- *    *event_out is left unchanged.
+ *  - Every argument is validated, and every kernel a call needs is built (CLBlast's included),
+ *    before anything is enqueued. On an error return nothing was enqueued, the caller's buffers
+ *    are untouched, and *event_out is left unchanged. The one exception: an enqueue itself
+ *    failing after the call's first one (the driver's CL_OUT_OF_RESOURCES, say). The call then
+ *    returns that error and no event; the steps already enqueued still run and may write the
+ *    call's own outputs and a workspace it was given, nothing else of the caller's, and the
+ *    library's own state (a KV cache's lengths, its scratch) does not change. Wait for the
+ *    queue before reusing those outputs.
  *  - Nothing in the library prints, exits or aborts. Diagnostics (kernel build logs) go to the log
  *    callback given in clattn_context_params.
  *  - Status: 0 is success; OpenCL error codes (negative) pass through unchanged; the library's own
@@ -287,8 +292,11 @@ CLATTN_API const char *clattn_kernel_name(size_t index); /* NULL when index >= c
 /* Builds (or finds in the context's caches) one kernel file with its default specialisation: a
  * readiness check (clattn-info times it). It is not what a call runs: to have every kernel a call
  * needs ready before its first real use, use the call's own *_prepare function (clattn_sdpa_prepare,
- * clattn_linear_prepare, clattn_mha_prepare, clattn_kv_cache_prepare). A failure's build log goes to
- * the log callback. */
+ * clattn_linear_prepare, clattn_mha_prepare, clattn_kv_cache_prepare). Those build clattn's
+ * kernels and have CLBlast compile the routines the call's products use (one tiny product per
+ * routine and context, on a queue of the library's own); a driver may still specialise a kernel
+ * for a new work-group size when a command first runs (PoCL does, caching the result). A
+ * failure's build log goes to the log callback. */
 CLATTN_API clattn_status clattn_kernel_build(clattn_context *ctx, const char *name);
 
 /* ------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ __kernel void merge(VIEW(const float, o1), VIEW(const float, l1), VIEW(const flo
     const ulong z = get_global_id(1), b = z / H, h = z % H;
     const float a = l1[AT(l1, b, h, i, 0)];
     const float c = l2[AT(l2, b, h, i, 0)];
-    const float mx = fmax(a, c);
+    const float mx = max_nan(a, c);
     const float sum = exp(a - mx) + exp(c - mx);
     const float w1 = part_weight(a, mx, sum), w2 = part_weight(c, mx, sum);
     for (ulong d = 0; d < Dv; d++) {
@@ -53,7 +53,7 @@ __kernel void merge_parts(VIEW(const float, part), VIEW(const float, part_lse), 
     __global float *orow = o + AT(o, b, h, i, 0);
     float mx = -INFINITY;
     for (ulong s = 0; s < parts; s++)
-        mx = fmax(mx, part_lse[lrow + s * l_split]);
+        mx = max_nan(mx, part_lse[lrow + s * l_split]);
     float sum = 0.0f;
     for (ulong s = 0; s < parts; s++)
         sum += exp(part_lse[lrow + s * l_split] - mx);

@@ -72,6 +72,13 @@ inline long key_limit(long i, long lk, long Lq)
 
 /* ---- scores, weights and empty rows --------------------------------------------------------------- */
 
+/* The larger of a and b where a NaN wins, so that a row holding a NaN is never mistaken for one
+ * that saw no key (fmax would drop the NaN). */
+inline float max_nan(float a, float b)
+{
+    return (a > b || isnan(a)) ? a : b;
+}
+
 /* Score s plus k times the additive mask value mv; -inf where mv is -inf, whatever s is (NaN
  * included). T is float or a float vector type; mv and s are T. */
 #define ADD_MASK(T, s, mv, k) select(fma((mv), (T)(k), (s)), (T)(-INFINITY), (mv) == (T)(-INFINITY))

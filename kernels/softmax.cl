@@ -9,12 +9,6 @@
 #define WG 64
 #endif
 
-/* max() that lets a NaN win, so a NaN row is not mistaken for a fully masked one. */
-inline float max_nan(float a, float b)
-{
-    return (a > b || isnan(a)) ? a : b;
-}
-
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void softmax_rows(VIEW(const float, s), VIEW(float, p), VIEW(float, lse), ulong H, ulong Lk)
 {

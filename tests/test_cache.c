@@ -70,7 +70,13 @@ typedef struct entry {
     long long ino, mtime_ns, size;
 } entry;
 
-/* The cache files (*.bin) and their identities. */
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+/* The cache files (*.bin) and their identities, sorted by name (readdir's order changes when a
+ * file is replaced). */
 static int list(entry *out, int cap)
 {
     int n = 0;
@@ -94,6 +100,7 @@ static int list(entry *out, int cap)
         n++;
     }
     closedir(d);
+    qsort(out, (size_t)n, sizeof *out, by_name);
     return n;
 }
 

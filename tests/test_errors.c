@@ -216,6 +216,17 @@ static bool sdpa_other_errors(void)
     r.path = CLATTN_PATH_UNFUSED; /* the path that uses it */
     ok &= sdpa_fails("workspace too small", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_WORKSPACE_TOO_SMALL);
     clReleaseMemObject(small);
+    /* A workspace over the call's own operands: the scores would overwrite them. */
+    r.workspace = Q.t.buffer;
+    r.workspace_offset = 0;
+    ok &= sdpa_fails("workspace over Q", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+    r.workspace = O.t.buffer;
+    ok &= sdpa_fails("workspace over O", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+    cl_mem wo = clCreateBuffer(E.context, CL_MEM_WRITE_ONLY, 1 << 20, NULL, &err);
+    CL_OK(err);
+    r.workspace = wo; /* the library reads what it wrote there */
+    ok &= sdpa_fails("write-only workspace", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+    clReleaseMemObject(wo);
     return ok;
 }
 

@@ -192,6 +192,62 @@ static bool decode(bool f16)
     return ok;
 }
 
+/* Queries with no rows or no heads are a no-op whatever the cache holds; an output whose rows
+ * are not contiguous is refused whether or not the keys are split; a workspace over the output
+ * is refused. */
+static bool edge_queries(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    clattn_kv_cache_params cp = clattn_kv_cache_params_default();
+    cp.batch = 1, cp.num_kv_heads = 1, cp.head_dim = 16, cp.capacity = 4096;
+    clattn_kv_cache *c = NULL;
+    EXPECT_STATUS(clattn_kv_cache_create(e.cc, &cp, &c), CLATTN_SUCCESS);
+    uint64_t seed = 21;
+    view_buf K = vb_new(&e, LAYOUT_BHTD, 1, 1, 2048, 16, 0, 0, &seed, true);
+    view_buf Q = vb_new(&e, LAYOUT_BHTD, 1, 2, 1, 16, 0, 0, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 2, 1, 32, 0, 1024, &seed, false); /* room after */
+    clattn_tensor o_strided = O.t, q_empty = Q.t, o_empty = O.t;
+    o_strided.dims[3] = 16;
+    o_strided.strides[3] = 2;
+    q_empty.dims[2] = o_empty.dims[2] = 0;
+    o_empty.dims[3] = 16;
+    clattn_kv_attend_params ap = clattn_kv_attend_params_default();
+    for (int step = 0; step < 2; step++) { /* 100 cached keys (one pass), then 2148 (split) */
+        clattn_tensor k = K.t;
+        k.dims[2] = step ? 2048 : 100;
+        EXPECT_STATUS(clattn_kv_cache_append(c, e.queue, &k, &k, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+        for (size_t splits = 0; splits <= 4; splits += 4) {
+            ap.splits = splits;
+            cl_event ev = NULL;
+            EXPECT_STATUS(clattn_kv_cache_attend(c, e.queue, &q_empty, &o_empty, &ap, 0, NULL, &ev),
+                          CLATTN_SUCCESS);
+            EXPECT(ev != NULL);
+            if (ev)
+                clReleaseEvent(ev);
+            size_t bytes = 1;
+            EXPECT_STATUS(clattn_kv_cache_workspace_size(c, &q_empty, &o_empty, &ap, &bytes), CLATTN_SUCCESS);
+            EXPECT(bytes == 0);
+            EXPECT_STATUS(clattn_kv_cache_attend(c, e.queue, &Q.t, &o_strided, &ap, 0, NULL, NULL),
+                          CLATTN_ERROR_UNSUPPORTED_LAYOUT);
+        }
+    }
+    ap.splits = 4;
+    ap.workspace = O.t.buffer;
+    clattn_tensor o = O.t;
+    o.dims[3] = 16;
+    o.strides[2] = 32; /* rows 32 apart: the workspace could start inside them */
+    EXPECT_STATUS(clattn_kv_cache_attend(c, e.queue, &Q.t, &o, &ap, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    clFinish(e.queue);
+    EXPECT(vb_same(&e, &O));
+    clattn_kv_cache_destroy(&c);
+    vb_free(&K), vb_free(&Q), vb_free(&O);
+    env_close(&e);
+    return ok;
+}
+
 static bool decode_f32(void) { return decode(false); }
 static bool decode_f16(void) { return decode(true); }
 
@@ -200,6 +256,7 @@ int main(int argc, char **argv)
     static const test_case cases[] = {
         CASE(decode_f32),
         CASE(decode_f16),
+        CASE(edge_queries),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -261,6 +261,39 @@ static bool weighted_sum_no_keys(void) { return weighted_sum_case(2, 2, 5, 0, 16
 
 /* --- steps chained by the caller equal sdpa --------------------------------------------------- */
 
+/* Merging parts whose log-sum-exps are NaN or -inf: a NaN part makes the row NaN (never a row
+ * that "saw no key"); parts that all saw no key give 0 and -inf. */
+static bool merge_nan_and_empty_parts(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    uint64_t seed = 12;
+    const float l1[3] = {NAN, -INFINITY, 0.5f}, l2[3] = {-INFINITY, -INFINITY, NAN};
+    view_buf O1 = vb_new(&e, LAYOUT_BHTD, 1, 1, 3, 4, 0, 0, &seed, true);
+    view_buf O2 = vb_new(&e, LAYOUT_BHTD, 1, 1, 3, 4, 0, 0, &seed, true);
+    view_buf L1 = vb_new(&e, LAYOUT_BHTD, 1, 1, 3, 1, 0, 0, &seed, true);
+    view_buf L2 = vb_new(&e, LAYOUT_BHTD, 1, 1, 3, 1, 0, 0, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 1, 3, 4, 0, 0, &seed, false);
+    view_buf L = vb_new(&e, LAYOUT_BHTD, 1, 1, 3, 1, 0, 0, &seed, false);
+    buf_write(&e, L1.t.buffer, 0, l1, sizeof l1);
+    buf_write(&e, L2.t.buffer, 0, l2, sizeof l2);
+    EXPECT_STATUS(clattn_merge(e.cc, e.queue, &O1.t, &L1.t, &O2.t, &L2.t, &O.t, &L.t, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    float o[12], l[3];
+    buf_read(&e, O.t.buffer, 0, o, sizeof o);
+    buf_read(&e, L.t.buffer, 0, l, sizeof l);
+    for (int d = 0; d < 4; d++) {
+        EXPECT(isnan(o[d]));         /* row 0: a NaN part */
+        EXPECT(o[4 + d] == 0.0f);    /* row 1: no part saw a key */
+        EXPECT(isnan(o[8 + d]));     /* row 2: a NaN part */
+    }
+    EXPECT(isnan(l[0]) && l[1] == -INFINITY && isnan(l[2]));
+    vb_free(&O1), vb_free(&O2), vb_free(&L1), vb_free(&L2), vb_free(&O), vb_free(&L);
+    env_close(&e);
+    return ok;
+}
+
 static bool steps_equal_sdpa(void)
 {
     bool ok = true;
@@ -318,6 +351,7 @@ int main(int argc, char **argv)
         CASE(weighted_sum_gqa),
         CASE(weighted_sum_no_keys),
         CASE(steps_equal_sdpa),
+        CASE(merge_nan_and_empty_parts),
     };
     env_open(&E, false);
     int rc = run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);

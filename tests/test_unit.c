@@ -136,6 +136,48 @@ static void capture(void *user, clattn_log_level level, const char *msg)
     snprintf(last_log, sizeof last_log, "%s", msg);
 }
 
+/* An override the device cannot run (the GPU variant with 4096-key blocks of K and V in local
+ * memory) is refused before anything runs on the fused path, and AUTO runs the call unfused. */
+static bool override_the_device_cannot_run(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    clattn_context_params p = clattn_context_params_default();
+    p.context = e.context;
+    p.device = e.device;
+    p.kernels.flash_variant = CLATTN_FLASH_VARIANT_GPU;
+    p.kernels.flash_block_k = 4096;
+    p.kernels.flash_wg = 64;
+    clattn_context *cc = NULL;
+    CL_OK(clattn_context_create(&p, &cc));
+    uint64_t seed = 4;
+    view_buf Q = vb_new(&e, LAYOUT_BHTD, 1, 2, 33, 128, 0, 0, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 2, 33, 128, 0, 0, &seed, false);
+    view_buf R = vb_new(&e, LAYOUT_BHTD, 1, 2, 33, 128, 0, 0, &seed, false);
+    clattn_sdpa_params sp = clattn_sdpa_params_default();
+    sp.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    sp.path = CLATTN_PATH_FUSED;
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_sdpa_prepare(cc, &Q.t, &Q.t, &Q.t, &O.t, &sp), CLATTN_ERROR_UNSUPPORTED_DEVICE);
+    EXPECT_STATUS(clattn_sdpa(cc, e.queue, &Q.t, &Q.t, &Q.t, &O.t, &sp, 0, NULL, &ev),
+                  CLATTN_ERROR_UNSUPPORTED_DEVICE);
+    EXPECT(ev == NULL && vb_same(&e, &O));
+    sp.path = CLATTN_PATH_AUTO;
+    EXPECT_STATUS(clattn_sdpa(cc, e.queue, &Q.t, &Q.t, &Q.t, &O.t, &sp, 0, NULL, NULL), CLATTN_SUCCESS);
+    sp.path = CLATTN_PATH_UNFUSED;
+    EXPECT_STATUS(clattn_sdpa(cc, e.queue, &Q.t, &Q.t, &Q.t, &R.t, &sp, 0, NULL, NULL), CLATTN_SUCCESS);
+    float *a = malloc(O.elems * 4), *b = malloc(R.elems * 4);
+    vb_read_all(&e, &O, a);
+    vb_read_all(&e, &R, b);
+    EXPECT(memcmp(a, b, O.elems * 4) == 0); /* AUTO ran the unfused path */
+    free(a), free(b);
+    vb_free(&Q), vb_free(&O), vb_free(&R);
+    clattn_context_destroy(&cc);
+    env_close(&e);
+    return ok;
+}
+
 /* A test context over e (opened here) whose kernel directory holds an empty prelude and one
  * file; its log goes to capture(), which counts the calls in *calls. */
 static clattn_context *context_with_only(test_env *e, char *dir, const char *file,
@@ -310,6 +352,7 @@ int main(int argc, char **argv)
         CASE(build_failure_is_reported),
         CASE(context_config_precedence),
         CASE(kernel_arguments_checked),
+        CASE(override_the_device_cannot_run),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
