@@ -330,6 +330,13 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
         free(ctx);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
+    if (pthread_mutex_init(&ctx->blas_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ctx->lock);
+        clReleaseDevice(device);
+        clReleaseContext(context);
+        free(ctx);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
     /* Kernel sources from a directory instead of the library (development); read once. */
     const char *kernel_dir = getenv("CLATTN_KERNEL_DIR");
     st = query_info(ctx);
@@ -351,6 +358,7 @@ void clattn_context_destroy(clattn_context **pctx)
     clattn_context *ctx = *pctx;
     clattn__gemm_forget_context(ctx);
     clattn__program_cache_destroy(&ctx->programs);
+    pthread_mutex_destroy(&ctx->blas_lock);
     pthread_mutex_destroy(&ctx->lock);
     clReleaseDevice(ctx->device);
     clReleaseContext(ctx->context);

@@ -24,9 +24,13 @@ struct clattn_context {
     char cache_dir[4096];
 
     /* Set once CLBlast has compiled programs for this context, and once each routine clattn
-     * uses (single and strided-batched SGEMM) has run in it (gemm.c). */
+     * uses (single and strided-batched SGEMM) has run in it (gemm.c). The warm-up runs under
+     * blas_lock on a queue and a small buffer of the library's own, kept until destroy. */
     atomic_int blas_used;
     atomic_int blas_warm[2];
+    pthread_mutex_t blas_lock;
+    cl_command_queue blas_queue;
+    cl_mem blas_scratch;
 
     /* Guards the program cache's lists and kernel pools; never held while compiling or while a
      * call sets kernel arguments or enqueues. */

@@ -48,8 +48,9 @@ clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, 
                                    size_t *num_events);
 void clattn__gemm_release(clattn_gemm *g);
 
-/* Called by clattn_context_destroy: CLBlast keeps the programs it compiled in a process-wide
- * cache, and they hold a reference to their cl_context, which would then never be freed. */
+/* Called by clattn_context_destroy: releases the warm-up's queue and buffer, and clears
+ * CLBlast's process-wide program cache (its programs hold a reference to their cl_context,
+ * which would then never be freed). */
 void clattn__gemm_forget_context(clattn_context *ctx);
 
 #endif
