@@ -105,6 +105,7 @@ static clattn_status query_info(clattn_context *ctx)
         {CL_DEVICE_LOCAL_MEM_SIZE, &i->local_mem_size, sizeof i->local_mem_size},
         {CL_DEVICE_MAX_MEM_ALLOC_SIZE, &i->max_mem_alloc_size, sizeof i->max_mem_alloc_size},
         {CL_DEVICE_GLOBAL_MEM_SIZE, &i->global_mem_size, sizeof i->global_mem_size},
+        {CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, &ctx->native_float_width, sizeof ctx->native_float_width},
     };
     for (size_t k = 0; k < sizeof q / sizeof q[0]; k++) {
         err = clGetDeviceInfo(dev, q[k].what, q[k].size, q[k].dst, NULL);
@@ -212,7 +213,8 @@ static clattn_status resolve_kernel_config(const clattn_kernel_config *given, cl
 {
     if (!CLATTN_RESERVED_ZERO(given) || given->flash_variant < CLATTN_FLASH_VARIANT_AUTO ||
         given->flash_variant > CLATTN_FLASH_VARIANT_GPU || given->flash_block_k > 4096 ||
-        given->flash_wg > 4096)
+        given->flash_wg > 4096 || given->gemm_engine < CLATTN_GEMM_ENGINE_AUTO ||
+        given->gemm_engine > CLATTN_GEMM_ENGINE_CLATTN)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     *out = *given;
     if (out->flash_variant == CLATTN_FLASH_VARIANT_AUTO) {
@@ -221,6 +223,13 @@ static clattn_status resolve_kernel_config(const clattn_kernel_config *given, cl
             out->flash_variant = CLATTN_FLASH_VARIANT_CPU;
         else if (v && strcmp(v, "gpu") == 0)
             out->flash_variant = CLATTN_FLASH_VARIANT_GPU;
+    }
+    if (out->gemm_engine == CLATTN_GEMM_ENGINE_AUTO) {
+        const char *v = getenv("CLATTN_GEMM_ENGINE");
+        if (v && strcmp(v, "clblast") == 0)
+            out->gemm_engine = CLATTN_GEMM_ENGINE_CLBLAST;
+        else if (v && strcmp(v, "clattn") == 0)
+            out->gemm_engine = CLATTN_GEMM_ENGINE_CLATTN;
     }
     if (!out->flash_block_k)
         out->flash_block_k = env_count("CLATTN_FLASH_BLOCK_K");

@@ -13,6 +13,7 @@ struct clattn_context {
     cl_device_id device; /* retained */
     cl_platform_id platform;
     clattn_device_info info;
+    cl_uint native_float_width; /* CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT: 16 on AVX-512 CPUs */
 
     clattn_log_fn log;
     void *log_user;

@@ -21,7 +21,7 @@ typedef struct clattn_step {
     clattn_gemm gemm;     /* CLATTN_STEP_GEMM */
 } clattn_step;
 
-#define CLATTN_PLAN_MAX_BUFFERS 4
+#define CLATTN_PLAN_MAX_BUFFERS 16 /* a layer: its scratch, a packed B per product, scores */
 
 typedef struct clattn_plan {
     clattn_context *ctx;

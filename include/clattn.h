@@ -192,20 +192,28 @@ typedef enum clattn_flash_variant {
     CLATTN_FLASH_VARIANT_GPU = 2,  /* work-groups staging K/V tiles in local memory */
 } clattn_flash_variant;
 
+/* What runs the matrix products (projections, and the unfused path's scores and weighted sum). */
+typedef enum clattn_gemm_engine {
+    CLATTN_GEMM_ENGINE_AUTO = 0,    /* clattn's own kernel on CPU devices, CLBlast on the others */
+    CLATTN_GEMM_ENGINE_CLBLAST = 1, /* CLBlast's SGEMM routines */
+    CLATTN_GEMM_ENGINE_CLATTN = 2,  /* clattn's own kernel (register tiles for CPUs' vector units) */
+} clattn_gemm_engine;
+
 /*
  * Kernel configuration overrides, for tuning and for tests that force a configuration on one
  * context. Every member's zero means "not overridden". Precedence: these params, then the
- * environment (CLATTN_FLASH_VARIANT=cpu|gpu, CLATTN_FLASH_BLOCK_K, CLATTN_FLASH_WG; read once, when
- * the context is created), then the library's table by device type. A value the device cannot run
- * makes the calls that need it fail with CLATTN_ERROR_UNSUPPORTED_DEVICE (or fall back, for AUTO
- * paths), never crash.
+ * environment (CLATTN_FLASH_VARIANT=cpu|gpu, CLATTN_FLASH_BLOCK_K, CLATTN_FLASH_WG,
+ * CLATTN_GEMM_ENGINE=clblast|clattn; read once, when the context is created), then the library's
+ * table by device type. A value the device cannot run makes the calls that need it fail with
+ * CLATTN_ERROR_UNSUPPORTED_DEVICE (or fall back, for AUTO paths), never crash.
  */
 typedef struct clattn_kernel_config {
     clattn_flash_variant flash_variant;
     uint32_t flash_block_k; /* keys per block of the fused kernel (1..4096; the CPU variant rounds
                              * up to a multiple of 8) */
     uint32_t flash_wg;      /* work-items per work-group of the GPU variant (1..4096) */
-    uint32_t reserved[13];  /* must be zero */
+    clattn_gemm_engine gemm_engine;
+    uint32_t reserved[12];  /* must be zero */
 } clattn_kernel_config;
 
 typedef struct clattn_context_params {

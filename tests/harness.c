@@ -10,7 +10,7 @@
 
 /* The setup of this run (run_cases). */
 static clattn_path g_path = CLATTN_PATH_AUTO;
-static clattn_flash_variant g_variant = CLATTN_FLASH_VARIANT_AUTO;
+static clattn_kernel_config g_kernels;
 
 clattn_path test_path(void)
 {
@@ -19,9 +19,7 @@ clattn_path test_path(void)
 
 clattn_kernel_config test_kernel_config(void)
 {
-    clattn_kernel_config k = clattn_context_params_default().kernels;
-    k.flash_variant = g_variant;
-    return k;
+    return g_kernels;
 }
 
 static void log_to_stderr(void *user, clattn_log_level level, const char *msg)
@@ -358,25 +356,37 @@ static bool listed(const char *list, const char *word)
     return false;
 }
 
-/* Sets the path and kernel variant from a setup word; false when it is not one. */
+/* Sets the path and the kernel overrides from a setup ("<path>[-<word>]..."); false when it
+ * is not one. */
 static bool apply_setup(const char *setup)
 {
     static const struct { const char *name; clattn_path path; } paths[] = {
         {"auto", CLATTN_PATH_AUTO}, {"unfused", CLATTN_PATH_UNFUSED}, {"fused", CLATTN_PATH_FUSED}};
-    const char *dash = strchr(setup, '-');
-    const size_t len = dash ? (size_t)(dash - setup) : strlen(setup);
+    char words[64];
+    snprintf(words, sizeof words, "%s", setup);
     bool found = false;
-    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
-        if (strlen(paths[i].name) == len && strncmp(setup, paths[i].name, len) == 0) {
-            g_path = paths[i].path;
-            found = true;
+    char *save = NULL;
+    for (char *w = strtok_r(words, "-", &save); w; w = strtok_r(NULL, "-", &save)) {
+        if (!found) { /* the first word is the path */
+            for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+                if (strcmp(w, paths[i].name) == 0) {
+                    g_path = paths[i].path;
+                    found = true;
+                }
+            if (!found)
+                return false;
+        } else if (strcmp(w, "cpu") == 0) {
+            g_kernels.flash_variant = CLATTN_FLASH_VARIANT_CPU;
+        } else if (strcmp(w, "gpu") == 0) {
+            g_kernels.flash_variant = CLATTN_FLASH_VARIANT_GPU;
+        } else if (strcmp(w, "clblast") == 0) {
+            g_kernels.gemm_engine = CLATTN_GEMM_ENGINE_CLBLAST;
+        } else if (strcmp(w, "clattn") == 0) {
+            g_kernels.gemm_engine = CLATTN_GEMM_ENGINE_CLATTN;
+        } else {
+            return false;
         }
-    if (dash && strcmp(dash + 1, "cpu") == 0)
-        g_variant = CLATTN_FLASH_VARIANT_CPU;
-    else if (dash && strcmp(dash + 1, "gpu") == 0)
-        g_variant = CLATTN_FLASH_VARIANT_GPU;
-    else if (dash)
-        found = false;
+    }
     return found;
 }
 

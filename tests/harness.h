@@ -97,8 +97,9 @@ bool check_close(const char *what, const double *got, const double *ref, size_t 
  * `#define SETUPS "..."`, or once with no setup when that is "") and "CASE_IN(name, "...")" and
  * registers one meson test per case and setup.
  *
- * A setup is "<path>" or "<path>-<variant>": path auto, unfused or fused (test_path()), variant
- * cpu or gpu (the fused kernel's layout, forced through every test context's params). */
+ * A setup is "<path>" followed by "-<word>"s: path auto, unfused or fused (test_path()); words
+ * cpu or gpu (the fused kernel's layout) and clblast or clattn (the matrix-product engine),
+ * forced through every test context's params. */
 typedef struct test_case {
     const char *name;
     bool (*fn)(void);

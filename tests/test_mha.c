@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* The setups every case of this file runs under (see harness.h). */
-#define SETUPS "unfused fused"
+#define SETUPS "unfused fused unfused-clblast fused-clblast"
 
 typedef struct mha_case {
     size_t B, Lq, Lk, E, H, Hkv, kdim, vdim;

@@ -8,7 +8,7 @@
 #include <string.h>
 
 /* The setups every case of this file runs under (see harness.h). */
-#define SETUPS ""
+#define SETUPS "auto auto-clblast"
 
 static test_env E;
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* The setups every case of this file runs under (see harness.h). */
-#define SETUPS "unfused fused fused-gpu"
+#define SETUPS "unfused fused fused-gpu unfused-clblast"
 
 typedef struct sdpa_case {
     size_t B, Hq, Hkv, Lq, Lk, D, Dv;

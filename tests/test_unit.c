@@ -299,7 +299,7 @@ static bool context_config_precedence(void)
         p.kernels.flash_variant = (clattn_flash_variant)bad[i].variant;
         p.kernels.flash_block_k = bad[i].block_k;
         p.kernels.flash_wg = bad[i].wg;
-        p.kernels.reserved[12] = bad[i].reserved;
+        p.kernels.reserved[11] = bad[i].reserved;
         p.log_level = (clattn_log_level)bad[i].log_level;
         p.cache_dir = bad[i].dir;
         cc = (clattn_context *)&p;

@@ -1,0 +1,120 @@
+/* Matrix products for CPU devices: C = alpha * A * B for a batch of items, the engine behind
+ * host/gemm.c where CLBlast's kernels are the limit (PoCL: a work-group loop per work-item, and
+ * barriers as loops). Two kernels:
+ *
+ *   gemm_pack   copies B, any layout, into panels of NR columns: panel p of item zb holds
+ *               B(k, p * NR + j) at [zb][p][k][j] (0 past N), so that the product reads each
+ *               k's NR columns as two contiguous vectors. NDRange (K, panels, packed items).
+ *   gemm_panels one work-item per MR rows x NR columns of C: MR x 2 vector accumulators that
+ *               stay in registers, B's panel row loaded once per k for all MR rows, A broadcast
+ *               from memory, fma(). NDRange (row blocks, panels, items), local (1, 1, 1);
+ *               consecutive work-items share a panel, which stays in cache.
+ *
+ * Items: item z = (i0, i1) of d0 x d1, operand X's matrix at X_off + i0 * X_b0 + (i1 / X_div) *
+ * X_b1 (X_div > 1: several items share one, as query heads share a kv head), element (r, c) at
+ * r * X_rs + c * X_cs. B is packed per distinct item: (i0 if B_b0, else 0) x (i1 / B_div if
+ * B_b1, else 0). Specialised with VEC (8 or 16: NR = 2 * VEC) and MR. fp32 throughout. */
+
+#ifndef VEC
+#define VEC 16
+#endif
+#ifndef MR
+#define MR 8
+#endif
+#ifndef RB
+#define RB 4 /* blocks of MR rows per work-item */
+#endif
+#ifndef A_UNIT
+#define A_UNIT 0 /* 1: A's elements along k are adjacent (a_cs = 1) */
+#endif
+#ifndef NV
+#define NV 2 /* vectors per panel row */
+#endif
+#define NR (NV * VEC)
+#define floatV CAT(float, VEC)
+#define LOADV(i, p) CAT(vload, VEC)((i), (p))
+#define STOREV(x, i, p) CAT(vstore, VEC)((x), (i), (p))
+
+/* One operand's place in the batch and its strides, as the host passes it. */
+#define OPERAND(x) ulong x##_off, ulong x##_b0, ulong x##_b1, ulong x##_div, ulong x##_rs, ulong x##_cs
+#define ITEM_BASE(x, i0, i1) ((x##_off) + (i0) * (x##_b0) + ((i1) / (x##_div)) * (x##_b1))
+
+__kernel void gemm_pack(__global const float *b, OPERAND(b), ulong d1, ulong K, ulong N,
+                        __global float *bp)
+{
+    const ulong k = get_global_id(0), p = get_global_id(1), zb = get_global_id(2);
+    const ulong panels = (N + NR - 1) / NR;
+    /* Packed item zb stands for (i0, i1 / b_div) = (zb / nb1, zb % nb1). */
+    const ulong nb1 = b_b1 ? (d1 + b_div - 1) / b_div : 1;
+    const ulong base = b_off + (zb / nb1) * b_b0 + (zb % nb1) * b_b1 + k * b_rs;
+    __global float *out = bp + ((zb * panels + p) * K + k) * NR;
+    for (int j = 0; j < NR; j++) {
+        const ulong n = p * NR + j;
+        out[j] = n < N ? b[base + n * b_cs] : 0.0f;
+    }
+}
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void gemm_panels(__global const float *a, OPERAND(a), __global const float *bp, ulong b_b0,
+                 ulong b_b1, ulong b_div, __global float *c, OPERAND(c), ulong d1, ulong M,
+                 ulong N, ulong K, float alpha)
+{
+    const ulong p = get_global_id(1), z = get_global_id(2);
+    const ulong i0 = z / d1, i1 = z % d1;
+    const ulong panels = (N + NR - 1) / NR;
+    const ulong nb1 = b_b1 ? (d1 + b_div - 1) / b_div : 1;
+    const ulong zb = (b_b0 ? i0 : 0) * nb1 + (b_b1 ? i1 / b_div : 0);
+    const __global float *panel = bp + (zb * panels + p) * K * NR;
+    const ulong n0 = p * NR;
+#if A_UNIT
+    (void)a_cs;
+#define A_AT(r, k) arow[r][k]
+#else
+#define A_AT(r, k) arow[r][(k) * a_cs]
+#endif
+
+    /* RB blocks of MR rows, one after the other, on the same panel (which stays in cache). */
+    for (ulong r0 = get_global_id(0) * RB * MR; r0 < min((get_global_id(0) + 1) * RB * MR, M); r0 += MR) {
+        /* Rows past M repeat the last row (valid memory) and are not stored. */
+        const __global float *arow[MR];
+        #pragma unroll
+        for (int r = 0; r < MR; r++)
+            arow[r] = a + ITEM_BASE(a, i0, i1) + min(r0 + r, M - 1) * a_rs;
+
+        floatV acc[MR][NV];
+        #pragma unroll
+        for (int r = 0; r < MR; r++)
+            #pragma unroll
+            for (int v = 0; v < NV; v++)
+                acc[r][v] = (floatV)0.0f;
+        for (ulong k = 0; k < K; k++) {
+            floatV bv[NV];
+            #pragma unroll
+            for (int v = 0; v < NV; v++)
+                bv[v] = LOADV(v, panel + k * NR);
+            #pragma unroll
+            for (int r = 0; r < MR; r++) {
+                const floatV x = (floatV)A_AT(r, k);
+                #pragma unroll
+                for (int v = 0; v < NV; v++)
+                    acc[r][v] = fma(x, bv[v], acc[r][v]);
+            }
+        }
+
+        for (int r = 0; r < MR && r0 + r < M; r++) {
+            __global float *crow = c + ITEM_BASE(c, i0, i1) + (r0 + r) * c_rs;
+            if (c_cs == 1 && n0 + NR <= N) {
+                #pragma unroll
+                for (int v = 0; v < NV; v++)
+                    STOREV(acc[r][v] * alpha, v, crow + n0);
+            } else {
+                float lanes[NR];
+                #pragma unroll
+                for (int v = 0; v < NV; v++)
+                    STOREV(acc[r][v] * alpha, v, lanes);
+                for (int j = 0; j < NR && n0 + j < N; j++)
+                    crow[(n0 + j) * c_cs] = lanes[j];
+            }
+        }
+    }
+}
