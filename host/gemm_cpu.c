@@ -42,7 +42,7 @@ static void arg_operand(clattn_kargs *a, const clattn_operand *x)
 
 clattn_status clattn__gemm_cpu_plan(clattn_plan *p, size_t d0, size_t d1, float alpha,
                                     const clattn_operand *A, const clattn_operand *B,
-                                    const clattn_operand *C)
+                                    const clattn_operand *C, const clattn_tensor *bias)
 {
     const gemm_tile t = tile_for(p->ctx);
     const size_t M = C->rows, N = C->cols, K = A->cols, NR = (size_t)(t.nv * t.vec);
@@ -59,8 +59,8 @@ clattn_status clattn__gemm_cpu_plan(clattn_plan *p, size_t d0, size_t d1, float 
     if (st != CL_SUCCESS)
         return st;
     char opts[96];
-    snprintf(opts, sizeof opts, "-DVEC=%d -DMR=%d -DNV=%d -DRB=%d -DA_UNIT=%d", t.vec, t.mr, t.nv,
-             t.rb, A->cs == 1 || K == 1);
+    snprintf(opts, sizeof opts, "-DVEC=%d -DMR=%d -DNV=%d -DRB=%d -DA_UNIT=%d -DHAS_BIAS=%d", t.vec,
+             t.mr, t.nv, t.rb, A->cs == 1 || K == 1, bias != NULL);
 
     clattn_kargs pack = {0};
     clattn__arg_mem(&pack, B->buffer);
@@ -87,6 +87,9 @@ clattn_status clattn__gemm_cpu_plan(clattn_plan *p, size_t d0, size_t d1, float 
     clattn__arg_ulong(&prod, N);
     clattn__arg_ulong(&prod, K);
     clattn__arg_float(&prod, alpha);
+    clattn__arg_mem(&prod, bias ? bias->buffer : NULL);
+    clattn__arg_ulong(&prod, bias ? bias->offset : 0);
+    clattn__arg_ulong(&prod, bias ? clattn__stride(bias, 3) : 0);
     const size_t rows_per_item = (size_t)(t.mr * t.rb);
     const size_t global[3] = {(M + rows_per_item - 1) / rows_per_item, panels, d0 * d1};
     const size_t local[3] = {1, 1, 1};

@@ -1,4 +1,4 @@
-/* Projection step: Y = X·Wᵀ (+ bias), a GEMM and a bias kernel. */
+/* Projection step: Y = X·Wᵀ (+ bias). */
 #include "steps.h"
 #include "tensor.h"
 
@@ -46,15 +46,7 @@ clattn_status clattn__linear_plan(clattn_plan *p, const clattn_tensor *X, const 
         c.rs = ystep;
         d0 = d1 = 1;
     }
-    if ((st = clattn__plan_gemm(p, d0, d1, 1.0f, &a, &b, 0.0f, &c)) != CL_SUCCESS || !bias)
-        return st;
-
-    clattn_kargs args = {0};
-    clattn__arg_view(&args, Y);
-    clattn__arg_ulong(&args, Y->dims[1]);
-    clattn__arg_view(&args, bias);
-    const size_t global[3] = {N, M, Y->dims[0] * Y->dims[1]};
-    return clattn__plan_kernel(p, "bias", "", "bias_add", &args, 3, global, NULL);
+    return clattn__product_plan(p, d0, d1, 1.0f, &a, &b, &c, bias);
 }
 
 clattn_status clattn_linear(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *X,

@@ -1,8 +1,6 @@
 /* A call's plan: its steps prepared, then enqueued in order, then released (see plan.h). */
 #include "plan.h"
 
-#include "gemm_cpu.h"
-
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,8 +52,6 @@ clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alph
                                 const clattn_operand *A, const clattn_operand *B, float beta,
                                 const clattn_operand *C)
 {
-    if (beta == 0.0f && clattn__gemm_cpu_chosen(p->ctx))
-        return clattn__gemm_cpu_plan(p, d0, d1, alpha, A, B, C);
     clattn_step *s = append(p);
     if (!s)
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;

@@ -45,7 +45,8 @@ clattn_status clattn__plan_begin(clattn_plan *p, clattn_context *ctx, cl_command
 clattn_status clattn__plan_kernel(clattn_plan *p, const char *file, const char *options,
                                   const char *kernel, const clattn_kargs *args, cl_uint dims,
                                   const size_t *global, const size_t *local);
-/* Appends a batch of products (see clattn__gemm_prepare). */
+/* Appends a batch of CLBlast products (see clattn__gemm_prepare; the steps go through
+ * clattn__product_plan, which picks the engine). */
 clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alpha,
                                 const clattn_operand *A, const clattn_operand *B, float beta,
                                 const clattn_operand *C);

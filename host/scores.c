@@ -40,7 +40,7 @@ clattn_status clattn__scores_plan(clattn_plan *p, const clattn_tensor *Q, const 
                               Hq / Hkv, D, Lk, K->strides[3], K->strides[2]};
     const clattn_operand c = {S->buffer, S->offset, {clattn__stride(S, 0), clattn__stride(S, 1)},
                               1, Lq, Lk, S->strides[2], S->strides[3]};
-    return clattn__plan_gemm(p, B, Hq, scale, &a, &b, 0.0f, &c);
+    return clattn__product_plan(p, B, Hq, scale, &a, &b, &c, NULL);
 }
 
 clattn_status clattn_scores(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,

@@ -10,6 +10,12 @@
 
 #include <stdbool.h>
 
+/* product.c: C = alpha * A * B (+ bias[n], a [1, 1, 1, N] view, or NULL) for d0 x d1 items
+ * (operands as in gemm.h): clattn's own kernel on CPU devices, CLBlast's elsewhere. */
+clattn_status clattn__product_plan(clattn_plan *p, size_t d0, size_t d1, float alpha,
+                                   const clattn_operand *A, const clattn_operand *B,
+                                   const clattn_operand *C, const clattn_tensor *bias);
+
 clattn_status clattn__linear_plan(clattn_plan *p, const clattn_tensor *X, const clattn_tensor *W,
                                   const clattn_tensor *bias, const clattn_tensor *Y);
 

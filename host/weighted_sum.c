@@ -35,7 +35,7 @@ clattn_status clattn__weighted_sum_plan(clattn_plan *p, const clattn_tensor *P,
                               Hq / Hkv, Lk, Dv, V->strides[2], V->strides[3]};
     const clattn_operand c = {O->buffer, O->offset, {clattn__stride(O, 0), clattn__stride(O, 1)},
                               1, Lq, Dv, O->strides[2], O->strides[3]};
-    return clattn__plan_gemm(p, B, Hq, 1.0f, &a, &b, 0.0f, &c);
+    return clattn__product_plan(p, B, Hq, 1.0f, &a, &b, &c, NULL);
 }
 
 clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_queue queue,

@@ -5,15 +5,17 @@
  *   gemm_pack   copies B, any layout, into panels of NR columns: panel p of item zb holds
  *               B(k, p * NR + j) at [zb][p][k][j] (0 past N), so that the product reads each
  *               k's NR columns as two contiguous vectors. NDRange (K, panels, packed items).
- *   gemm_panels one work-item per MR rows x NR columns of C: MR x 2 vector accumulators that
- *               stay in registers, B's panel row loaded once per k for all MR rows, A broadcast
- *               from memory, fma(). NDRange (row blocks, panels, items), local (1, 1, 1);
- *               consecutive work-items share a panel, which stays in cache.
+ *   gemm_panels one work-item per RB blocks of MR rows x NR columns of C: MR x NV vector
+ *               accumulators that stay in registers, B's panel row loaded once per k for all MR
+ *               rows, A broadcast from memory, fma(); with HAS_BIAS, bias[n] is added as C is
+ *               stored. NDRange (row blocks / RB, panels, items), local (1, 1, 1); consecutive
+ *               work-items share a panel, which stays in cache.
  *
  * Items: item z = (i0, i1) of d0 x d1, operand X's matrix at X_off + i0 * X_b0 + (i1 / X_div) *
  * X_b1 (X_div > 1: several items share one, as query heads share a kv head), element (r, c) at
  * r * X_rs + c * X_cs. B is packed per distinct item: (i0 if B_b0, else 0) x (i1 / B_div if
- * B_b1, else 0). Specialised with VEC (8 or 16: NR = 2 * VEC) and MR. fp32 throughout. */
+ * B_b1, else 0). Specialised with VEC, NV (NR = NV * VEC), MR, RB, A_UNIT, HAS_BIAS. fp32
+ * throughout: both engines multiply as IEEE says (0 * Inf is NaN), like CLBlast. */
 
 #ifndef VEC
 #define VEC 16
@@ -23,6 +25,9 @@
 #endif
 #ifndef RB
 #define RB 4 /* blocks of MR rows per work-item */
+#endif
+#ifndef HAS_BIAS
+#define HAS_BIAS 0
 #endif
 #ifndef A_UNIT
 #define A_UNIT 0 /* 1: A's elements along k are adjacent (a_cs = 1) */
@@ -57,7 +62,8 @@ __kernel void gemm_pack(__global const float *b, OPERAND(b), ulong d1, ulong K, 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void gemm_panels(__global const float *a, OPERAND(a), __global const float *bp, ulong b_b0,
                  ulong b_b1, ulong b_div, __global float *c, OPERAND(c), ulong d1, ulong M,
-                 ulong N, ulong K, float alpha)
+                 ulong N, ulong K, float alpha, __global const float *bias, ulong bias_off,
+                 ulong bias_cs)
 {
     const ulong p = get_global_id(1), z = get_global_id(2);
     const ulong i0 = z / d1, i1 = z % d1;
@@ -66,6 +72,22 @@ void gemm_panels(__global const float *a, OPERAND(a), __global const float *bp, 
     const ulong zb = (b_b0 ? i0 : 0) * nb1 + (b_b1 ? i1 / b_div : 0);
     const __global float *panel = bp + (zb * panels + p) * K * NR;
     const ulong n0 = p * NR;
+#if HAS_BIAS
+    /* The bias of this panel's columns, as NV vectors (0 past N). */
+    floatV bv0[NV];
+    {
+        float lanes[NR];
+        for (int j = 0; j < NR; j++)
+            lanes[j] = n0 + j < N ? bias[bias_off + (n0 + j) * bias_cs] : 0.0f;
+        #pragma unroll
+        for (int v = 0; v < NV; v++)
+            bv0[v] = LOADV(v, lanes);
+    }
+#define EPILOGUE(r, v) fma(acc[r][v], (floatV)alpha, bv0[v])
+#else
+    (void)bias, (void)bias_off, (void)bias_cs;
+#define EPILOGUE(r, v) (acc[r][v] * alpha)
+#endif
 #if A_UNIT
     (void)a_cs;
 #define A_AT(r, k) arow[r][k]
@@ -106,12 +128,12 @@ void gemm_panels(__global const float *a, OPERAND(a), __global const float *bp, 
             if (c_cs == 1 && n0 + NR <= N) {
                 #pragma unroll
                 for (int v = 0; v < NV; v++)
-                    STOREV(acc[r][v] * alpha, v, crow + n0);
+                    STOREV(EPILOGUE(r, v), v, crow + n0);
             } else {
                 float lanes[NR];
                 #pragma unroll
                 for (int v = 0; v < NV; v++)
-                    STOREV(acc[r][v] * alpha, v, lanes);
+                    STOREV(EPILOGUE(r, v), v, lanes);
                 for (int j = 0; j < NR && n0 + j < N; j++)
                     crow[(n0 + j) * c_cs] = lanes[j];
             }

@@ -1,0 +1,26 @@
+/* Matrix products for the steps (projections, scores, weighted sums): which engine runs them,
+ * and a bias added to each row of the result. */
+#include "gemm_cpu.h"
+#include "steps.h"
+#include "tensor.h"
+
+clattn_status clattn__product_plan(clattn_plan *p, size_t d0, size_t d1, float alpha,
+                                   const clattn_operand *A, const clattn_operand *B,
+                                   const clattn_operand *C, const clattn_tensor *bias)
+{
+    /* clattn's own kernel adds the bias as it stores C. */
+    if (clattn__gemm_cpu_chosen(p->ctx))
+        return clattn__gemm_cpu_plan(p, d0, d1, alpha, A, B, C, bias);
+    clattn_status st = clattn__plan_gemm(p, d0, d1, alpha, A, B, 0.0f, C);
+    if (st != CL_SUCCESS || !bias)
+        return st;
+    /* CLBlast's product, then a kernel for the bias: C seen as a [d0, d1, M, N] view. */
+    const clattn_tensor Y = {C->buffer, C->offset, CLATTN_F32, {d0, d1, C->rows, C->cols},
+                             {C->batch_stride[0], C->batch_stride[1], C->rs, C->cs}};
+    clattn_kargs args = {0};
+    clattn__arg_view(&args, &Y);
+    clattn__arg_ulong(&args, d1);
+    clattn__arg_view(&args, bias);
+    const size_t global[3] = {C->cols, C->rows, d0 * d1};
+    return clattn__plan_kernel(p, "bias", "", "bias_add", &args, 3, global, NULL);
+}
