@@ -339,7 +339,7 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
         free(ctx);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
-    if (pthread_mutex_init(&ctx->blas_lock, NULL) != 0) {
+    if (pthread_mutex_init(&ctx->own_lock, NULL) != 0) {
         pthread_mutex_destroy(&ctx->lock);
         clReleaseDevice(device);
         clReleaseContext(context);
@@ -367,7 +367,9 @@ void clattn_context_destroy(clattn_context **pctx)
     clattn_context *ctx = *pctx;
     clattn__gemm_forget_context(ctx);
     clattn__program_cache_destroy(&ctx->programs);
-    pthread_mutex_destroy(&ctx->blas_lock);
+    if (ctx->own_queue)
+        clReleaseCommandQueue(ctx->own_queue);
+    pthread_mutex_destroy(&ctx->own_lock);
     pthread_mutex_destroy(&ctx->lock);
     clReleaseDevice(ctx->device);
     clReleaseContext(ctx->context);
@@ -403,6 +405,25 @@ clattn_status clattn_context_config(const clattn_context *ctx, clattn_kernel_con
     if (cache_dir)
         *cache_dir = ctx->cache_dir;
     return CL_SUCCESS;
+}
+
+clattn_status clattn__own_queue_begin(clattn_context *ctx, cl_command_queue *queue)
+{
+    pthread_mutex_lock(&ctx->own_lock);
+    cl_int err = CL_SUCCESS;
+    if (!ctx->own_queue)
+        ctx->own_queue = clCreateCommandQueue(ctx->context, ctx->device, 0, &err);
+    if (err != CL_SUCCESS) {
+        pthread_mutex_unlock(&ctx->own_lock);
+        return err;
+    }
+    *queue = ctx->own_queue;
+    return CL_SUCCESS;
+}
+
+void clattn__own_queue_end(clattn_context *ctx)
+{
+    pthread_mutex_unlock(&ctx->own_lock);
 }
 
 clattn_status clattn__check_queue(const clattn_context *ctx, cl_command_queue queue)

@@ -25,13 +25,15 @@ struct clattn_context {
     char cache_dir[4096];
 
     /* Set once CLBlast has compiled programs for this context, and once each routine clattn
-     * uses (single and strided-batched SGEMM) has run in it (gemm.c). The warm-up runs under
-     * blas_lock on a queue and a small buffer of the library's own, kept until destroy. */
+     * uses (single and strided-batched SGEMM) has run in it; the warm-up's buffer (gemm.c). */
     atomic_int blas_used;
     atomic_int blas_warm[2];
-    pthread_mutex_t blas_lock;
-    cl_command_queue blas_queue;
     cl_mem blas_scratch;
+
+    /* The library's own in-order queue, for work outside any caller's call (see
+     * clattn__own_queue_begin); created on first use, guarded by own_lock. */
+    pthread_mutex_t own_lock;
+    cl_command_queue own_queue;
 
     /* Guards the program cache's lists and kernel pools; never held while compiling or while a
      * call sets kernel arguments or enqueues. */
@@ -57,6 +59,13 @@ void clattn__log(const clattn_context *ctx, clattn_log_level level, const char *
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+
+/* The context's own queue, for work the library does for itself outside any caller's call
+ * (CLBlast's warm-up, copying a layer's weights at create): created on first use and returned
+ * with the context's own_lock held, so that one such job runs at a time and waits on nobody
+ * else's commands. clattn__own_queue_end releases the lock. */
+clattn_status clattn__own_queue_begin(clattn_context *ctx, cl_command_queue *queue);
+void clattn__own_queue_end(clattn_context *ctx);
 
 /* The checks every enqueueing call starts with: a context, a queue of its context and device, and
  * a well-formed wait list. */

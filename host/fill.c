@@ -1,7 +1,9 @@
-/* Filling an output view with one value (no keys -> zero output), and copying a view between
- * fp16 storage and float. */
+/* Filling an output view with one value (no keys -> zero output), and copying a view into
+ * another (between fp16 storage and float, or float to float). */
 #include "steps.h"
 #include "tensor.h"
+
+#include <stdio.h>
 
 clattn_status clattn__fill_plan(clattn_plan *p, const clattn_tensor *t, float value)
 {
@@ -22,7 +24,8 @@ clattn_status clattn__convert_plan(clattn_plan *p, const clattn_tensor *src, con
     clattn__arg_view(&args, dst);
     clattn__arg_ulong(&args, dst->dims[1]);
     const size_t global[3] = {dst->dims[3], dst->dims[2], dst->dims[0] * dst->dims[1]};
-    return clattn__plan_kernel(p, "convert",
-                               dst->dtype == CLATTN_F16 ? "-DTO_HALF=1" : "-DTO_HALF=0",
-                               "convert", &args, 3, global, NULL);
+    char opts[40];
+    snprintf(opts, sizeof opts, "-DSRC_HALF=%d -DDST_HALF=%d", src->dtype == CLATTN_F16,
+             dst->dtype == CLATTN_F16);
+    return clattn__plan_kernel(p, "convert", opts, "convert", &args, 3, global, NULL);
 }

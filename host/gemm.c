@@ -109,20 +109,20 @@ static clattn_gemm_run run_of(const clattn_operand *const ops[3], size_t i0, siz
  * A plan makes sure that each routine its products use has run once in the context, on a queue
  * of the library's own: the call then compiles nothing after its first enqueue, and a failure
  * to compile is an error before it. (Another context's destroy clears CLBlast's cache: the next
- * product here compiles again, inside the enqueue.) The queue and the small buffer the warm-up
- * multiplies in live as long as the context: a buffer released and made again at once showed
- * Oclgrind 21.10 stale "uninitialised" state in later buffers. */
+ * product here compiles again, inside the enqueue.) The warm-up runs on the context's own queue;
+ * its small buffer lives as long as the context: a buffer released and made again at once
+ * showed Oclgrind 21.10 stale "uninitialised" state in later buffers. */
 static clattn_status warm_up(clattn_context *ctx, bool batched)
 {
     atomic_int *warm = &ctx->blas_warm[batched];
     if (atomic_load(warm))
         return CL_SUCCESS;
-    pthread_mutex_lock(&ctx->blas_lock);
-    cl_int err = CL_SUCCESS;
-    if (!ctx->blas_queue)
-        ctx->blas_queue = clCreateCommandQueue(ctx->context, ctx->device, 0, &err);
+    cl_command_queue q;
+    cl_int err = clattn__own_queue_begin(ctx, &q);
+    if (err != CL_SUCCESS)
+        return err;
     static const float zeros[8] = {0};
-    if (err == CL_SUCCESS && !ctx->blas_scratch)
+    if (!ctx->blas_scratch)
         ctx->blas_scratch = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
                                            sizeof zeros, (void *)zeros, &err);
     if (err == CL_SUCCESS && !atomic_load(warm)) {
@@ -132,17 +132,16 @@ static clattn_status warm_up(clattn_context *ctx, bool batched)
         /* A = m[0..1], B = m[2..3], C = m[4..5]: one or two 1 x 1 x 1 products. */
         CLBlastStatusCode code =
             batched ? CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, no, no, 1, 1, 1, 1.0f, m, 0,
-                                                 1, 1, m, 2, 1, 1, 0.0f, m, 4, 1, 1, 2,
-                                                 &ctx->blas_queue, NULL)
+                                                 1, 1, m, 2, 1, 1, 0.0f, m, 4, 1, 1, 2, &q, NULL)
                     : CLBlastSgemm(CLBlastLayoutRowMajor, no, no, 1, 1, 1, 1.0f, m, 0, 1, m, 2, 1,
-                                   0.0f, m, 4, 1, &ctx->blas_queue, NULL);
+                                   0.0f, m, 4, 1, &q, NULL);
         err = from_blas(ctx, code);
         if (err == CL_SUCCESS)
-            err = clFinish(ctx->blas_queue);
+            err = clFinish(q);
         if (err == CL_SUCCESS)
             atomic_store(warm, 1);
     }
-    pthread_mutex_unlock(&ctx->blas_lock);
+    clattn__own_queue_end(ctx);
     return err;
 }
 
@@ -280,8 +279,6 @@ bool clattn__gemm_view_ok(const clattn_tensor *t)
 
 void clattn__gemm_forget_context(clattn_context *ctx)
 {
-    if (ctx->blas_queue)
-        clReleaseCommandQueue(ctx->blas_queue);
     if (ctx->blas_scratch)
         clReleaseMemObject(ctx->blas_scratch);
     /* CLBlast 1.5 can only clear its whole cache: other contexts recompile on their next

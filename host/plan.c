@@ -157,6 +157,22 @@ void clattn__plan_release(clattn_plan *p)
     memset(p, 0, sizeof *p);
 }
 
+clattn_status clattn__plan_run_own(clattn_plan *p, clattn_status st)
+{
+    cl_command_queue q;
+    if (st == CL_SUCCESS && (st = clattn__own_queue_begin(p->ctx, &q)) == CL_SUCCESS) {
+        st = clattn__plan_enqueue(p, q, 0, NULL, NULL);
+        const cl_int done = clFinish(q); /* what was enqueued, even after a failed enqueue */
+        if (st == CL_SUCCESS)
+            st = done;
+        clattn__own_queue_end(p->ctx);
+    }
+    if (st == CL_SUCCESS && p->commit)
+        p->commit(p, p->commit_arg);
+    clattn__plan_release(p);
+    return st;
+}
+
 clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queue queue,
                                cl_uint num_wait, const cl_event *wait_list, cl_event *event_out)
 {

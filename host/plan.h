@@ -69,6 +69,10 @@ void clattn__plan_release(clattn_plan *p);
 clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queue queue,
                                cl_uint num_wait, const cl_event *wait_list, cl_event *event_out);
 
+/* The same for work the library does for itself (a layer's weights at create): enqueued on the
+ * context's own queue and waited for. */
+clattn_status clattn__plan_run_own(clattn_plan *p, clattn_status st);
+
 /* The whole body of a public enqueueing call: begins a plan, builds it with `planner` (an
  * expression on `plan_`, the plan being built), runs it and returns the call's status. */
 #define CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out, planner)                  \

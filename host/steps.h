@@ -15,9 +15,15 @@
 clattn_status clattn__product_plan(clattn_plan *p, size_t d0, size_t d1, float alpha,
                                    const clattn_operand *A, const clattn_operand *B,
                                    const clattn_operand *C, const clattn_tensor *bias);
+/* The same with B = Wᵀ of prepared weights (weights.h), in the engine they were prepared for. */
+clattn_status clattn__product_weights_plan(clattn_plan *p, size_t d0, size_t d1,
+                                           const clattn_operand *A, const clattn_weights *w,
+                                           const clattn_operand *C, const clattn_tensor *bias);
 
+/* W: a [1, 1, N, K] view, or (Wp non-NULL, W NULL) prepared weights. */
 clattn_status clattn__linear_plan(clattn_plan *p, const clattn_tensor *X, const clattn_tensor *W,
-                                  const clattn_tensor *bias, const clattn_tensor *Y);
+                                  const clattn_weights *Wp, const clattn_tensor *bias,
+                                  const clattn_tensor *Y);
 
 clattn_status clattn__scores_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                   const clattn_tensor *S, float scale);
@@ -33,8 +39,8 @@ clattn_status clattn__softmax_plan(clattn_plan *p, const clattn_tensor *S, const
 clattn_status clattn__weighted_sum_plan(clattn_plan *p, const clattn_tensor *P,
                                         const clattn_tensor *V, const clattn_tensor *O);
 
-/* fill.c: sets a (checked, non-empty) F32 view to `value`; copies `src` into `dst` (same dims),
- * one of them CLATTN_F16 and the other CLATTN_F32. */
+/* fill.c: sets a (checked, non-empty) F32 view to `value`; copies `src` into `dst` (same dims;
+ * each CLATTN_F16 or CLATTN_F32, not both F16). */
 clattn_status clattn__fill_plan(clattn_plan *p, const clattn_tensor *t, float value);
 clattn_status clattn__convert_plan(clattn_plan *p, const clattn_tensor *src, const clattn_tensor *dst);
 

@@ -327,6 +327,44 @@ CLATTN_API clattn_status clattn_linear_prepare(clattn_context *ctx, const clattn
                                                const clattn_tensor *W, const clattn_tensor *bias,
                                                const clattn_tensor *Y);
 
+/*
+ * A weight matrix prepared for clattn_linear_prepared: W [1, 1, N, K] (PyTorch Linear layout)
+ * copied, once, into device memory of the object's own, in the layout the context's matrix-product
+ * engine reads fastest (clattn's own kernel: Wᵀ in panels of columns; CLBlast: Wᵀ as a plain
+ * [K, N] matrix), as fp32 whatever the source dtype (CLATTN_F32 or CLATTN_F16). It takes
+ * clattn_weights_bytes() of device memory: N rounded up to the panel width (64 on AVX-512 CPUs)
+ * times K times 4 bytes.
+ * Ownership: created by clattn_weights_create, freed by clattn_weights_destroy; the context must
+ * outlive it. The source view is read by the copy that create enqueues and is not kept.
+ * Thread safety: read-only once created; calls on several threads may use it at once. An update
+ * must not overlap in time with calls that use the object (order them with events).
+ */
+typedef struct clattn_weights clattn_weights;
+
+/* Enqueues the copy of W on `queue` after the wait list; calls that use the object must run
+ * after *event_out (on the same in-order queue, or waiting for it). */
+CLATTN_API clattn_status clattn_weights_create(clattn_context *ctx, cl_command_queue queue,
+                                               const clattn_tensor *W, cl_uint num_wait,
+                                               const cl_event *wait_list, cl_event *event_out,
+                                               clattn_weights **out);
+/* Copies W again (a view of the same dims), e.g. new values after a training step. */
+CLATTN_API clattn_status clattn_weights_update(clattn_weights *weights, cl_command_queue queue,
+                                               const clattn_tensor *W, cl_uint num_wait,
+                                               const cl_event *wait_list, cl_event *event_out);
+/* NULL-safe; sets *weights = NULL. Work already enqueued that uses it still runs. */
+CLATTN_API void clattn_weights_destroy(clattn_weights **weights);
+/* Device memory the object holds, in bytes. */
+CLATTN_API size_t clattn_weights_bytes(const clattn_weights *weights);
+
+/* clattn_linear with prepared weights: Y = X·Wᵀ (+ bias). X [d0, d1, M, K], bias [1, 1, 1, N] or
+ * NULL, Y [d0, d1, M, N], all CLATTN_F32. */
+CLATTN_API clattn_status clattn_linear_prepared(clattn_context *ctx, cl_command_queue queue,
+                                                const clattn_tensor *X,
+                                                const clattn_weights *W,
+                                                const clattn_tensor *bias, const clattn_tensor *Y,
+                                                cl_uint num_wait, const cl_event *wait_list,
+                                                cl_event *event_out);
+
 /* Pass as `scale` to use 1/sqrt(head_dim). */
 #define CLATTN_SCALE_DEFAULT NAN
 
@@ -469,41 +507,60 @@ CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queu
  *   packed:   in_proj_weight [E + 2·KV, E]  (rows: W_Q, then W_K, then W_V; [3E, E] without GQA)
  *   separate: q_proj_weight [E, E], k_proj_weight [KV, kdim], v_proj_weight [KV, vdim]
  *             (needed when kdim or vdim differ from E, as in PyTorch)
- *   in_proj_bias [E + 2·KV] (packed in both cases, as in PyTorch), when bias is set
- *   out_proj_weight [E, E] and out_proj_bias [E] (the "value-up" projection)
+ *   biases, when `bias` is set: in_proj_bias [E + 2·KV] (PyTorch's packed form, with either kind
+ *             of weights), or q_proj_bias [E], k_proj_bias [KV], v_proj_bias [KV] (checkpoints
+ *             that keep them apart, e.g. BERT's); and out_proj_bias [E]
+ *   out_proj_weight [E, E] (the "value-up" projection)
  */
 typedef struct clattn_mha_params {
     size_t embed_dim;    /* E */
     size_t num_heads;    /* H; must divide E */
     size_t num_kv_heads; /* 0 = num_heads; must divide num_heads (GQA/MQA) */
     size_t kdim, vdim;   /* widths of key and value inputs; 0 = E */
-    int bias;            /* nonzero: in_proj_bias and out_proj_bias are given */
-    clattn_dtype dtype;  /* of the weights, the inputs and the output: CLATTN_F32, or CLATTN_F16
-                          * (converted to float copies in the forward's scratch; products and
-                          * attention run in float; the output is rounded back to fp16) */
+    int bias;            /* nonzero: the biases are given */
+    clattn_dtype dtype;  /* of the inputs and the output: CLATTN_F32, or CLATTN_F16 (converted to
+                          * float in the forward's scratch; products and attention run in float;
+                          * the output is rounded back to fp16) */
     const clattn_tensor *in_proj_weight;
     const clattn_tensor *q_proj_weight, *k_proj_weight, *v_proj_weight;
     const clattn_tensor *in_proj_bias;
     const clattn_tensor *out_proj_weight;
     const clattn_tensor *out_proj_bias;
-    void *reserved[8]; /* must be zero */
+    const clattn_tensor *q_proj_bias, *k_proj_bias, *v_proj_bias;
+    clattn_dtype weight_dtype; /* of the weights and biases: 0 = dtype; CLATTN_F16 weights with
+                                * CLATTN_F32 inputs and outputs are fine (converted once, at
+                                * create) */
+    void *reserved[4]; /* must be zero */
 } clattn_mha_params;
 
 CLATTN_API clattn_mha_params clattn_mha_params_default(void);
 
 /*
- * A multi-head attention layer bound to a context and to the caller's weight buffers.
- * Ownership: clattn_mha_create copies the views and retains their cl_mem (released by destroy);
- * the weights' contents are read at each forward, so the caller may update them between calls.
- * The context must outlive the layer.
- * Thread safety: immutable after create; forward may run from several threads at once.
+ * A multi-head attention layer: its weights prepared once, at create, in the layout the context's
+ * matrix-product engine reads fastest (as clattn_weights does), in fp32 whatever their dtype, with
+ * the biases; forwards never read or convert the caller's weight buffers.
+ * Device memory: clattn_mha_bytes(), about 4 bytes per weight and bias (the number of output
+ * features rounded up to the engine's panel width, 64 on AVX-512 CPUs).
+ * Ownership: clattn_mha_create reads the weights through a queue of the context's own and waits
+ * for the copy, so their values must be in place when it is called (no write to them still
+ * pending on a queue). It retains their buffers for clattn_mha_update_weights, and releases them at
+ * destroy. The context must outlive the layer.
+ * Thread safety: forward may run from several threads at once. clattn_mha_update_weights must not
+ * overlap in time with a forward (order them with events).
  */
 typedef struct clattn_mha clattn_mha;
 
 CLATTN_API clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *params,
                                            clattn_mha **out);
-/* NULL-safe; sets *mha = NULL. */
+/* NULL-safe; sets *mha = NULL. Forwards already enqueued still run. */
 CLATTN_API void clattn_mha_destroy(clattn_mha **mha);
+/* Copies the weights and biases again from the views given at create (new values, e.g. after
+ * a training step), enqueued on `queue` after the wait list. */
+CLATTN_API clattn_status clattn_mha_update_weights(clattn_mha *mha, cl_command_queue queue,
+                                                   cl_uint num_wait, const cl_event *wait_list,
+                                                   cl_event *event_out);
+/* Device memory the layer holds for its prepared weights and biases, in bytes. */
+CLATTN_API size_t clattn_mha_bytes(const clattn_mha *mha);
 
 typedef struct clattn_mha_forward_params {
     /* causal, additive mask [B|1, H|1, Lq, Lk], key lengths (PyTorch key_padding_mask) */

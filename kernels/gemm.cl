@@ -26,6 +26,9 @@
 #ifndef RB
 #define RB 4 /* blocks of MR rows per work-item */
 #endif
+#ifndef HALF_B
+#define HALF_B 0 /* 1: gemm_pack reads B as fp16 (vload_half), e.g. fp16 weights */
+#endif
 #ifndef HAS_BIAS
 #define HAS_BIAS 0
 #endif
@@ -44,7 +47,15 @@
 #define OPERAND(x) ulong x##_off, ulong x##_b0, ulong x##_b1, ulong x##_div, ulong x##_rs, ulong x##_cs
 #define ITEM_BASE(x, i0, i1) ((x##_off) + (i0) * (x##_b0) + ((i1) / (x##_div)) * (x##_b1))
 
-__kernel void gemm_pack(__global const float *b, OPERAND(b), ulong d1, ulong K, ulong N,
+#if HALF_B
+#define B_T half
+#define B_AT(i) vload_half((i), b)
+#else
+#define B_T float
+#define B_AT(i) b[i]
+#endif
+
+__kernel void gemm_pack(__global const B_T *b, OPERAND(b), ulong d1, ulong K, ulong N,
                         __global float *bp)
 {
     const ulong k = get_global_id(0), p = get_global_id(1), zb = get_global_id(2);
@@ -55,7 +66,7 @@ __kernel void gemm_pack(__global const float *b, OPERAND(b), ulong d1, ulong K, 
     __global float *out = bp + ((zb * panels + p) * K + k) * NR;
     for (int j = 0; j < NR; j++) {
         const ulong n = p * NR + j;
-        out[j] = n < N ? b[base + n * b_cs] : 0.0f;
+        out[j] = n < N ? B_AT(base + n * b_cs) : 0.0f;
     }
 }
 

@@ -365,7 +365,30 @@ static bool mha_errors(void)
     bad = mp;
     bad.kdim = 8; /* packed weights need kdim = E, as in PyTorch */
     EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_SHAPE);
+    bad = mp;
+    bad.weight_dtype = (clattn_dtype)7;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_ARGUMENT);
+    bad.weight_dtype = CLATTN_F16; /* the weight views are fp32 */
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    /* Biases in both forms, in neither, or of the wrong size. */
+    clattn_tensor b48 = clattn_tensor_bhtd(V.t.buffer, 0, 1, 1, 1, 48);
+    clattn_tensor b16 = clattn_tensor_bhtd(V.t.buffer, 0, 1, 1, 1, 16);
+    clattn_tensor b12 = clattn_tensor_bhtd(V.t.buffer, 0, 1, 1, 1, 12);
+    bad = mp;
+    bad.bias = 1;
+    bad.in_proj_bias = &b48;
+    bad.q_proj_bias = bad.k_proj_bias = bad.v_proj_bias = &b16;
+    bad.out_proj_bias = &b16;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_ARGUMENT);
+    bad.in_proj_bias = NULL;
+    bad.k_proj_bias = &b12;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_SHAPE);
+    bad.bias = 0; /* biases given to a layer without */
+    bad.k_proj_bias = &b16;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &bad, &m), CLATTN_ERROR_INVALID_ARGUMENT);
     EXPECT(m == NULL);
+    EXPECT_STATUS(clattn_mha_update_weights(NULL, E.queue, 0, NULL, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(clattn_mha_bytes(NULL) == 0);
 
     EXPECT_STATUS(clattn_mha_create(E.cc, &mp, &m), CLATTN_SUCCESS);
     /* Forward with a query of the wrong width, an output past its buffer, weights of the wrong

@@ -17,8 +17,43 @@ typedef struct mha_case {
     int causal;
     bool mask, lengths, weights, head_weights;
     size_t offset;
-    bool workspace; /* the intermediates in a caller's buffer, at an offset, guarded */
+    bool workspace;     /* the intermediates in a caller's buffer, at an offset, guarded */
+    bool separate_bias; /* q/k/v_proj_bias instead of in_proj_bias */
+    bool f16_weights;   /* weights and biases in fp16, inputs and output in fp32 */
+    bool update;        /* the layer made from other weights, then clattn_mha_update_weights */
 } mha_case;
+
+/* Writes a weight's values (v->host, as float or as fp16) into its device buffer, or zeros. */
+static void put(test_env *e, view_buf *v, bool f16, bool zeros)
+{
+    if (!v->t.buffer)
+        return;
+    if (!f16) {
+        float *z = calloc(v->elems, sizeof *z);
+        buf_write(e, v->t.buffer, 0, zeros ? z : v->host, v->elems * sizeof(float));
+        free(z);
+        return;
+    }
+    uint16_t *h = calloc(v->elems, sizeof *h);
+    for (size_t i = 0; i < v->elems && !zeros; i++)
+        h[i] = half_from_float(v->host[i]);
+    buf_write(e, v->t.buffer, 0, h, v->elems * sizeof *h);
+    free(h);
+}
+
+/* An fp16 weight: its values rounded to fp16 (what the reference then uses), a buffer of halves
+ * in the same layout. */
+static void make_f16(test_env *e, view_buf *v)
+{
+    if (!v->t.buffer)
+        return;
+    for (size_t i = 0; i < v->elems; i++)
+        v->host[i] = half_to_float(half_from_float(v->host[i]));
+    clReleaseMemObject(v->t.buffer);
+    v->t.buffer = buf_new(e, v->elems * sizeof(uint16_t));
+    v->t.dtype = CLATTN_F16;
+    put(e, v, true, false);
+}
 
 /* A random [rows, cols] weight scaled like PyTorch's init, on the device at `offset`. */
 static view_buf weight(test_env *e, size_t rows, size_t cols, size_t offset, uint64_t *seed)
@@ -45,6 +80,8 @@ static bool run(const mha_case *c)
     const size_t Lk = c->self ? c->Lq : c->Lk;
 
     view_buf in = {0}, wq = {0}, wk = {0}, wv = {0}, bin = {0}, wo, bo = {0};
+    view_buf sb[3]; /* separate q, k, v biases */
+    memset(sb, 0, sizeof sb);
     clattn_mha_params mp = clattn_mha_params_default();
     mp.embed_dim = E;
     mp.num_heads = c->H;
@@ -52,9 +89,15 @@ static bool run(const mha_case *c)
     mp.kdim = kdim;
     mp.vdim = vdim;
     mp.bias = c->bias;
+    if (c->f16_weights) {
+        mp.weight_dtype = CLATTN_F16;
+        mp.dtype = CLATTN_F32;
+    }
     double *Wq, *Wk, *Wv;
     if (c->packed) {
         in = weight(&e, W3, E, 5, &seed);
+        if (c->f16_weights)
+            make_f16(&e, &in);
         mp.in_proj_weight = &in.t;
         double *all = vb_dense(&in, in.host);
         Wq = malloc(E * E * sizeof *Wq), Wk = malloc(KV * E * sizeof *Wk), Wv = malloc(KV * E * sizeof *Wv);
@@ -66,25 +109,61 @@ static bool run(const mha_case *c)
         wq = weight(&e, E, E, 1, &seed);
         wk = weight(&e, KV, kdim, 2, &seed);
         wv = weight(&e, KV, vdim, 0, &seed);
+        if (c->f16_weights)
+            make_f16(&e, &wq), make_f16(&e, &wk), make_f16(&e, &wv);
         mp.q_proj_weight = &wq.t;
         mp.k_proj_weight = &wk.t;
         mp.v_proj_weight = &wv.t;
         Wq = vb_dense(&wq, wq.host), Wk = vb_dense(&wk, wk.host), Wv = vb_dense(&wv, wv.host);
     }
     wo = weight(&e, E, E, 4, &seed);
+    if (c->f16_weights)
+        make_f16(&e, &wo);
     mp.out_proj_weight = &wo.t;
     double *bq = NULL, *bk = NULL, *bv = NULL, *bod = NULL, *ball = NULL;
     if (c->bias) {
-        bin = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, W3, 6, 2, &seed, true);
         bo = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, E, 1, 2, &seed, true);
-        mp.in_proj_bias = &bin.t;
+        if (c->separate_bias) {
+            const size_t n[3] = {E, KV, KV};
+            ball = malloc(W3 * sizeof *ball);
+            for (int i = 0, at = 0; i < 3; at += (int)n[i], i++) {
+                sb[i] = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, n[i], (size_t)i, 2, &seed, true);
+                if (c->f16_weights)
+                    make_f16(&e, &sb[i]);
+                double *d = vb_dense(&sb[i], sb[i].host);
+                memcpy(ball + at, d, n[i] * sizeof *d);
+                free(d);
+            }
+            mp.q_proj_bias = &sb[0].t, mp.k_proj_bias = &sb[1].t, mp.v_proj_bias = &sb[2].t;
+        } else {
+            bin = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, W3, 6, 2, &seed, true);
+            if (c->f16_weights)
+                make_f16(&e, &bin);
+            mp.in_proj_bias = &bin.t;
+            ball = vb_dense(&bin, bin.host);
+        }
+        if (c->f16_weights)
+            make_f16(&e, &bo);
         mp.out_proj_bias = &bo.t;
-        ball = vb_dense(&bin, bin.host);
         bq = ball, bk = ball + E, bv = ball + E + KV;
         bod = vb_dense(&bo, bo.host);
     }
+    view_buf *weights[] = {&in, &wq, &wk, &wv, &wo, &bin, &bo, &sb[0], &sb[1], &sb[2]};
+    const size_t nweights = sizeof weights / sizeof weights[0];
+    for (size_t i = 0; c->update && i < nweights; i++) /* the layer first sees zeros */
+        put(&e, weights[i], c->f16_weights, true);
     clattn_mha *mha = NULL;
     EXPECT_STATUS(clattn_mha_create(e.cc, &mp, &mha), CLATTN_SUCCESS);
+    EXPECT(clattn_mha_bytes(mha) >= (2 * E * E + KV * (kdim + vdim)) * sizeof(float));
+    if (c->update) {
+        for (size_t i = 0; i < nweights; i++)
+            put(&e, weights[i], c->f16_weights, false);
+        cl_event up = NULL;
+        EXPECT_STATUS(clattn_mha_update_weights(mha, e.queue, 0, NULL, &up), CLATTN_SUCCESS);
+        EXPECT(up != NULL);
+        if (up)
+            clReleaseEvent(up);
+    }
 
     view_buf q = vb_new(&e, LAYOUT_BHTD, c->B, 1, c->Lq, E, c->offset, 4, &seed, true);
     view_buf k = {0}, v = {0};
@@ -179,10 +258,13 @@ static bool run(const mha_case *c)
         free(got), free(all);
     }
     /* Inputs and weights are read only. */
-    view_buf *ins[] = {&q, &k, &v, &M, &in, &wq, &wk, &wv, &bin, &wo, &bo};
+    view_buf *ins[] = {&q, &k, &v, &M};
     for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
         if (ins[i]->t.buffer)
             EXPECT(vb_same(&e, ins[i]));
+    for (size_t i = 0; i < nweights && !c->f16_weights; i++)
+        if (weights[i]->t.buffer)
+            EXPECT(vb_same(&e, weights[i]));
     if (ws) { /* nothing outside [offset, offset + need) was touched */
         unsigned char *after = malloc(need + 2 * guard);
         buf_read(&e, ws, 0, after, need + 2 * guard);
@@ -200,7 +282,8 @@ static bool run(const mha_case *c)
     free(ro), free(rw), free(rhw);
     if (lb)
         clReleaseMemObject(lb);
-    vb_free(&in), vb_free(&wq), vb_free(&wk), vb_free(&wv), vb_free(&bin), vb_free(&wo), vb_free(&bo);
+    for (size_t i = 0; i < nweights; i++)
+        vb_free(weights[i]);
     vb_free(&q), vb_free(&k), vb_free(&v), vb_free(&out), vb_free(&w), vb_free(&hw), vb_free(&M);
     env_close(&e);
     return ok;
@@ -208,7 +291,8 @@ static bool run(const mha_case *c)
 
 static mha_case base(void)
 {
-    mha_case c = {2, 17, 17, 32, 4, 4, 0, 0, true, true, true, 0, false, false, false, false, 0, false};
+    mha_case c = {2, 17, 17, 32, 4, 4, 0, 0, true, true, true, 0, false, false, false, false, 0, false,
+                  false, false, false};
     return c;
 }
 
@@ -236,6 +320,13 @@ MHA_CASE(cross_padded_average_weights, c.B = 3; c.self = false; c.packed = false
 MHA_CASE(attn_mask_bottom_right, c.self = false; c.Lq = 6; c.Lk = 14; c.kdim = c.vdim = 32; c.mask = true;
      c.causal = 2; c.head_weights = true)
 MHA_CASE(caller_workspace, c.causal = 1; c.offset = 3; c.workspace = true)
+MHA_CASE(separate_biases, c.packed = false; c.separate_bias = true; c.causal = 1)
+MHA_CASE(fp16_weights_fp32_inputs, c.f16_weights = true; c.separate_bias = true; c.causal = 1)
+MHA_CASE(fp16_weights_cross_gqa, c.f16_weights = true; c.self = false; c.packed = false; c.E = 64;
+     c.H = 8; c.Hkv = 2; c.Lq = 7; c.Lk = 12; c.kdim = 40; c.vdim = 24)
+MHA_CASE(weights_updated, c.update = true; c.causal = 1)
+MHA_CASE(weights_updated_fp16, c.update = true; c.f16_weights = true; c.self = false; c.Lq = 5;
+     c.Lk = 9; c.kdim = c.vdim = 32)
 MHA_CASE(caller_workspace_cross_weights, c.self = false; c.packed = false; c.Lq = 7; c.Lk = 12;
      c.kdim = 24; c.vdim = 16; c.lengths = true; c.weights = true; c.workspace = true)
 
@@ -363,6 +454,11 @@ int main(int argc, char **argv)
         CASE(cross_padded_average_weights),
         CASE(attn_mask_bottom_right),
         CASE(caller_workspace),
+        CASE(separate_biases),
+        CASE(fp16_weights_fp32_inputs),
+        CASE(fp16_weights_cross_gqa),
+        CASE(weights_updated),
+        CASE(weights_updated_fp16),
         CASE(caller_workspace_cross_weights),
         CASE(fp16_layer),
     };

@@ -65,8 +65,70 @@ static bool linear_case(layout xl, size_t d0, size_t d1, size_t M, size_t K, siz
     ref_linear(d0 * d1 * M, K, N, x, w, bias ? bb : NULL, ref);
     ok &= expect_view("Y", &Y, ref, TOL);
     EXPECT(vb_same(&E, &X) && vb_same(&E, &W) && vb_same(&E, &b));
+    /* The same with the weights prepared once. */
+    view_buf Y2 = vb_new(&E, LAYOUT_BHTD, d0, d1, M, N, 4, 6, &seed, false);
+    clattn_weights *pw = NULL;
+    EXPECT_STATUS(clattn_weights_create(E.cc, E.queue, &W.t, 0, NULL, NULL, &pw), CLATTN_SUCCESS);
+    EXPECT(clattn_weights_bytes(pw) >= N * K * sizeof(float));
+    EXPECT_STATUS(clattn_linear_prepared(E.cc, E.queue, &X.t, pw, bias ? &b.t : NULL, &Y2.t, 0, NULL, &ev),
+                  CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    ok &= expect_view("Y, prepared weights", &Y2, ref, TOL);
+    clattn_weights_destroy(&pw);
+    EXPECT(pw == NULL);
     free(x), free(w), free(bb), free(ref);
-    vb_free(&X), vb_free(&W), vb_free(&b), vb_free(&Y);
+    vb_free(&X), vb_free(&W), vb_free(&b), vb_free(&Y), vb_free(&Y2);
+    return ok;
+}
+
+/* Prepared weights from fp16 storage, then updated in place: each product against the
+ * reference on the (fp16-rounded) weights it was given. N and K leave partial panels. */
+static bool linear_prepared_fp16_update(void)
+{
+    bool ok = true;
+    const size_t M = 50, K = 70, N = 130;
+    uint64_t seed = 321;
+    view_buf X = vb_new(&E, LAYOUT_BHTD, 1, 1, M, K, 0, 0, &seed, true);
+    view_buf Y = vb_new(&E, LAYOUT_BHTD, 1, 1, M, N, 2, 2, &seed, false);
+    float *w = malloc(N * K * sizeof *w);
+    uint16_t *wh = malloc(N * K * sizeof *wh);
+    double *wd = malloc(N * K * sizeof *wd), *x = vb_dense(&X, X.host), *ref = malloc(M * N * sizeof *ref);
+    cl_mem wb = buf_new(&E, N * K * sizeof *wh);
+    clattn_tensor W = clattn_tensor_bhtd(wb, 0, 1, 1, N, K);
+    W.dtype = CLATTN_F16;
+    clattn_weights *pw = NULL;
+    for (int round = 0; round < 2; round++) {
+        fill_uniform(w, N * K, &seed, -0.5f, 0.5f);
+        for (size_t i = 0; i < N * K; i++) {
+            wh[i] = half_from_float(w[i]);
+            wd[i] = half_to_float(wh[i]);
+        }
+        buf_write(&E, wb, 0, wh, N * K * sizeof *wh);
+        if (round == 0)
+            EXPECT_STATUS(clattn_weights_create(E.cc, E.queue, &W, 0, NULL, NULL, &pw), CLATTN_SUCCESS);
+        else
+            EXPECT_STATUS(clattn_weights_update(pw, E.queue, &W, 0, NULL, NULL), CLATTN_SUCCESS);
+        cl_event ev = NULL;
+        EXPECT_STATUS(clattn_linear_prepared(E.cc, E.queue, &X.t, pw, NULL, &Y.t, 0, NULL, &ev),
+                      CLATTN_SUCCESS);
+        EXPECT(wait_done(ev));
+        ref_linear(M, K, N, x, wd, NULL, ref);
+        ok &= expect_view(round ? "Y after update" : "Y, fp16 weights", &Y, ref, TOL);
+    }
+    /* Shapes that do not agree, and a NULL object. */
+    view_buf X2 = vb_new(&E, LAYOUT_BHTD, 1, 1, M, K + 1, 0, 0, &seed, true);
+    EXPECT_STATUS(clattn_linear_prepared(E.cc, E.queue, &X2.t, pw, NULL, &Y.t, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_SHAPE);
+    EXPECT_STATUS(clattn_linear_prepared(E.cc, E.queue, &X.t, NULL, NULL, &Y.t, 0, NULL, NULL),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_tensor W2 = W;
+    W2.dims[2] = N - 1;
+    EXPECT_STATUS(clattn_weights_update(pw, E.queue, &W2, 0, NULL, NULL), CLATTN_ERROR_INVALID_SHAPE);
+    clattn_weights_destroy(&pw);
+    clattn_weights_destroy(NULL);
+    clReleaseMemObject(wb);
+    free(w), free(wh), free(wd), free(x), free(ref);
+    vb_free(&X), vb_free(&X2), vb_free(&Y);
     return ok;
 }
 
@@ -335,6 +397,7 @@ int main(int argc, char **argv)
         CASE(linear_packed_bias),
         CASE(linear_head_split_input),
         CASE(linear_transposed_weight),
+        CASE(linear_prepared_fp16_update),
         CASE(scores_gqa),
         CASE(scores_gqa_waits_without_blocking),
         CASE(scores_default_scale),
