@@ -26,10 +26,12 @@ static size_t panel_width(const gemm_tile *t)
     return (size_t)(t->nv * t->vec);
 }
 
-static void options(const gemm_tile *t, bool a_unit, bool half_b, bool bias, char *buf, size_t cap)
+static void options(const gemm_tile *t, bool a_unit, bool half_b, bool bias, bool c_split,
+                    char *buf, size_t cap)
 {
-    snprintf(buf, cap, "-DVEC=%d -DMR=%d -DNV=%d -DRB=%d -DA_UNIT=%d -DHALF_B=%d -DHAS_BIAS=%d",
-             t->vec, t->mr, t->nv, t->rb, a_unit, half_b, bias);
+    snprintf(buf, cap,
+             "-DVEC=%d -DMR=%d -DNV=%d -DRB=%d -DA_UNIT=%d -DHALF_B=%d -DHAS_BIAS=%d -DC_SPLIT=%d",
+             t->vec, t->mr, t->nv, t->rb, a_unit, half_b, bias, c_split);
 }
 
 bool clattn__gemm_cpu_chosen(const clattn_context *ctx)
@@ -73,8 +75,8 @@ clattn_status clattn__gemm_cpu_pack_plan(clattn_plan *p, size_t d0, size_t d1,
                                          const clattn_packed *dst)
 {
     const gemm_tile t = tile_for(p->ctx);
-    char opts[128];
-    options(&t, false, half, false, opts, sizeof opts);
+    char opts[160];
+    options(&t, false, half, false, false, opts, sizeof opts);
     clattn_kargs args = {0};
     clattn__arg_mem(&args, B->buffer);
     arg_operand(&args, B);
@@ -91,12 +93,13 @@ clattn_status clattn__gemm_cpu_pack_plan(clattn_plan *p, size_t d0, size_t d1,
 
 clattn_status clattn__gemm_cpu_product_plan(clattn_plan *p, size_t d0, size_t d1, float alpha,
                                             const clattn_operand *A, const clattn_packed *B,
-                                            const clattn_operand *C, const clattn_tensor *bias)
+                                            const clattn_operand *C, const clattn_tensor *bias,
+                                            size_t c_split, size_t c_hs)
 {
     const gemm_tile t = tile_for(p->ctx);
     const size_t M = C->rows, N = B->N, K = B->K, NR = panel_width(&t);
-    char opts[128];
-    options(&t, A->cs == 1 || K == 1, false, bias != NULL, opts, sizeof opts);
+    char opts[160];
+    options(&t, A->cs == 1 || K == 1, false, bias != NULL, c_split > 0, opts, sizeof opts);
     clattn_kargs args = {0};
     clattn__arg_mem(&args, A->buffer);
     arg_operand(&args, A);
@@ -114,6 +117,8 @@ clattn_status clattn__gemm_cpu_product_plan(clattn_plan *p, size_t d0, size_t d1
     clattn__arg_mem(&args, bias ? bias->buffer : NULL);
     clattn__arg_ulong(&args, bias ? bias->offset : 0);
     clattn__arg_ulong(&args, bias ? clattn__stride(bias, 3) : 0);
+    clattn__arg_ulong(&args, c_split ? c_split : 1);
+    clattn__arg_ulong(&args, c_hs);
     const size_t rows_per_item = (size_t)(t.mr * t.rb);
     const size_t global[3] = {(M + rows_per_item - 1) / rows_per_item, (N + NR - 1) / NR, d0 * d1};
     const size_t local[3] = {1, 1, 1};
@@ -131,5 +136,7 @@ clattn_status clattn__gemm_cpu_plan(clattn_plan *p, size_t d0, size_t d1, float 
     clattn_status st = bytes ? clattn__plan_buffer(p, bytes, &packed.buffer) : CLATTN_ERROR_SIZE_OVERFLOW;
     if (st == CL_SUCCESS)
         st = clattn__gemm_cpu_pack_plan(p, d0, d1, B, false, &packed);
-    return st != CL_SUCCESS ? st : clattn__gemm_cpu_product_plan(p, d0, d1, alpha, A, &packed, C, bias);
+    return st != CL_SUCCESS ? st
+                            : clattn__gemm_cpu_product_plan(p, d0, d1, alpha, A, &packed, C, bias,
+                                                            0, 0);
 }

@@ -26,10 +26,12 @@ clattn_status clattn__gemm_cpu_pack_plan(clattn_plan *p, size_t d0, size_t d1,
                                          const clattn_packed *dst);
 
 /* Appends C = alpha * A * B (+ bias[n], a [1, 1, 1, N] view, or NULL) for d0 x d1 items, B
- * packed already. */
+ * packed already. c_split > 0: C's columns come in groups of c_split, each c_hs elements after
+ * the one before (column n at (n / c_split) * c_hs + (n % c_split) * cs). */
 clattn_status clattn__gemm_cpu_product_plan(clattn_plan *p, size_t d0, size_t d1, float alpha,
                                             const clattn_operand *A, const clattn_packed *B,
-                                            const clattn_operand *C, const clattn_tensor *bias);
+                                            const clattn_operand *C, const clattn_tensor *bias,
+                                            size_t c_split, size_t c_hs);
 
 /* Both: B packed into a buffer of the plan's, then the product (operands as in gemm.h,
  * m, n, k > 0). */

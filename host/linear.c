@@ -1,4 +1,5 @@
 /* Projection step: Y = X·Wᵀ (+ bias), W a view or prepared weights. */
+#include "gemm_cpu.h"
 #include "steps.h"
 #include "tensor.h"
 #include "weights.h"
@@ -53,6 +54,25 @@ clattn_status clattn__linear_plan(clattn_plan *p, const clattn_tensor *X, const 
     /* Wᵀ: K x N, element (k, n) = W[n, k]. */
     const clattn_operand b = {W->buffer, W->offset, {0, 0}, 1, K, N, W->strides[3], W->strides[2]};
     return clattn__product_plan(p, d0, d1, 1.0f, &a, &b, &c, bias);
+}
+
+clattn_status clattn__linear_heads_plan(clattn_plan *p, const clattn_tensor *X,
+                                        const clattn_weights *w, const clattn_tensor *bias,
+                                        const clattn_tensor *Yh)
+{
+    /* X [B, 1, T, K] (a checked view of the layer's); Yh [B, heads, T, D] of the layer's scratch. */
+    if (!w->panels || X->dims[1] != 1 || X->dims[3] != w->K || Yh->dims[0] != X->dims[0] ||
+        Yh->dims[2] != X->dims[2] || Yh->dims[1] * Yh->dims[3] != w->N)
+        return CLATTN_ERROR_INTERNAL;
+    if (clattn__view_empty(Yh))
+        return CL_SUCCESS;
+    const clattn_operand a = {X->buffer, X->offset, {clattn__stride(X, 0), 0}, 1, X->dims[2],
+                              w->K, X->strides[2], X->strides[3]};
+    const clattn_operand c = {Yh->buffer, Yh->offset, {clattn__stride(Yh, 0), 0}, 1, Yh->dims[2],
+                              w->N, Yh->strides[2], Yh->strides[3]};
+    const clattn_packed B = {w->buffer, w->K, w->N, 0, 0, 1};
+    return clattn__gemm_cpu_product_plan(p, X->dims[0], 1, 1.0f, &a, &B, &c, bias, Yh->dims[3],
+                                         Yh->strides[1]);
 }
 
 clattn_status clattn_linear(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *X,

@@ -20,6 +20,7 @@ clattn_mha_forward_params clattn_mha_forward_params_default(void)
 /* Where one forward's intermediates live in its scratch, as views. */
 typedef struct mha_layout {
     size_t elems;                 /* end of the layout in floats (from the workspace offset) */
+    bool head_major;              /* Q, K, V written [B, heads, T, D] (else [B, T, heads·D]) */
     clattn_tensor Yq, Yk, Yv, Xo; /* projection outputs / out-projection input, [B, 1, T, n] */
     clattn_tensor Qh, Kh, Vh, Oh; /* head views of the same memory, [B, heads, T, D] */
     clattn_tensor probs;          /* per-head weights when only the average is wanted */
@@ -45,6 +46,13 @@ static bool same_view(const clattn_tensor *a, const clattn_tensor *b)
 static clattn_tensor rows_view(cl_mem buf, size_t off, size_t B, size_t T, size_t n)
 {
     clattn_tensor t = {buf, off, CLATTN_F32, {B, 1, T, n}, {T * n, T * n, n, 1}};
+    return t;
+}
+
+/* A contiguous [B, heads, T, D] view. */
+static clattn_tensor bhtd_view(cl_mem buf, size_t off, size_t B, size_t heads, size_t T, size_t D)
+{
+    clattn_tensor t = clattn_tensor_bhtd(buf, off, B, heads, T, D);
     return t;
 }
 
@@ -79,13 +87,23 @@ static clattn_status plan_layout(const clattn_mha *m, const clattn_tensor *query
     if (!take(&L->elems, B, Lq, E, &oq) || !take(&L->elems, B, Lk, KV, &ok) ||
         !take(&L->elems, B, Lk, KV, &ov) || !take(&L->elems, B, Lq, E, &oa))
         return CLATTN_ERROR_SIZE_OVERFLOW;
+    /* clattn's own engine writes the projections head-major, so that the attention reads each
+     * head's rows contiguous (a quarter faster than rows E apart, on PoCL); CLBlast writes
+     * rows, which the attention reads through head views. */
+    L->head_major = m->w[MHA_Q].panels;
     L->Yq = rows_view(buf, oq, B, Lq, E);
     L->Yk = rows_view(buf, ok, B, Lk, KV);
     L->Yv = rows_view(buf, ov, B, Lk, KV);
+    if (L->head_major) {
+        L->Qh = bhtd_view(buf, oq, B, m->H, Lq, D);
+        L->Kh = bhtd_view(buf, ok, B, m->Hkv, Lk, D);
+        L->Vh = bhtd_view(buf, ov, B, m->Hkv, Lk, D);
+    } else {
+        L->Qh = heads_view(buf, oq, B, Lq, m->H, D);
+        L->Kh = heads_view(buf, ok, B, Lk, m->Hkv, D);
+        L->Vh = heads_view(buf, ov, B, Lk, m->Hkv, D);
+    }
     L->Xo = rows_view(buf, oa, B, Lq, E);
-    L->Qh = heads_view(buf, oq, B, Lq, m->H, D);
-    L->Kh = heads_view(buf, ok, B, Lk, m->Hkv, D);
-    L->Vh = heads_view(buf, ov, B, Lk, m->Hkv, D);
     L->Oh = heads_view(buf, oa, B, Lq, m->H, D);
     if (fp->weights && !fp->head_weights) {
         if (!take(&L->elems, B * m->H, Lq, Lk, &op))
@@ -263,8 +281,12 @@ static clattn_status mha_plan(clattn_plan *p, const clattn_mha *m, const clattn_
         out = &L.out32;
     }
     const clattn_tensor *const x[3] = {xq, xk, xv}, *const y[3] = {&L.Yq, &L.Yk, &L.Yv};
-    for (int i = MHA_Q; i <= MHA_V && st == CL_SUCCESS; i++)
-        st = clattn__linear_plan(p, x[i], NULL, &m->w[i], m->bias ? &m->b[i] : NULL, y[i]);
+    const clattn_tensor *const yh[3] = {&L.Qh, &L.Kh, &L.Vh};
+    for (int i = MHA_Q; i <= MHA_V && st == CL_SUCCESS; i++) {
+        const clattn_tensor *b = m->bias ? &m->b[i] : NULL;
+        st = L.head_major ? clattn__linear_heads_plan(p, x[i], &m->w[i], b, yh[i])
+                          : clattn__linear_plan(p, x[i], NULL, &m->w[i], b, y[i]);
+    }
     if (st == CL_SUCCESS)
         st = clattn__sdpa_plan(p, &L.Qh, &L.Kh, &L.Vh, &L.Oh, &sp);
     if (st == CL_SUCCESS)

@@ -38,7 +38,7 @@ clattn_status clattn__product_weights_plan(clattn_plan *p, size_t d0, size_t d1,
 {
     if (w->panels) {
         const clattn_packed B = {w->buffer, w->K, w->N, 0, 0, 1};
-        return clattn__gemm_cpu_product_plan(p, d0, d1, 1.0f, A, &B, C, bias);
+        return clattn__gemm_cpu_product_plan(p, d0, d1, 1.0f, A, &B, C, bias, 0, 0);
     }
     clattn_operand B;
     clattn__weights_operand(w, &B);

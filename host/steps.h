@@ -20,6 +20,12 @@ clattn_status clattn__product_weights_plan(clattn_plan *p, size_t d0, size_t d1,
                                            const clattn_operand *A, const clattn_weights *w,
                                            const clattn_operand *C, const clattn_tensor *bias);
 
+/* The projection of a multi-head layer's input X [B, 1, T, K] with weights prepared in panels
+ * (clattn's own engine), written head-major into Yh [B, heads, T, D] (N = heads * D): the
+ * attention then reads each head's rows contiguous. */
+clattn_status clattn__linear_heads_plan(clattn_plan *p, const clattn_tensor *X,
+                                        const clattn_weights *w, const clattn_tensor *bias,
+                                        const clattn_tensor *Yh);
 /* W: a [1, 1, N, K] view, or (Wp non-NULL, W NULL) prepared weights. */
 clattn_status clattn__linear_plan(clattn_plan *p, const clattn_tensor *X, const clattn_tensor *W,
                                   const clattn_weights *Wp, const clattn_tensor *bias,

@@ -14,7 +14,9 @@
  * Items: item z = (i0, i1) of d0 x d1, operand X's matrix at X_off + i0 * X_b0 + (i1 / X_div) *
  * X_b1 (X_div > 1: several items share one, as query heads share a kv head), element (r, c) at
  * r * X_rs + c * X_cs. B is packed per distinct item: (i0 if B_b0, else 0) x (i1 / B_div if
- * B_b1, else 0). Specialised with VEC, NV (NR = NV * VEC), MR, RB, A_UNIT, HAS_BIAS. fp32
+ * B_b1, else 0). With C_SPLIT, C's columns come in groups of c_split, group g c_hs elements after
+ * group g - 1 (a projection writing its heads head-major: column n = head n / D, dim n % D).
+ * Specialised with VEC, NV (NR = NV * VEC), MR, RB, A_UNIT, HAS_BIAS, C_SPLIT. fp32
  * throughout: both engines multiply as IEEE says (0 * Inf is NaN), like CLBlast. */
 
 #ifndef VEC
@@ -31,6 +33,9 @@
 #endif
 #ifndef HAS_BIAS
 #define HAS_BIAS 0
+#endif
+#ifndef C_SPLIT
+#define C_SPLIT 0
 #endif
 #ifndef A_UNIT
 #define A_UNIT 0 /* 1: A's elements along k are adjacent (a_cs = 1) */
@@ -74,7 +79,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void gemm_panels(__global const float *a, OPERAND(a), __global const float *bp, ulong b_b0,
                  ulong b_b1, ulong b_div, __global float *c, OPERAND(c), ulong d1, ulong M,
                  ulong N, ulong K, float alpha, __global const float *bias, ulong bias_off,
-                 ulong bias_cs)
+                 ulong bias_cs, ulong c_split, ulong c_hs)
 {
     const ulong p = get_global_id(1), z = get_global_id(2);
     const ulong i0 = z / d1, i1 = z % d1;
@@ -98,6 +103,15 @@ void gemm_panels(__global const float *a, OPERAND(a), __global const float *bp, 
 #else
     (void)bias, (void)bias_off, (void)bias_cs;
 #define EPILOGUE(r, v) (acc[r][v] * alpha)
+#endif
+#if C_SPLIT
+#define C_COL(n) (((n) / c_split) * c_hs + ((n) % c_split) * c_cs)
+/* Whether the VEC columns from n are adjacent in C (not across two groups). */
+#define C_RUN(n) (c_cs == 1 && (n) % c_split + VEC <= c_split)
+#else
+    (void)c_split, (void)c_hs;
+#define C_COL(n) ((n) * c_cs)
+#define C_RUN(n) (c_cs == 1)
 #endif
 #if A_UNIT
     (void)a_cs;
@@ -136,17 +150,17 @@ void gemm_panels(__global const float *a, OPERAND(a), __global const float *bp, 
 
         for (int r = 0; r < MR && r0 + r < M; r++) {
             __global float *crow = c + ITEM_BASE(c, i0, i1) + (r0 + r) * c_rs;
-            if (c_cs == 1 && n0 + NR <= N) {
-                #pragma unroll
-                for (int v = 0; v < NV; v++)
-                    STOREV(EPILOGUE(r, v), v, crow + n0);
-            } else {
-                float lanes[NR];
-                #pragma unroll
-                for (int v = 0; v < NV; v++)
-                    STOREV(EPILOGUE(r, v), v, lanes);
-                for (int j = 0; j < NR && n0 + j < N; j++)
-                    crow[(n0 + j) * c_cs] = lanes[j];
+            #pragma unroll
+            for (int v = 0; v < NV; v++) {
+                const ulong n = n0 + v * VEC;
+                if (n + VEC <= N && C_RUN(n)) {
+                    STOREV(EPILOGUE(r, v), 0, crow + C_COL(n));
+                } else {
+                    float lanes[VEC];
+                    STOREV(EPILOGUE(r, v), 0, lanes);
+                    for (int j = 0; j < VEC && n + j < N; j++)
+                        crow[C_COL(n + j)] = lanes[j];
+                }
             }
         }
     }
