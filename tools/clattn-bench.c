@@ -61,7 +61,7 @@ static void die(const char *what, cl_int st)
 static cl_mem upload(const float *host, size_t n)
 {
     cl_int err;
-    cl_mem b = clCreateBuffer(g_context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+    cl_mem b = clCreateBuffer(g_context, CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0),
                               (n ? n : 1) * sizeof(float), (void *)host, &err);
     if (err != CL_SUCCESS)
         die("clCreateBuffer", err);
@@ -453,6 +453,59 @@ static clattn_status decode_enqueue(void *s)
     return clattn_kv_cache_attend(st->cache, g_queue, &st->q, &st->o, &st->ap, 0, NULL, NULL);
 }
 
+/* --- projections ------------------------------------------------------------------------------- */
+
+typedef struct linear_state {
+    clattn_tensor x, b, y;
+    clattn_weights *w;
+} linear_state;
+
+static clattn_status linear_enqueue(void *s)
+{
+    linear_state *st = s;
+    return clattn_linear_prepared(g_cc, g_queue, &st->x, st->w, &st->b, &st->y, 0, NULL, NULL);
+}
+
+/* Y = X·Wᵀ + b with prepared weights (what a multi-head layer's projections run), for the
+ * shapes of GPT-2 small's and a GQA decoder's projections: M tokens, N outputs, K inputs. */
+static int run_gemm_suite(const options *o, const clattn_device_info *info)
+{
+    static const size_t shapes[][3] = {
+        {1024, 2304, 768}, {1024, 768, 768}, {2048, 6144, 4096}, {2048, 4096, 4096}};
+    printf("projections Y = X·Wᵀ + b, prepared weights, on %s\n", info->name);
+    printf("%6s %6s %6s %12s %10s%s\n", "M", "N", "K", "median ms", "GFLOP/s",
+           g_peak > 0 ? "  % peak" : "");
+    int failures = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const size_t M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+        float *hx = random_floats(M * K, 1, 1.0f), *hw = random_floats(N * K, 2, 0.05f),
+              *hb = random_floats(N, 3, 0.1f);
+        cl_mem bx = upload(hx, M * K), bw = upload(hw, N * K), bb = upload(hb, N),
+               by = upload(NULL, M * N);
+        linear_state st = {clattn_tensor_bhtd(bx, 0, 1, 1, M, K), clattn_tensor_bhtd(bb, 0, 1, 1, 1, N),
+                           clattn_tensor_bhtd(by, 0, 1, 1, M, N), NULL};
+        const clattn_tensor W = clattn_tensor_bhtd(bw, 0, 1, 1, N, K);
+        result r = {0};
+        r.status = clattn_weights_create(g_cc, g_queue, &W, 0, NULL, NULL, &st.w);
+        if (r.status == CL_SUCCESS)
+            time_runs(linear_enqueue, &st, o, &r);
+        if (r.status != CL_SUCCESS) {
+            printf("%6zu %6zu %6zu  error: %s\n", M, N, K, clattn_status_name(r.status));
+            failures++;
+        } else {
+            const double gflops = 2.0 * (double)M * (double)N * (double)K / (r.median_ms * 1e-3) * 1e-9;
+            printf("%6zu %6zu %6zu %12.3f %10.1f", M, N, K, r.median_ms, gflops);
+            if (g_peak > 0)
+                printf("  %6.1f", 100.0 * gflops / g_peak);
+            printf("\n");
+        }
+        clattn_weights_destroy(&st.w);
+        clReleaseMemObject(bx), clReleaseMemObject(bw), clReleaseMemObject(bb), clReleaseMemObject(by);
+        free(hx), free(hw), free(hb);
+    }
+    return failures ? 1 : 0;
+}
+
 /* One decode step (one new query per head) over caches of 1k..32k tokens, split-KV off and
  * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128. */
 static int run_decode(const options *o, const clattn_device_info *info)
@@ -596,8 +649,9 @@ static void usage(void)
         "      --check            compare with the double-precision reference (batch item 0)\n"
         "      --json FILE        also write the rows as JSON\n"
         "      --device SPEC      as CLATTN_DEVICE: P:D indices or a piece of the device name\n"
-        "      --suite models|flash  models (default): GPT-2 small, BERT-base, a GQA decoder\n"
-        "                         layer; flash: sdpa fused vs unfused, T = 1024..8192, D = 64,\n"
+        "      --suite models|flash|gemm  models (default): GPT-2 small, BERT-base, a GQA\n"
+        "                         decoder layer; gemm: their projections (clattn_linear_prepared);\n"
+        "                         flash: sdpa fused vs unfused, T = 1024..8192, D = 64,\n"
         "                         causal and not, then T = 65536 on both paths\n"
         "      --peak             measure the device's fp32 peak first (FMA-bound kernel) and\n"
         "                         report every row as a share of it\n"
@@ -722,6 +776,12 @@ int main(int argc, char **argv)
         printf("fp32 peak of %s:\n", info.name);
         g_peak = measure_peak(&info, true);
         printf("peak: %.1f GFLOP/s\n\n", g_peak);
+    }
+    if (!have_shape && strcmp(suite_name, "gemm") == 0) {
+        int rc = run_gemm_suite(&o, &info);
+        clReleaseCommandQueue(g_queue);
+        clattn_context_destroy(&g_cc);
+        return rc;
     }
 
     shape rows[32];
