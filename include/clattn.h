@@ -25,6 +25,10 @@
  *    callback given in clattn_context_params.
  *  - Status: 0 is success; OpenCL error codes (negative) pass through unchanged; the library's own
  *    codes are positive (1000 and up), where no OpenCL or Khronos extension code can ever be.
+ *  - Matrix products (projections, the unfused path's scores and weighted sums) run on clattn's
+ *    own kernel on CPU devices, where CLBlast's kernels reach a small fraction of the device's
+ *    peak, and on CLBlast everywhere else (GPUs of every vendor); clattn_kernel_config chooses
+ *    otherwise. Both multiply as IEEE 754 says: 0 · Inf is NaN.
  *
  * ABI policy (CHANGELOG.md records each change):
  *  - The shared library's SONAME is libclattn.so.CLATTN_ABI_VERSION. That number grows with every
@@ -317,7 +321,9 @@ CLATTN_API clattn_status clattn_kernel_build(clattn_context *ctx, const char *na
  *   X    [d0, d1, M, K]   W [1, 1, N, K] (PyTorch Linear layout: [out_features, in_features])
  *   bias [1, 1, 1, N] or NULL
  *   Y    [d0, d1, M, N]
- * GEMM through CLBlast; the bias is added by a kernel. */
+ * The product runs on the context's matrix-product engine (clattn_gemm_engine: clattn's own
+ * kernel on CPU devices, CLBlast elsewhere); W is repacked for it on every call: weights used more
+ * than once are faster prepared (clattn_weights, clattn_linear_prepared). */
 CLATTN_API clattn_status clattn_linear(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *X,
                             const clattn_tensor *W, const clattn_tensor *bias,
                             const clattn_tensor *Y, cl_uint num_wait, const cl_event *wait_list,
