@@ -590,9 +590,10 @@ CLATTN_API clattn_mha_forward_params clattn_mha_forward_params_default(void);
 /*
  * output = out_proj(attention(query·W_Qᵀ + b_Q, key·W_Kᵀ + b_K, value·W_Vᵀ + b_V))
  *   query [B, 1, Lq, E]   key [B, 1, Lk, kdim]   value [B, 1, Lk, vdim]   output [B, 1, Lq, E]
- * Self attention: pass the same view as query, key and value (the three projections then run as
- * one product). Cross attention: keys and values from another sequence. params may be NULL.
- * The projections write the packed [B, T, H·D] layout that attention reads without a copy.
+ * Self attention: pass the same view as query, key and value (an fp16 input is then converted
+ * once). Cross attention: keys and values from another sequence. params may be NULL. The
+ * projections write layouts the attention reads without a copy ([B, H, T, D] on clattn's own
+ * GEMM engine, [B, T, H·D] on CLBlast).
  */
 CLATTN_API clattn_status clattn_mha_forward(clattn_mha *mha, cl_command_queue queue,
                                             const clattn_tensor *query, const clattn_tensor *key,

@@ -86,14 +86,16 @@ def main():
         print(f'round {r + 1}/{a.rounds} done', flush=True)
     print(f'\nPyTorch {torch.__version__}, {torch.get_num_threads()} threads; '
           f'median over {a.rounds} rounds of each round\'s median (ms)\n')
-    print('| shape | op | PyTorch ms | clattn ms | clattn speed-up |')
-    print('|---|---|---|---|---|')
+    print('| shape | op | PyTorch ms | clattn ms | clattn speed-up | PyTorch, each round | '
+          'clattn, each round |')
+    print('|---|---|---|---|---|---|---|')
     for shape in SHAPES:
         for op, torch_op in (('mha', 'nn.MultiheadAttention'), ('sdpa', 'scaled_dot_product_attention')):
-            t = statistics.median(times[(shape[0], op, 'torch')])
-            c = statistics.median(times[(shape[0], op, 'clattn')])
+            tt, cc = times[(shape[0], op, 'torch')], times[(shape[0], op, 'clattn')]
+            t, c = statistics.median(tt), statistics.median(cc)
+            each = [' '.join(f'{v:.1f}' for v in x) for x in (tt, cc)]
             print(f'| {shape[0]} | {torch_op} / clattn_{"mha_forward" if op == "mha" else "sdpa"} '
-                  f'| {t:.2f} | {c:.2f} | {t / c:.2f}x |')
+                  f'| {t:.2f} | {c:.2f} | {t / c:.2f}x | {each[0]} | {each[1]} |')
 
 
 if __name__ == '__main__':
