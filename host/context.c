@@ -197,47 +197,6 @@ static clattn_status pick_device(cl_device_id *out)
     return *out ? CL_SUCCESS : CLATTN_ERROR_NO_DEVICE;
 }
 
-/* A positive integer from the environment, or 0 when unset or not one. */
-static uint32_t env_count(const char *name)
-{
-    const char *s = getenv(name);
-    if (!s || !*s)
-        return 0;
-    char *end;
-    long v = strtol(s, &end, 10);
-    return (*end == '\0' && v > 0 && v <= 4096) ? (uint32_t)v : 0;
-}
-
-/* The kernel overrides in force: the params' own, then the environment's for members left 0. */
-static clattn_status resolve_kernel_config(const clattn_kernel_config *given, clattn_kernel_config *out)
-{
-    if (!CLATTN_RESERVED_ZERO(given) || given->flash_variant < CLATTN_FLASH_VARIANT_AUTO ||
-        given->flash_variant > CLATTN_FLASH_VARIANT_GPU || given->flash_block_k > 4096 ||
-        given->flash_wg > 4096 || given->gemm_engine < CLATTN_GEMM_ENGINE_AUTO ||
-        given->gemm_engine > CLATTN_GEMM_ENGINE_CLATTN)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    *out = *given;
-    if (out->flash_variant == CLATTN_FLASH_VARIANT_AUTO) {
-        const char *v = getenv("CLATTN_FLASH_VARIANT");
-        if (v && strcmp(v, "cpu") == 0)
-            out->flash_variant = CLATTN_FLASH_VARIANT_CPU;
-        else if (v && strcmp(v, "gpu") == 0)
-            out->flash_variant = CLATTN_FLASH_VARIANT_GPU;
-    }
-    if (out->gemm_engine == CLATTN_GEMM_ENGINE_AUTO) {
-        const char *v = getenv("CLATTN_GEMM_ENGINE");
-        if (v && strcmp(v, "clblast") == 0)
-            out->gemm_engine = CLATTN_GEMM_ENGINE_CLBLAST;
-        else if (v && strcmp(v, "clattn") == 0)
-            out->gemm_engine = CLATTN_GEMM_ENGINE_CLATTN;
-    }
-    if (!out->flash_block_k)
-        out->flash_block_k = env_count("CLATTN_FLASH_BLOCK_K");
-    if (!out->flash_wg)
-        out->flash_wg = env_count("CLATTN_FLASH_WG");
-    return CL_SUCCESS;
-}
-
 /* The disk cache directory: the params' own, else $CLATTN_CACHE_DIR ("off": none), else
  * $XDG_CACHE_HOME/clattn, else ~/.cache/clattn; "" when off or when no directory is known. */
 static clattn_status resolve_cache_dir(const clattn_context_params *p, char *out, size_t cap)
@@ -277,8 +236,9 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
     if (p.log_level < CLATTN_LOG_ERROR || p.log_level > CLATTN_LOG_DEBUG)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_kernel_config kernels;
+    unsigned char origin[CONFIG_COUNT];
     char cache_dir[sizeof ((clattn_context *)0)->cache_dir];
-    clattn_status st = resolve_kernel_config(&p.kernels, &kernels);
+    clattn_status st = clattn__config_resolve(&p.kernels, &kernels, origin);
     if (st == CL_SUCCESS)
         st = resolve_cache_dir(&p, cache_dir, sizeof cache_dir);
     if (st != CL_SUCCESS)
@@ -332,6 +292,7 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
     ctx->log_user = p.log_user;
     ctx->log_level = p.log_level;
     ctx->kernels = kernels;
+    memcpy(ctx->kernels_origin, origin, sizeof origin);
     memcpy(ctx->cache_dir, cache_dir, sizeof cache_dir);
     if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
         clReleaseDevice(device);
@@ -352,6 +313,8 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
     if (st == CL_SUCCESS)
         st = clattn__program_cache_create(kernel_dir && *kernel_dir ? kernel_dir : NULL,
                                           &ctx->programs);
+    if (st == CL_SUCCESS) /* what params and environment leave unset, from clattn-tune's file */
+        clattn__config_from_tune_file(ctx, p.clblast_tuning != 0);
     if (st != CL_SUCCESS) {
         clattn_context_destroy(&ctx);
         return st;

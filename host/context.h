@@ -2,8 +2,10 @@
 #ifndef CLATTN_CONTEXT_H
 #define CLATTN_CONTEXT_H
 #include "clattn.h"
+#include "config.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 
 struct clattn_program_cache; /* program.c */
@@ -19,9 +21,12 @@ struct clattn_context {
     void *log_user;
     clattn_log_level log_level;
 
-    /* Resolved once at create (params, then environment): the kernel overrides (zero members
-     * follow the device table) and the disk cache directory ("" when off). */
+    /* Resolved once at create (params, environment, tune file; config.c): the kernel overrides
+     * (zero members follow the device table) and where each came from; whether CLBlast runs on
+     * the tune file's parameters; the disk cache directory ("" when off). */
     clattn_kernel_config kernels;
+    unsigned char kernels_origin[CONFIG_COUNT];
+    bool clblast_tuned;
     char cache_dir[4096];
 
     /* Set once CLBlast has compiled programs for this context, and once each routine clattn

@@ -28,7 +28,7 @@ typedef struct file_header {
 } file_header;
 
 /* mkdir -p; true when the directory exists afterwards. */
-static bool make_dirs(const char *path)
+bool clattn__cache_dir_ensure(const char *path)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
@@ -129,7 +129,7 @@ void clattn__disk_cache_store(clattn_context *ctx, cl_program prog, const char *
     if (!ctx->cache_dir[0])
         return;
     XXH128_hash_t key = make_key(ctx, src, len, options);
-    if (!file_name(ctx, key, path, sizeof path) || !make_dirs(ctx->cache_dir))
+    if (!file_name(ctx, key, path, sizeof path) || !clattn__cache_dir_ensure(ctx->cache_dir))
         return;
     size_t size = 0;
     if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS ||

@@ -3,6 +3,7 @@
 
 #include <clblast_c.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -275,6 +276,43 @@ bool clattn__gemm_view_ok(const clattn_tensor *t)
             last += (t->dims[d] - 1) * t->strides[d]; /* no overflow: the view was checked */
     }
     return last <= INT_MAX;
+}
+
+clattn_status clattn__gemm_use_xgemm(clattn_context *ctx, const char *params)
+{
+    static const char *names[] = {"GEMMK", "KREG", "KWG",  "KWI", "MDIMA", "MDIMC", "MWG", "NDIMB",
+                                  "NDIMC", "NWG",  "SA",   "SB",  "STRM",  "STRN",  "VWM", "VWN"};
+    enum { N = sizeof names / sizeof names[0] };
+    size_t values[N];
+    bool seen[N] = {false};
+    char copy[512];
+    if (snprintf(copy, sizeof copy, "%s", params) >= (int)sizeof copy)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            return CLATTN_ERROR_INVALID_ARGUMENT;
+        *eq = '\0';
+        int i = 0;
+        while (i < N && strcmp(names[i], tok) != 0)
+            i++;
+        char *end;
+        const unsigned long v = strtoul(eq + 1, &end, 10);
+        if (i == N || *end != '\0' || v > 1024)
+            return CLATTN_ERROR_INVALID_ARGUMENT;
+        values[i] = v;
+        seen[i] = true;
+    }
+    for (int i = 0; i < N; i++)
+        if (!seen[i])
+            return CLATTN_ERROR_INVALID_ARGUMENT;
+#if CLBLAST_VERSION_MAJOR == 1 && (CLBLAST_VERSION_MINOR < 6 || (CLBLAST_VERSION_MINOR == 6 && CLBLAST_VERSION_PATCH < 3))
+    if (values[0] == 1 && values[6] != values[9]) /* GEMMK=1 with MWG != NWG: wrong results */
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+#endif
+    return from_blas(ctx, CLBlastOverrideParameters(ctx->device, "Xgemm", CLBlastPrecisionSingle, N,
+                                                    names, values));
 }
 
 void clattn__gemm_forget_context(clattn_context *ctx)

@@ -48,6 +48,11 @@ clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, 
                                    size_t *num_events);
 void clattn__gemm_release(clattn_gemm *g);
 
+/* Applies CLBlast Xgemm parameters ("NAME=VALUE ...", all 16) for the context's device and single
+ * precision, process-wide (CLBlastOverrideParameters). Refuses GEMMK=1 with MWG != NWG, which
+ * CLBlast before 1.6.3 computes wrongly. */
+clattn_status clattn__gemm_use_xgemm(clattn_context *ctx, const char *params);
+
 /* Called by clattn_context_destroy: releases the warm-up's queue and buffer, and clears
  * CLBlast's process-wide program cache (its programs hold a reference to their cl_context,
  * which would then never be freed). */

@@ -14,6 +14,10 @@ typedef struct gemm_tile {
 static gemm_tile tile_for(const clattn_context *ctx)
 {
     const cl_uint w = ctx->native_float_width;
+    const clattn_kernel_config *k = &ctx->kernels;
+    if (k->gemm_rows) /* an override: params, environment or tune file */
+        return (gemm_tile){w >= 16 ? 16 : w >= 8 ? 8 : 4, (int)k->gemm_rows, (int)k->gemm_vectors,
+                           (int)k->gemm_blocks};
     if (w >= 16) /* AVX-512: 32 registers of 16 floats; 24 accumulators */
         return (gemm_tile){16, 6, 4, 4};
     if (w >= 8) /* AVX2: 16 registers of 8 floats; 12 accumulators */

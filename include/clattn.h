@@ -107,7 +107,8 @@ CLATTN_API int clattn_abi_version(void);
     X(CLATTN_ERROR_DEVICE_NOT_FOUND, 1018, "CLATTN_DEVICE names no device")                          \
     X(CLATTN_ERROR_UNSUPPORTED_DEVICE, 1019, "the device cannot run a kernel this call needs")        \
     X(CLATTN_ERROR_CACHE_FULL, 1020, "appending would pass the KV cache's capacity")                  \
-    X(CLATTN_ERROR_INTERNAL, 1021, "internal inconsistency in clattn (a bug: please report it)")
+    X(CLATTN_ERROR_INTERNAL, 1021, "internal inconsistency in clattn (a bug: please report it)")  \
+    X(CLATTN_ERROR_IO, 1022, "a file of clattn's could not be read or written")
 
 typedef int32_t clattn_status;
 
@@ -205,10 +206,12 @@ typedef enum clattn_gemm_engine {
 
 /*
  * Kernel configuration overrides, for tuning and for tests that force a configuration on one
- * context. Every member's zero means "not overridden". Precedence: these params, then the
- * environment (CLATTN_FLASH_VARIANT=cpu|gpu, CLATTN_FLASH_BLOCK_K, CLATTN_FLASH_WG,
- * CLATTN_GEMM_ENGINE=clblast|clattn; read once, when the context is created), then the library's
- * table by device type. A value the device cannot run makes the calls that need it fail with
+ * context. Every member's zero means "not overridden". Precedence, member by member: these
+ * params, then the environment (CLATTN_FLASH_VARIANT=cpu|gpu, CLATTN_FLASH_BLOCK_K,
+ * CLATTN_FLASH_WG, CLATTN_GEMM_ENGINE=clblast|clattn, CLATTN_GEMM_TILE=ROWSxVECTORSxBLOCKS; read
+ * once, when the context is created), then the tune file clattn-tune wrote for this device,
+ * driver and library version (see clattn_tuning), then the library's table by device type. A
+ * value the device cannot run makes the calls that need it fail with
  * CLATTN_ERROR_UNSUPPORTED_DEVICE (or fall back, for AUTO paths), never crash.
  */
 typedef struct clattn_kernel_config {
@@ -217,7 +220,11 @@ typedef struct clattn_kernel_config {
                              * up to a multiple of 8) */
     uint32_t flash_wg;      /* work-items per work-group of the GPU variant (1..4096) */
     clattn_gemm_engine gemm_engine;
-    uint32_t reserved[12];  /* must be zero */
+    /* clattn's GEMM kernel: a work-item's register tile is gemm_rows rows (1..16) by
+     * gemm_vectors vectors (1..8) of the device's native float width, and it computes
+     * gemm_blocks (1..64) such tiles one after the other. Set all three or none. */
+    uint32_t gemm_rows, gemm_vectors, gemm_blocks;
+    uint32_t reserved[9];   /* must be zero */
 } clattn_kernel_config;
 
 typedef struct clattn_context_params {
@@ -236,7 +243,11 @@ typedef struct clattn_context_params {
     const char *cache_dir;
     int disk_cache_off;
     clattn_kernel_config kernels; /* overrides; all zero (the default) = none */
-    void *reserved[8];      /* must be zero (set by clattn_context_params_default) */
+    /* Nonzero: apply the CLBlast parameters of the tune file (clattn_tuning.clblast_xgemm) to
+     * CLBlast's SGEMM for this device. CLBlast keeps such parameters process-wide per device,
+     * so this retunes the host program's own CLBlast calls too: hence opt-in. */
+    int clblast_tuning;
+    void *reserved[7];      /* must be zero (set by clattn_context_params_default) */
 } clattn_context_params;
 
 CLATTN_API clattn_context_params clattn_context_params_default(void);
@@ -290,11 +301,38 @@ typedef struct clattn_device_info {
 
 CLATTN_API clattn_status clattn_context_device_info(const clattn_context *ctx, clattn_device_info *out);
 
-/* The kernel configuration overrides in force for this context (params, then environment; zero
- * members follow the device table) and the disk cache directory ("" when the cache is off;
+/* The kernel configuration overrides in force for this context (params, environment, tune file;
+ * zero members follow the device table) and the disk cache directory ("" when the cache is off;
  * static to the context, valid until it is destroyed). Either pointer may be NULL. */
 CLATTN_API clattn_status clattn_context_config(const clattn_context *ctx, clattn_kernel_config *kernels,
                                                const char **cache_dir);
+/* The same as text for people (clattn-info): each setting in force, the value the kernels use
+ * and where it came from (params, environment, tune file, table), one per line, NUL-terminated
+ * and truncated to `cap`. */
+CLATTN_API clattn_status clattn_context_describe_config(const clattn_context *ctx, char *buf,
+                                                        size_t cap);
+
+/*
+ * Tuning results, as clattn-tune finds them for a device: stored in the disk cache's directory
+ * in a file named by a hash of the device's name, its driver and platform versions and the
+ * library's version (so a new driver or release starts from the table again), read when a
+ * context on that device is created. The directory is trusted as the disk cache is.
+ */
+typedef struct clattn_tuning {
+    clattn_kernel_config kernels; /* the settings found; zero members: the table's */
+    /* CLBlast's Xgemm parameters found ("NAME=VALUE NAME=VALUE ...", all 16 of them, or ""):
+     * applied only by contexts created with clattn_context_params.clblast_tuning. */
+    char clblast_xgemm[512];
+    uint64_t reserved[8];         /* zero */
+} clattn_tuning;
+
+/* Writes `tuning` as the tune file of the context's device (replacing any), through a temporary
+ * name and rename(): CLATTN_ERROR_INVALID_ARGUMENT when the context has no disk cache directory,
+ * CLATTN_ERROR_IO when the file cannot be written. The context itself keeps the settings it was
+ * created with. */
+CLATTN_API clattn_status clattn_tuning_save(const clattn_context *ctx, const clattn_tuning *tuning);
+/* Reads the tune file of the context's device into *tuning (all zero when there is none). */
+CLATTN_API clattn_status clattn_tuning_load(const clattn_context *ctx, clattn_tuning *tuning);
 
 /* Names of the kernel files compiled into the library ("softmax", "mask", ...; the common prelude
  * every file is built with is not one of them). */

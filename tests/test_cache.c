@@ -268,6 +268,150 @@ static bool prepare_builds_what_calls_run(void)
     return ok;
 }
 
+static char tune_log[2048];
+static void keep_log(void *user, clattn_log_level level, const char *msg)
+{
+    (void)user, (void)level;
+    snprintf(tune_log, sizeof tune_log, "%s", msg);
+}
+
+/* A context on the default device with `k` as its params' overrides (and clblast_tuning). */
+static clattn_context *tuned_context(const clattn_kernel_config *k, int clblast)
+{
+    clattn_context_params p = clattn_context_params_default();
+    if (k)
+        p.kernels = *k;
+    p.clblast_tuning = clblast;
+    p.log = keep_log;
+    clattn_context *cc = NULL;
+    CL_OK(clattn_context_create(&p, &cc));
+    return cc;
+}
+
+/* The path of the one tune-*.txt file in the cache directory (false when there is none). */
+static bool tune_file(char *path, size_t cap)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    bool found = false;
+    while (d && (de = readdir(d)))
+        if (strncmp(de->d_name, "tune-", 5) == 0 && strstr(de->d_name, ".txt") && !strstr(de->d_name, ".tmp")) {
+            snprintf(path, cap, "%.400s/%.100s", dir, de->d_name);
+            found = true;
+        }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* clattn-tune's file: what it holds fills what params and environment leave unset; a damaged
+ * file or a FIFO in its place is ignored (logged), never waited on; CLBlast's parameters apply
+ * only when asked for, and never a set CLBlast 1.5 computes wrongly. */
+static bool tune_file_precedence(void)
+{
+    bool ok = true;
+    fresh_dir("tune");
+    clattn_context *cc = tuned_context(NULL, 0);
+    clattn_tuning t;
+    EXPECT_STATUS(clattn_tuning_load(cc, &t), CLATTN_SUCCESS);
+    EXPECT(t.kernels.flash_block_k == 0 && t.kernels.gemm_rows == 0 && t.clblast_xgemm[0] == 0);
+    memset(&t, 0, sizeof t);
+    t.kernels.flash_block_k = 32;
+    t.kernels.gemm_engine = CLATTN_GEMM_ENGINE_CLATTN;
+    t.kernels.gemm_rows = 4, t.kernels.gemm_vectors = 2, t.kernels.gemm_blocks = 2;
+    EXPECT_STATUS(clattn_tuning_save(cc, &t), CLATTN_SUCCESS);
+    clattn_tuning back;
+    EXPECT_STATUS(clattn_tuning_load(cc, &back), CLATTN_SUCCESS);
+    EXPECT(memcmp(&back, &t, sizeof t) == 0);
+    clattn_context_destroy(&cc);
+
+    /* The file's values, then the environment's, then the params'. */
+    char text[1024];
+    clattn_kernel_config k;
+    cc = tuned_context(NULL, 0);
+    EXPECT_STATUS(clattn_context_config(cc, &k, NULL), CLATTN_SUCCESS);
+    EXPECT(k.flash_block_k == 32 && k.gemm_rows == 4 && k.gemm_vectors == 2 && k.gemm_blocks == 2);
+    EXPECT_STATUS(clattn_context_describe_config(cc, text, sizeof text), CLATTN_SUCCESS);
+    printf("%s", text);
+    EXPECT(strstr(text, "fused block_k: 32 (tune file)") && strstr(text, "(tune file)\ngemm tile"));
+    clattn_context_destroy(&cc);
+    ok &= attention_works(); /* products on the tuned tile: fused and unfused agree */
+    setenv("CLATTN_FLASH_BLOCK_K", "48", 1);
+    cc = tuned_context(NULL, 0);
+    EXPECT_STATUS(clattn_context_config(cc, &k, NULL), CLATTN_SUCCESS);
+    EXPECT(k.flash_block_k == 48 && k.gemm_rows == 4);
+    clattn_context_destroy(&cc);
+    clattn_kernel_config given = {0};
+    given.flash_block_k = 16;
+    cc = tuned_context(&given, 0);
+    EXPECT_STATUS(clattn_context_config(cc, &k, NULL), CLATTN_SUCCESS);
+    EXPECT(k.flash_block_k == 16 && k.gemm_rows == 4);
+    EXPECT_STATUS(clattn_context_describe_config(cc, text, sizeof text), CLATTN_SUCCESS);
+    EXPECT(strstr(text, "fused block_k: 16 (params)") != NULL);
+    clattn_context_destroy(&cc);
+    unsetenv("CLATTN_FLASH_BLOCK_K");
+
+    /* A damaged file: ignored, said through the log. */
+    char path[600];
+    EXPECT(tune_file(path, sizeof path));
+    FILE *f = fopen(path, "w");
+    fputs("format=1\ngemm_tile=99x1x1\n", f);
+    fclose(f);
+    tune_log[0] = '\0';
+    cc = tuned_context(NULL, 0);
+    EXPECT_STATUS(clattn_context_config(cc, &k, NULL), CLATTN_SUCCESS);
+    EXPECT(k.gemm_rows == 0 && k.flash_block_k == 0);
+    EXPECT(strstr(tune_log, "tune file") != NULL);
+    clattn_context_destroy(&cc);
+    /* A FIFO in its place: not opened for reading (it would block), not used. */
+    remove(path);
+    EXPECT(mkfifo(path, 0600) == 0);
+    cc = tuned_context(NULL, 0);
+    EXPECT_STATUS(clattn_context_config(cc, &k, NULL), CLATTN_SUCCESS);
+    EXPECT(k.gemm_rows == 0);
+    clattn_context_destroy(&cc);
+    remove(path);
+
+    /* CLBlast's parameters: a set 1.5 computes wrongly is refused; a sound one applies only
+     * with clblast_tuning, and CLBlast's products stay correct on it. */
+    cc = tuned_context(NULL, 0);
+    memset(&t, 0, sizeof t);
+    snprintf(t.clblast_xgemm, sizeof t.clblast_xgemm,
+             "GEMMK=1 KREG=1 KWG=1 KWI=1 MDIMA=8 MDIMC=8 MWG=32 NDIMB=8 NDIMC=8 NWG=64 SA=0 SB=0 "
+             "STRM=0 STRN=0 VWM=1 VWN=1");
+    EXPECT_STATUS(clattn_tuning_save(cc, &t), CLATTN_SUCCESS);
+    clattn_context_destroy(&cc);
+    tune_log[0] = '\0';
+    cc = tuned_context(NULL, 1);
+    EXPECT_STATUS(clattn_context_describe_config(cc, text, sizeof text), CLATTN_SUCCESS);
+    EXPECT(strstr(text, "CLBlast parameters: CLBlast's own") && strstr(tune_log, "not applied"));
+    snprintf(t.clblast_xgemm, sizeof t.clblast_xgemm,
+             "GEMMK=0 KREG=1 KWG=16 KWI=2 MDIMA=8 MDIMC=8 MWG=32 NDIMB=8 NDIMC=8 NWG=64 SA=0 SB=0 "
+             "STRM=0 STRN=0 VWM=4 VWN=1");
+    EXPECT_STATUS(clattn_tuning_save(cc, &t), CLATTN_SUCCESS);
+    clattn_context_destroy(&cc);
+    cc = tuned_context(NULL, 0);
+    EXPECT_STATUS(clattn_context_describe_config(cc, text, sizeof text), CLATTN_SUCCESS);
+    EXPECT(strstr(text, "CLBlast parameters: CLBlast's own") != NULL); /* not asked for */
+    clattn_context_destroy(&cc);
+    given = (clattn_kernel_config){0};
+    given.gemm_engine = CLATTN_GEMM_ENGINE_CLBLAST;
+    cc = tuned_context(&given, 1);
+    EXPECT_STATUS(clattn_context_describe_config(cc, text, sizeof text), CLATTN_SUCCESS);
+    EXPECT(strstr(text, "CLBlast parameters: the tune file's") != NULL);
+    clattn_context_destroy(&cc);
+    setenv("CLATTN_GEMM_ENGINE", "clblast", 1); /* both paths' products on the tuned CLBlast */
+    ok &= attention_works();
+    unsetenv("CLATTN_GEMM_ENGINE");
+    /* No directory, no file to save. */
+    clattn_context_params off = clattn_context_params_default();
+    off.disk_cache_off = 1;
+    CL_OK(clattn_context_create(&off, &cc));
+    EXPECT_STATUS(clattn_tuning_save(cc, &t), CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_context_destroy(&cc);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -277,6 +421,7 @@ int main(int argc, char **argv)
         CASE(stale_driver_version),
         CASE(unwritable_or_off),
         CASE(prepare_builds_what_calls_run),
+        CASE(tune_file_precedence),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

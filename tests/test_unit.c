@@ -299,13 +299,36 @@ static bool context_config_precedence(void)
         p.kernels.flash_variant = (clattn_flash_variant)bad[i].variant;
         p.kernels.flash_block_k = bad[i].block_k;
         p.kernels.flash_wg = bad[i].wg;
-        p.kernels.reserved[11] = bad[i].reserved;
+        p.kernels.reserved[8] = bad[i].reserved;
         p.log_level = (clattn_log_level)bad[i].log_level;
         p.cache_dir = bad[i].dir;
         cc = (clattn_context *)&p;
         EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_ERROR_INVALID_ARGUMENT);
         EXPECT(cc == NULL);
     }
+    /* The GEMM tile: all three members or none, each in range. */
+    const uint32_t tiles[][3] = {{4, 0, 0}, {0, 2, 2}, {17, 2, 2}, {4, 9, 2}, {4, 2, 65}};
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        p = clattn_context_params_default();
+        p.kernels.gemm_rows = tiles[i][0];
+        p.kernels.gemm_vectors = tiles[i][1];
+        p.kernels.gemm_blocks = tiles[i][2];
+        EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_ERROR_INVALID_ARGUMENT);
+    }
+    p = clattn_context_params_default();
+    p.kernels.gemm_engine = (clattn_gemm_engine)3;
+    EXPECT_STATUS(clattn_context_create(&p, &cc), CLATTN_ERROR_INVALID_ARGUMENT);
+    setenv("CLATTN_GEMM_TILE", "5x3x2", 1);
+    EXPECT_STATUS(clattn_context_create(NULL, &cc), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_context_config(cc, &k, NULL), CLATTN_SUCCESS);
+    EXPECT(k.gemm_rows == 5 && k.gemm_vectors == 3 && k.gemm_blocks == 2);
+    clattn_context_destroy(&cc);
+    setenv("CLATTN_GEMM_TILE", "5x3", 1); /* malformed: ignored */
+    EXPECT_STATUS(clattn_context_create(NULL, &cc), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_context_config(cc, &k, NULL), CLATTN_SUCCESS);
+    EXPECT(k.gemm_rows == 0);
+    clattn_context_destroy(&cc);
+    unsetenv("CLATTN_GEMM_TILE");
     EXPECT_STATUS(clattn_context_config(NULL, &k, &dir), CLATTN_ERROR_INVALID_ARGUMENT);
     EXPECT(clattn_abi_version() == CLATTN_ABI_VERSION);
     return ok;

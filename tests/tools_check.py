@@ -4,13 +4,18 @@ succeeded, the error against the reference is within the fp32 tolerance, timings
 positive, and the library's memory is what sdpa's score matrix needs. Also runs --demo and checks
 that each printed softmax row sums to 1 and hides later tokens.
 
-usage: tools_check.py CLATTN_BENCH OUT_DIR"""
+Then clattn-tune on small shapes in a cache directory of its own: it must finish within its budget,
+check and time candidates, and store a tune file that clattn-info then reports from.
+
+usage: tools_check.py CLATTN_BENCH OUT_DIR CLATTN_TUNE CLATTN_INFO"""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
-bench, out_dir = sys.argv[1], sys.argv[2]
+bench, out_dir, tune, info = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 os.makedirs(out_dir, exist_ok=True)
 failures = []
 
@@ -53,6 +58,22 @@ for i, row in enumerate(grid):
     expect(all(v == 0.0 for v in vals[i + 1:]), f'demo row {i} attends to later tokens')
 masked = lines[[i for i, l in enumerate(lines) if l.startswith('After the causal mask')][0] + 2]
 expect(masked.split()[2:] == ['-inf'] * 7, f'first masked row: {masked}')
+
+# clattn-tune, in a cache directory of its own (the other tests' contexts must not read its file).
+tune_env = dict(os.environ, CLATTN_CACHE_DIR=os.path.join(out_dir, 'tune-cache'))
+shutil.rmtree(tune_env['CLATTN_CACHE_DIR'], ignore_errors=True)
+run = subprocess.run([tune, '--quick', '--seconds', '20'], capture_output=True, text=True, env=tune_env)
+print(run.stdout)
+expect(run.returncode == 0, f'clattn-tune exited {run.returncode}: {run.stderr[-500:]}')
+tried = re.search(r'(\d+) candidates in (\d+) s, (\d+) refused', run.stdout)
+expect(tried is not None and int(tried.group(1)) >= 2 and int(tried.group(3)) == 0,
+       f'candidates line: {tried and tried.group(0)}')
+expect(tried is not None and int(tried.group(2)) <= 60, 'clattn-tune overran its budget')
+files = [f for f in os.listdir(tune_env['CLATTN_CACHE_DIR']) if f.startswith('tune-') and f.endswith('.txt')]
+expect(len(files) == 1, f'tune files: {files}')
+shown = subprocess.run([info], capture_output=True, text=True, env=tune_env)
+expect('gemm tile:' in shown.stdout and 'fused block_k:' in shown.stdout,
+       'clattn-info shows the settings in force')
 
 print(f'{len(failures)} failure(s)')
 sys.exit(1 if failures else 0)

@@ -99,16 +99,14 @@ static int report_device(cl_uint pi, cl_uint di, cl_device_id dev)
            (unsigned long long)(i.max_mem_alloc_size >> 20), (unsigned long long)(i.global_mem_size >> 20));
     printf("    extensions used:  fp16 %s, fp64 %s, subgroups %s\n", i.has_fp16 ? "yes" : "no",
            i.has_fp64 ? "yes" : "no", i.has_subgroups ? "yes" : "no");
-    clattn_kernel_config kc;
     const char *cache_dir = NULL;
-    clattn_context_config(cc, &kc, &cache_dir);
-    static const char *variants[] = {"by device type", "cpu", "gpu"};
-    printf("    overrides:        fused variant %s, block_k %s, work-group %s "
-           "(context params, then CLATTN_FLASH_*)\n",
-           variants[kc.flash_variant], kc.flash_block_k ? "set" : "table", kc.flash_wg ? "set" : "table");
-    if (kc.flash_block_k || kc.flash_wg)
-        printf("                      block_k %u, work-group %u\n", kc.flash_block_k, kc.flash_wg);
+    clattn_context_config(cc, NULL, &cache_dir);
     printf("    disk cache:       %s\n", cache_dir && *cache_dir ? cache_dir : "off");
+    char config[1024];
+    clattn_context_describe_config(cc, config, sizeof config);
+    printf("    settings (where each comes from):\n");
+    for (char *line = strtok(config, "\n"); line; line = strtok(NULL, "\n"))
+        printf("      %s\n", line);
     printf("    kernels:\n");
     int built = 0;
     for (size_t k = 0; k < clattn_kernel_count(); k++) {
