@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "clattn.h"
 #include "ref.h"
+#include "tool_common.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -45,13 +46,6 @@ static cl_device_id g_device;
 static cl_command_queue g_queue;
 static clattn_context *g_cc;
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void die(const char *what, cl_int st)
 {
     fprintf(stderr, "clattn-bench: %s: %s (%d)\n", what, clattn_status_name(st), st);
@@ -66,25 +60,6 @@ static cl_mem upload(const float *host, size_t n)
     if (err != CL_SUCCESS)
         die("clCreateBuffer", err);
     return b;
-}
-
-static float *random_floats(size_t n, unsigned seed, float scale)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    unsigned long long s = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (size_t i = 0; i < n; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        x[i] = scale * ((float)(s >> 40) / 8388608.0f - 1.0f);
-    }
-    return x;
-}
-
-static double *to_double(const float *x, size_t n)
-{
-    double *d = malloc((n ? n : 1) * sizeof *d);
-    for (size_t i = 0; i < n; i++)
-        d[i] = x[i];
-    return d;
 }
 
 /* Query-key pairs that survive the causal mask, per (batch, head). */
@@ -113,12 +88,6 @@ static double mha_flops(const shape *s)
     return sdpa_flops(s) + 2.0 * (double)s->B * ((double)s->Lq * E * E * 2.0 + (double)s->Lk * E * KV * 2.0);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Runs `enqueue` warmup times, then at least 3 and up to opts->reps times within max_seconds. */
 typedef clattn_status (*enqueue_fn)(void *state);
 static void time_runs(enqueue_fn fn, void *state, const options *o, result *r)
@@ -130,29 +99,20 @@ static void time_runs(enqueue_fn fn, void *state, const options *o, result *r)
     }
     double *t = malloc((size_t)(o->reps > 3 ? o->reps : 3) * sizeof *t);
     size_t n = 0;
-    double start = now();
-    while (n < 3 || ((int)n < o->reps && now() - start < o->max_seconds)) {
-        double t0 = now();
+    double start = tool_now();
+    while (n < 3 || ((int)n < o->reps && tool_now() - start < o->max_seconds)) {
+        double t0 = tool_now();
         if ((r->status = fn(state)) != CL_SUCCESS)
             break;
-        const double t1 = now();
+        const double t1 = tool_now();
         clFinish(g_queue);
-        t[n++] = (o->host_time ? t1 : now()) - t0;
+        t[n++] = (o->host_time ? t1 : tool_now()) - t0;
     }
     if (n > 0) {
-        qsort(t, n, sizeof *t, cmp_double);
-        r->median_ms = 1e3 * (n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]));
+        r->median_ms = 1e3 * tool_median(t, n);
     }
     r->reps = n;
     free(t);
-}
-
-static double max_abs_diff(const float *got, const double *ref, size_t n)
-{
-    double e = 0;
-    for (size_t i = 0; i < n; i++)
-        e = fmax(e, isnan(got[i]) ? INFINITY : fabs(got[i] - ref[i]));
-    return e;
 }
 
 /* --- sdpa ------------------------------------------------------------------------------------ */
@@ -172,8 +132,8 @@ static result run_sdpa(const shape *s, const options *o)
 {
     result r = {0};
     const size_t nq = s->B * s->H * s->Lq * s->D, nk = s->B * s->Hkv * s->Lk * s->D;
-    float *hq = random_floats(nq, 1, 1.0f), *hk = random_floats(nk, 2, 1.0f),
-          *hv = random_floats(nk, 3, 1.0f);
+    float *hq = tool_random_floats(nq, 1, 1.0f), *hk = tool_random_floats(nk, 2, 1.0f),
+          *hv = tool_random_floats(nk, 3, 1.0f);
     cl_mem bq = upload(hq, nq), bk = upload(hk, nk), bv = upload(hv, nk), bo = upload(hq, nq);
     sdpa_state st;
     st.q = clattn_tensor_bhtd(bq, 0, s->B, s->H, s->Lq, s->D);
@@ -193,12 +153,12 @@ static result run_sdpa(const shape *s, const options *o)
         const size_t n0 = s->Lq * s->D;
         float *got = malloc(n0 * sizeof *got);
         clEnqueueReadBuffer(g_queue, bo, CL_TRUE, 0, n0 * sizeof *got, got, 0, NULL, NULL);
-        double *q = to_double(hq, n0), *k = to_double(hk, s->Lk * s->D),
-               *v = to_double(hv, s->Lk * s->D), *ref = malloc(n0 * sizeof *ref);
+        double *q = tool_to_double(hq, n0), *k = tool_to_double(hk, s->Lk * s->D),
+               *v = tool_to_double(hv, s->Lk * s->D), *ref = malloc(n0 * sizeof *ref);
         if (4.0 * (double)s->Lq * (double)s->Lk * (double)s->D < CHECK_BUDGET_FLOPS) {
             ref_sdpa(1, 1, 1, s->Lq, s->Lk, s->D, s->D, 1.0 / sqrt((double)s->D), s->causal,
                      NULL, NULL, q, k, v, ref, NULL, NULL);
-            r.max_err = max_abs_diff(got, ref, n0);
+            r.max_err = tool_max_abs_diff(got, ref, n0);
         } else {
             /* 64 rows spread over the sequence: each sees a prefix of the keys, so each is an
              * unmasked attention over that prefix. */
@@ -209,7 +169,7 @@ static result run_sdpa(const shape *s, const options *o)
                     hi = fmin((double)s->Lk, fmax(0.0, (double)i + (double)s->Lk - (double)s->Lq + 1));
                 ref_sdpa(1, 1, 1, 1, (size_t)hi, s->D, s->D, 1.0 / sqrt((double)s->D), 0, NULL,
                          NULL, q + i * s->D, k, v, ref, NULL, NULL);
-                r.max_err = fmax(r.max_err, max_abs_diff(got + i * s->D, ref, s->D));
+                r.max_err = fmax(r.max_err, tool_max_abs_diff(got + i * s->D, ref, s->D));
             }
         }
         r.checked = true;
@@ -243,9 +203,9 @@ static result run_mha(const shape *s, const options *o)
     const bool self = s->Lq == s->Lk;
     const size_t nx = s->B * s->Lq * E, nkv = s->B * s->Lk * E;
     const float ws = 1.0f / sqrtf((float)E);
-    float *hx = random_floats(nx, 4, 1.0f), *hkv = random_floats(nkv, 5, 1.0f);
-    float *hw = random_floats(W3 * E, 6, ws), *hb = random_floats(W3, 7, 0.1f),
-          *hwo = random_floats(E * E, 8, ws), *hbo = random_floats(E, 9, 0.1f);
+    float *hx = tool_random_floats(nx, 4, 1.0f), *hkv = tool_random_floats(nkv, 5, 1.0f);
+    float *hw = tool_random_floats(W3 * E, 6, ws), *hb = tool_random_floats(W3, 7, 0.1f),
+          *hwo = tool_random_floats(E * E, 8, ws), *hbo = tool_random_floats(E, 9, 0.1f);
     cl_mem bx = upload(hx, nx), bkv = upload(hkv, nkv), bout = upload(hx, nx);
     cl_mem bw = upload(hw, W3 * E), bb = upload(hb, W3), bwo = upload(hwo, E * E), bbo = upload(hbo, E);
     clattn_tensor w = clattn_tensor_bhtd(bw, 0, 1, 1, W3, E), b = clattn_tensor_bhtd(bb, 0, 1, 1, 1, W3),
@@ -287,13 +247,13 @@ static result run_mha(const shape *s, const options *o)
         const size_t n0 = s->Lq * E;
         float *got = malloc(n0 * sizeof *got);
         clEnqueueReadBuffer(g_queue, bout, CL_TRUE, 0, n0 * sizeof *got, got, 0, NULL, NULL);
-        double *x = to_double(hx, n0), *kvd = self ? x : to_double(hkv, s->Lk * E);
-        double *W = to_double(hw, W3 * E), *Bi = to_double(hb, W3), *Wo = to_double(hwo, E * E),
-               *Bo = to_double(hbo, E), *ref = malloc(n0 * sizeof *ref);
+        double *x = tool_to_double(hx, n0), *kvd = self ? x : tool_to_double(hkv, s->Lk * E);
+        double *W = tool_to_double(hw, W3 * E), *Bi = tool_to_double(hb, W3), *Wo = tool_to_double(hwo, E * E),
+               *Bo = tool_to_double(hbo, E), *ref = malloc(n0 * sizeof *ref);
         ref_mha_layer L = {E, s->H, s->Hkv, E, E, W, W + E * E, W + (E + KV) * E,
                            Bi, Bi + E, Bi + E + KV, Wo, Bo};
         ref_mha(&L, 1, s->Lq, s->Lk, s->causal, NULL, NULL, x, kvd, kvd, ref, NULL, NULL);
-        r.max_err = max_abs_diff(got, ref, n0);
+        r.max_err = tool_max_abs_diff(got, ref, n0);
         r.checked = true;
         if (!self)
             free(kvd);
@@ -405,7 +365,7 @@ static int demo(void)
             x[t * E + e] = (float)((h >> 8) & 0xffff) / 32768.0f - 1.0f;
         }
     }
-    float *wq = random_floats(E * E, 11, 1.0f), *wk = random_floats(E * E, 12, 1.0f);
+    float *wq = tool_random_floats(E * E, 11, 1.0f), *wk = tool_random_floats(E * E, 12, 1.0f);
     cl_mem bx = upload(x, T * E), bq = upload(wq, E * E), bk = upload(wk, E * E);
     float zero[T * T] = {0};
     cl_mem Q = upload(zero, T * E), K = upload(zero, T * E), S = upload(zero, T * T);
@@ -488,8 +448,8 @@ static int run_gemm_suite(const options *o, const clattn_device_info *info)
     int failures = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const size_t M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
-        float *hx = random_floats(M * K, 1, 1.0f), *hw = random_floats(N * K, 2, 0.05f),
-              *hb = random_floats(N, 3, 0.1f);
+        float *hx = tool_random_floats(M * K, 1, 1.0f), *hw = tool_random_floats(N * K, 2, 0.05f),
+              *hb = tool_random_floats(N, 3, 0.1f);
         cl_mem bx = upload(hx, M * K), bw = upload(hw, N * K), bb = upload(hb, N),
                by = upload(NULL, M * N);
         linear_state st = {clattn_tensor_bhtd(bx, 0, 1, 1, M, K), clattn_tensor_bhtd(bb, 0, 1, 1, 1, N),
@@ -532,7 +492,7 @@ static int run_decode(const options *o, const clattn_device_info *info)
         decode_state st = {0};
         clattn_status s = clattn_kv_cache_create(g_cc, &cp, &st.cache);
         const size_t nkv = Hkv * len * D;
-        float *h = random_floats(nkv, (unsigned)len, 1.0f), *hq = random_floats(Hq * D, 3, 1.0f);
+        float *h = tool_random_floats(nkv, (unsigned)len, 1.0f), *hq = tool_random_floats(Hq * D, 3, 1.0f);
         cl_mem bk = upload(h, nkv), bq = upload(hq, Hq * D), bo = upload(hq, Hq * D);
         clattn_tensor K = clattn_tensor_bhtd(bk, 0, 1, Hkv, len, D);
         if (s == CL_SUCCESS)
@@ -615,12 +575,12 @@ static double measure_peak(const clattn_device_info *info, bool verbose)
             clSetKernelArg(k, 1, sizeof iters, &iters);
             clSetKernelArg(k, 2, sizeof b, &b);
             clSetKernelArg(k, 3, sizeof c, &c);
-            double t0 = now();
+            double t0 = tool_now();
             /* On CPUs one work-item per work-group, so that every core gets work-groups. */
             const size_t one = 1;
             err = clEnqueueNDRangeKernel(g_queue, k, 1, NULL, &global, cpu ? &one : NULL, 0, NULL, NULL);
             clFinish(g_queue);
-            secs = now() - t0;
+            secs = tool_now() - t0;
             if (err != CL_SUCCESS || secs > 0.25 || iters > (1 << 28))
                 break;
             iters *= 4;
@@ -743,12 +703,12 @@ int main(int argc, char **argv)
     if (do_startup) {
         /* From nothing to every kernel ready: context, device queries, each kernel file built
          * or loaded from the disk cache. */
-        double t0 = now();
+        double t0 = tool_now();
         clattn_status st0 = clattn_context_create(NULL, &g_cc);
-        double t1 = now();
+        double t1 = tool_now();
         for (size_t k = 0; st0 == CL_SUCCESS && k < clattn_kernel_count(); k++)
             st0 = clattn_kernel_build(g_cc, clattn_kernel_name(k));
-        double t2 = now();
+        double t2 = tool_now();
         if (st0 != CL_SUCCESS)
             die("startup", st0);
         const char *cache = getenv("CLATTN_CACHE_DIR");

@@ -4,19 +4,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "clattn.h"
 #include "ref.h"
+#include "tool_common.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void print_log(void *user, clattn_log_level level, const char *msg)
 {
@@ -54,10 +48,7 @@ static int smoke_test(clattn_context *cc, cl_context c, cl_device_id d, double *
         st = clEnqueueReadBuffer(qu, ob, CL_TRUE, 0, sizeof out, out, 0, NULL, NULL);
     if (st == CL_SUCCESS) {
         ref_sdpa(B, H, H, L, L, D, D, 1.0 / sqrt((double)D), 1, NULL, NULL, q, k, v, ref, NULL, NULL);
-        double e = 0;
-        for (int i = 0; i < N; i++)
-            e = fmax(e, isnan(out[i]) ? INFINITY : fabs(out[i] - ref[i]));
-        *err_out = e;
+        *err_out = tool_max_abs_diff(out, ref, N);
     }
     clReleaseMemObject(in);
     clReleaseMemObject(ob);
@@ -110,21 +101,21 @@ static int report_device(cl_uint pi, cl_uint di, cl_device_id dev)
     printf("    kernels:\n");
     int built = 0;
     for (size_t k = 0; k < clattn_kernel_count(); k++) {
-        double t0 = now();
+        double t0 = tool_now();
         st = clattn_kernel_build(cc, clattn_kernel_name(k));
-        double ms = 1e3 * (now() - t0);
+        double ms = 1e3 * (tool_now() - t0);
         printf("      %-12s %s (%.0f ms)\n", clattn_kernel_name(k),
                st == CL_SUCCESS ? "builds" : clattn_status_name(st), ms);
         built += st == CL_SUCCESS;
     }
     int works = 0;
     if (built == (int)clattn_kernel_count()) {
-        double e = INFINITY, t0 = now();
+        double e = INFINITY, t0 = tool_now();
         st = smoke_test(cc, c, dev, &e);
         works = st == CL_SUCCESS && e <= 1e-4;
         printf("    attention check:  %s (max error %.2g, %.0f ms with first GEMM compile)\n",
                st != CL_SUCCESS ? clattn_status_name(st) : works ? "correct" : "WRONG", e,
-               1e3 * (now() - t0));
+               1e3 * (tool_now() - t0));
     }
     printf("    => %s\n", works ? "works" : "does not work");
     clattn_context_destroy(&cc);

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "clattn.h"
 #include "ref.h"
+#include "tool_common.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -14,38 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static float *random_floats(size_t n, unsigned seed, float scale)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    unsigned long long s = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (size_t i = 0; i < n; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        x[i] = scale * ((float)(s >> 40) / 8388608.0f - 1.0f);
-    }
-    return x;
-}
-
-static double *to_double(const float *x, size_t n)
-{
-    double *d = malloc((n ? n : 1) * sizeof *d);
-    for (size_t i = 0; i < n; i++)
-        d[i] = x[i];
-    return d;
-}
 
 /* One context of the candidate's settings, with a queue, and buffers of the device. */
 typedef struct bench_env {
@@ -87,55 +56,89 @@ static cl_mem upload(bench_env *e, const float *host, size_t n)
 
 /* --- the measurements: a projection, and attention ----------------------------------------------- */
 
-/* Y = X·Wᵀ + b with prepared weights: its median time over `reps` runs (ms), after a check of
- * the result against the reference on (checked) inputs. A negative value: wrong or failed. */
+/* One operation under measurement: what enqueues it, with its arguments. */
+typedef struct op {
+    clattn_status (*run)(bench_env *e, const struct op *op);
+    const clattn_tensor *in[3], *out;
+    const clattn_weights *weights;
+    const clattn_sdpa_params *sdpa;
+} op;
+
+static clattn_status run_linear(bench_env *e, const op *o)
+{
+    return clattn_linear_prepared(e->cc, e->queue, o->in[0], o->weights, o->in[1], o->out, 0, NULL, NULL);
+}
+
+static clattn_status run_sdpa(bench_env *e, const op *o)
+{
+    return clattn_sdpa(e->cc, e->queue, o->in[0], o->in[1], o->in[2], o->out, o->sdpa, 0, NULL, NULL);
+}
+
+/* Runs the operation once; when `ref` is given, compares its n outputs in `out` with it; then
+ * the median time of `reps` runs, in ms. A negative value: the result was wrong or a call failed. */
+static double checked_median(bench_env *e, const op *o, cl_mem out, const double *ref, size_t n, int reps)
+{
+    clattn_status st = o->run(e, o);
+    if (st == CL_SUCCESS && ref) {
+        float *got = malloc(n * sizeof *got);
+        st = got ? clEnqueueReadBuffer(e->queue, out, CL_TRUE, 0, n * sizeof *got, got, 0, NULL, NULL)
+                 : CL_OUT_OF_HOST_MEMORY;
+        double scale = 1;
+        for (size_t i = 0; i < n; i++)
+            scale = fmax(scale, fabs(ref[i]));
+        if (st == CL_SUCCESS && !(tool_max_abs_diff(got, ref, n) <= 1e-4 * scale))
+            st = -1;
+        free(got);
+    }
+    if (st != CL_SUCCESS)
+        return -1;
+    double *t = malloc((size_t)reps * sizeof *t);
+    if (!t)
+        return -1;
+    for (int i = 0; i < reps && st == CL_SUCCESS; i++) {
+        const double t0 = tool_now();
+        st = o->run(e, o);
+        clFinish(e->queue);
+        t[i] = tool_now() - t0;
+    }
+    const double ms = st == CL_SUCCESS ? 1e3 * tool_median(t, (size_t)reps) : -1;
+    free(t);
+    return ms;
+}
+
+static void release_all(cl_mem *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (b[i])
+            clReleaseMemObject(b[i]);
+}
+
+/* Y = X·Wᵀ + b with prepared weights: median ms over `reps` runs, after a check against the
+ * reference when `check` is set. A negative value: wrong or failed. */
 static double time_linear(bench_env *e, size_t M, size_t N, size_t K, int reps, bool check)
 {
-    float *hx = random_floats(M * K, 1, 1.0f), *hw = random_floats(N * K, 2, 0.1f),
-          *hb = random_floats(N, 3, 0.1f);
-    cl_mem bx = upload(e, hx, M * K), bw = upload(e, hw, N * K), bb = upload(e, hb, N),
-           by = upload(e, NULL, M * N);
-    const clattn_tensor X = clattn_tensor_bhtd(bx, 0, 1, 1, M, K), W = clattn_tensor_bhtd(bw, 0, 1, 1, N, K),
-                        B = clattn_tensor_bhtd(bb, 0, 1, 1, 1, N), Y = clattn_tensor_bhtd(by, 0, 1, 1, M, N);
+    float *hx = tool_random_floats(M * K, 1, 1.0f), *hw = tool_random_floats(N * K, 2, 0.1f),
+          *hb = tool_random_floats(N, 3, 0.1f);
+    cl_mem b[4] = {upload(e, hx, M * K), upload(e, hw, N * K), upload(e, hb, N), upload(e, NULL, M * N)};
+    const clattn_tensor X = clattn_tensor_bhtd(b[0], 0, 1, 1, M, K), W = clattn_tensor_bhtd(b[1], 0, 1, 1, N, K),
+                        B = clattn_tensor_bhtd(b[2], 0, 1, 1, 1, N), Y = clattn_tensor_bhtd(b[3], 0, 1, 1, M, N);
     clattn_weights *pw = NULL;
-    double ms = -1;
-    clattn_status st = bx && bw && bb && by ? clattn_weights_create(e->cc, e->queue, &W, 0, NULL, NULL, &pw)
-                                            : CL_MEM_OBJECT_ALLOCATION_FAILURE;
-    if (st == CL_SUCCESS)
-        st = clattn_linear_prepared(e->cc, e->queue, &X, pw, &B, &Y, 0, NULL, NULL);
-    if (st == CL_SUCCESS && check) {
-        float *got = malloc(M * N * sizeof *got);
-        double *x = to_double(hx, M * K), *w = to_double(hw, N * K), *b = to_double(hb, N),
-               *ref = malloc(M * N * sizeof *ref);
-        clEnqueueReadBuffer(e->queue, by, CL_TRUE, 0, M * N * sizeof *got, got, 0, NULL, NULL);
-        ref_linear(M, K, N, x, w, b, ref);
-        double err = 0, scale = 1;
-        for (size_t i = 0; i < M * N; i++) {
-            err = fmax(err, isnan(got[i]) ? INFINITY : fabs(got[i] - ref[i]));
-            scale = fmax(scale, fabs(ref[i]));
-        }
-        if (!(err <= 1e-4 * scale))
-            st = -1;
-        free(got), free(x), free(w), free(b), free(ref);
+    double ms = -1, *ref = NULL;
+    if (check) {
+        double *x = tool_to_double(hx, M * K), *w = tool_to_double(hw, N * K), *bias = tool_to_double(hb, N);
+        ref = malloc(M * N * sizeof *ref);
+        if (x && w && bias && ref)
+            ref_linear(M, K, N, x, w, bias, ref);
+        free(x), free(w), free(bias);
     }
-    if (st == CL_SUCCESS) {
-        double *t = malloc((size_t)reps * sizeof *t);
-        for (int i = 0; i < reps && st == CL_SUCCESS; i++) {
-            const double t0 = now();
-            st = clattn_linear_prepared(e->cc, e->queue, &X, pw, &B, &Y, 0, NULL, NULL);
-            clFinish(e->queue);
-            t[i] = now() - t0;
-        }
-        qsort(t, (size_t)reps, sizeof *t, cmp_double);
-        ms = st == CL_SUCCESS ? 1e3 * t[reps / 2] : -1;
-        free(t);
+    if (b[0] && b[1] && b[2] && b[3] && (!check || ref) &&
+        clattn_weights_create(e->cc, e->queue, &W, 0, NULL, NULL, &pw) == CL_SUCCESS) {
+        const op o = {.run = run_linear, .in = {&X, &B}, .out = &Y, .weights = pw};
+        ms = checked_median(e, &o, b[3], ref, M * N, reps);
     }
     clattn_weights_destroy(&pw);
-    cl_mem all[] = {bx, bw, bb, by};
-    for (int i = 0; i < 4; i++)
-        if (all[i])
-            clReleaseMemObject(all[i]);
-    free(hx), free(hw), free(hb);
+    release_all(b, 4);
+    free(hx), free(hw), free(hb), free(ref);
     return ms;
 }
 
@@ -143,48 +146,28 @@ static double time_linear(bench_env *e, size_t M, size_t N, size_t K, int reps, 
 static double time_sdpa(bench_env *e, size_t H, size_t T, size_t D, int reps, bool check)
 {
     const size_t n = H * T * D;
-    float *hq = random_floats(n, 4, 1.0f), *hk = random_floats(n, 5, 1.0f), *hv = random_floats(n, 6, 1.0f);
-    cl_mem bq = upload(e, hq, n), bk = upload(e, hk, n), bv = upload(e, hv, n), bo = upload(e, NULL, n);
-    const clattn_tensor Q = clattn_tensor_bhtd(bq, 0, 1, H, T, D), K = clattn_tensor_bhtd(bk, 0, 1, H, T, D),
-                        V = clattn_tensor_bhtd(bv, 0, 1, H, T, D), O = clattn_tensor_bhtd(bo, 0, 1, H, T, D);
+    float *hq = tool_random_floats(n, 4, 1.0f), *hk = tool_random_floats(n, 5, 1.0f),
+          *hv = tool_random_floats(n, 6, 1.0f);
+    cl_mem b[4] = {upload(e, hq, n), upload(e, hk, n), upload(e, hv, n), upload(e, NULL, n)};
+    const clattn_tensor Q = clattn_tensor_bhtd(b[0], 0, 1, H, T, D), K = clattn_tensor_bhtd(b[1], 0, 1, H, T, D),
+                        V = clattn_tensor_bhtd(b[2], 0, 1, H, T, D), O = clattn_tensor_bhtd(b[3], 0, 1, H, T, D);
     clattn_sdpa_params p = clattn_sdpa_params_default();
     p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
     p.path = CLATTN_PATH_FUSED;
-    double ms = -1;
-    clattn_status st = bq && bk && bv && bo ? clattn_sdpa(e->cc, e->queue, &Q, &K, &V, &O, &p, 0, NULL, NULL)
-                                            : CL_MEM_OBJECT_ALLOCATION_FAILURE;
-    if (st == CL_SUCCESS && check) {
-        float *got = malloc(n * sizeof *got);
-        double *q = to_double(hq, n), *k = to_double(hk, n), *v = to_double(hv, n),
-               *ref = malloc(n * sizeof *ref);
-        clEnqueueReadBuffer(e->queue, bo, CL_TRUE, 0, n * sizeof *got, got, 0, NULL, NULL);
-        ref_sdpa(1, H, H, T, T, D, D, 1.0 / sqrt((double)D), 1, NULL, NULL, q, k, v, ref, NULL, NULL);
-        double err = 0, scale = 1;
-        for (size_t i = 0; i < n; i++) {
-            err = fmax(err, isnan(got[i]) ? INFINITY : fabs(got[i] - ref[i]));
-            scale = fmax(scale, fabs(ref[i]));
-        }
-        if (!(err <= 1e-4 * scale))
-            st = -1;
-        free(got), free(q), free(k), free(v), free(ref);
+    double ms = -1, *ref = NULL;
+    if (check) {
+        double *q = tool_to_double(hq, n), *k = tool_to_double(hk, n), *v = tool_to_double(hv, n);
+        ref = malloc(n * sizeof *ref);
+        if (q && k && v && ref)
+            ref_sdpa(1, H, H, T, T, D, D, 1.0 / sqrt((double)D), 1, NULL, NULL, q, k, v, ref, NULL, NULL);
+        free(q), free(k), free(v);
     }
-    if (st == CL_SUCCESS) {
-        double *t = malloc((size_t)reps * sizeof *t);
-        for (int i = 0; i < reps && st == CL_SUCCESS; i++) {
-            const double t0 = now();
-            st = clattn_sdpa(e->cc, e->queue, &Q, &K, &V, &O, &p, 0, NULL, NULL);
-            clFinish(e->queue);
-            t[i] = now() - t0;
-        }
-        qsort(t, (size_t)reps, sizeof *t, cmp_double);
-        ms = st == CL_SUCCESS ? 1e3 * t[reps / 2] : -1;
-        free(t);
+    if (b[0] && b[1] && b[2] && b[3] && (!check || ref)) {
+        const op o = {.run = run_sdpa, .in = {&Q, &K, &V}, .out = &O, .sdpa = &p};
+        ms = checked_median(e, &o, b[3], ref, n, reps);
     }
-    cl_mem all[] = {bq, bk, bv, bo};
-    for (int i = 0; i < 4; i++)
-        if (all[i])
-            clReleaseMemObject(all[i]);
-    free(hq), free(hk), free(hv);
+    release_all(b, 4);
+    free(hq), free(hk), free(hv), free(ref);
     return ms;
 }
 
@@ -199,7 +182,7 @@ typedef struct search {
 static void progress(const search *s, const char *what, const char *cand, double ms, double best)
 {
     fprintf(stderr, "\r%-8s %-28s %9.3f ms  best %9.3f ms  %4.0f s left   ", what, cand, ms, best,
-            fmax(0, s->deadline - now()));
+            fmax(0, s->deadline - tool_now()));
     fflush(stderr);
 }
 
@@ -240,11 +223,9 @@ static bool confirm(search *s, const clattn_kernel_config *table, const clattn_k
         t[i] = measure(s, table, 0, gemm);
         b[i] = measure(s, best, clblast, gemm);
     }
-    qsort(t, 3, sizeof *t, cmp_double);
-    qsort(b, 3, sizeof *b, cmp_double);
-    *table_ms = t[1];
-    *best_ms = b[1];
-    return b[1] >= 0 && t[1] >= 0 && b[1] < 0.97 * t[1];
+    *table_ms = tool_median(t, 3);
+    *best_ms = tool_median(b, 3);
+    return *best_ms >= 0 && *table_ms >= 0 && *best_ms < 0.97 * *table_ms;
 }
 
 static void usage(void)
@@ -317,8 +298,8 @@ int main(int argc, char **argv)
     const bool cpu = (info.type & CL_DEVICE_TYPE_CPU) != 0;
     printf("clattn-tune on %s (%s), driver %s, %.0f s budget\n", info.name, info.platform_name,
            info.driver_version, seconds);
-    search s = {now() + seconds, 0, 0, quick};
-    const double t_start = now();
+    search s = {tool_now() + seconds, 0, 0, quick};
+    const double t_start = tool_now();
     clattn_tuning found;
     memset(&found, 0, sizeof found);
 
@@ -328,11 +309,11 @@ int main(int argc, char **argv)
     double gemm_table = -1, gemm_best = -1;
     if (cpu) {
         gemm_table = gemm_best = measure(&s, &k, 0, true);
-        const double until = now() + 0.45 * seconds;
+        const double until = tool_now() + 0.45 * seconds;
         static const unsigned rows[] = {6, 7, 5, 8, 4}, vecs[] = {4, 3, 5, 2}, blocks[] = {4, 2, 8, 1};
-        for (size_t b = 0; b < 4 && now() < until; b++)
-            for (size_t v = 0; v < 4 && now() < until; v++)
-                for (size_t r = 0; r < 5 && now() < until; r++) {
+        for (size_t b = 0; b < 4 && tool_now() < until; b++)
+            for (size_t v = 0; v < 4 && tool_now() < until; v++)
+                for (size_t r = 0; r < 5 && tool_now() < until; r++) {
                     if (rows[r] * vecs[v] + vecs[v] + 2 > 32) /* past 32 vector registers */
                         continue;
                     k.gemm_rows = rows[r], k.gemm_vectors = vecs[v], k.gemm_blocks = blocks[b];
@@ -360,10 +341,10 @@ int main(int argc, char **argv)
     clattn_kernel_config f = {0};
     double flash_table = measure(&s, &f, 0, false);
     double flash_best = flash_table;
-    const double until = now() + (do_clblast ? 0.7 : 1.0) * (s.deadline - now());
+    const double until = tool_now() + (do_clblast ? 0.7 : 1.0) * (s.deadline - tool_now());
     static const unsigned cpu_blocks[] = {64, 32, 48, 96, 128, 80};
     static const unsigned gpu_wg[] = {64, 128, 32, 256}, gpu_blocks[] = {32, 16, 64};
-    for (size_t i = 0; i < (cpu ? 6u : 12u) && now() < until; i++) {
+    for (size_t i = 0; i < (cpu ? 6u : 12u) && tool_now() < until; i++) {
         f.flash_block_k = cpu ? cpu_blocks[i] : gpu_blocks[i % 3];
         f.flash_wg = cpu ? 0 : gpu_wg[i / 3];
         const double ms = measure(&s, &f, 0, false);
@@ -397,7 +378,7 @@ int main(int argc, char **argv)
         b.gemm_engine = CLATTN_GEMM_ENGINE_CLBLAST;
         blas_table = blas_best = measure(&s, &b, 0, true);
         clattn_tuning trial = found;
-        for (size_t i = 0; i < sizeof clblast_candidates / sizeof clblast_candidates[0] && now() < s.deadline; i++) {
+        for (size_t i = 0; i < sizeof clblast_candidates / sizeof clblast_candidates[0] && tool_now() < s.deadline; i++) {
             snprintf(trial.clblast_xgemm, sizeof trial.clblast_xgemm, "%s", clblast_candidates[i]);
             if (clattn_tuning_save(e0.cc, &trial) != CL_SUCCESS)
                 break;
@@ -419,7 +400,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "\r%100s\r", "");
 
-    printf("%d candidates in %.0f s, %d refused for a wrong result\n", s.tried, now() - t_start, s.wrong);
+    printf("%d candidates in %.0f s, %d refused for a wrong result\n", s.tried, tool_now() - t_start, s.wrong);
     printf("%-10s %-32s %12s %12s %8s\n", "setting", "found", "table ms", "found ms", "gain");
     char tile[48] = "the table's";
     if (found.kernels.gemm_rows)
