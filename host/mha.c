@@ -201,6 +201,10 @@ clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *pa
     clattn_mha *m = calloc(1, sizeof *m);
     if (!m)
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    if (pthread_mutex_init(&m->lock, NULL) != 0) {
+        free(m);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
     clattn_status st = describe(ctx, params, m);
     if (st == CL_SUCCESS)
         st = allocate(m);
@@ -214,6 +218,7 @@ clattn_status clattn_mha_create(clattn_context *ctx, const clattn_mha_params *pa
         st = retain_sources(m);
     if (st != CL_SUCCESS) {
         free_prepared(m);
+        pthread_mutex_destroy(&m->lock);
         free(m);
         return st;
     }
@@ -236,6 +241,10 @@ size_t clattn_mha_bytes(const clattn_mha *m)
     size_t bytes = m->bias ? 2 * (m->E + m->KV) * sizeof(float) : 0;
     for (int i = 0; i < 4; i++)
         bytes += m->w[i].bytes;
+    clattn_mha *mm = (clattn_mha *)m; /* the lock is the layer's own, not part of its value */
+    pthread_mutex_lock(&mm->lock);
+    bytes += clattn__pool_bytes(&mm->scratch);
+    pthread_mutex_unlock(&mm->lock);
     return bytes;
 }
 
@@ -245,6 +254,8 @@ void clattn_mha_destroy(clattn_mha **mha)
         return;
     release_sources(*mha, 8);
     free_prepared(*mha);
+    clattn__pool_clear(&(*mha)->scratch); /* forwards still queued keep their buffers alive */
+    pthread_mutex_destroy(&(*mha)->lock);
     free(*mha);
     *mha = NULL;
 }

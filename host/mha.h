@@ -2,7 +2,10 @@
  * (mha_forward.c). */
 #ifndef CLATTN_MHA_H
 #define CLATTN_MHA_H
+#include "plan.h"
 #include "weights.h"
+
+#include <pthread.h>
 
 /* The four projections, in this order everywhere. */
 enum { MHA_Q = 0, MHA_K = 1, MHA_V = 2, MHA_O = 3 };
@@ -18,6 +21,10 @@ struct clattn_mha {
     clattn_weights w[4];
     cl_mem biases;
     clattn_tensor b[4]; /* views into `biases` */
+    /* The intermediates of forwards given no workspace, kept for the next one; `lock` makes
+     * such forwards plan and enqueue one at a time. */
+    pthread_mutex_t lock;
+    clattn_buffer_pool scratch;
 };
 
 #endif

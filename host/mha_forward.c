@@ -307,8 +307,22 @@ clattn_status clattn_mha_forward(clattn_mha *m, cl_command_queue queue,
     if (!m)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     const clattn_mha_forward_params fp = params ? *params : clattn_mha_forward_params_default();
-    CLATTN_RETURN_PLANNED(m->ctx, queue, num_wait, wait_list, event_out,
-                          mha_plan(&plan_, m, query, key, value, output, &fp));
+    if (fp.workspace)
+        CLATTN_RETURN_PLANNED(m->ctx, queue, num_wait, wait_list, event_out,
+                              mha_plan(&plan_, m, query, key, value, output, &fp));
+    /* Without a workspace the intermediates live in the layer's kept scratch: one such forward
+     * at a time plans and enqueues (each waits on the device for the one before, when it
+     * reuses its buffers). */
+    pthread_mutex_lock(&m->lock);
+    clattn_plan plan;
+    clattn_status st = clattn__plan_begin(&plan, m->ctx, queue, num_wait, wait_list);
+    if (st == CL_SUCCESS) {
+        plan.pool = &m->scratch;
+        st = mha_plan(&plan, m, query, key, value, output, &fp);
+    }
+    st = clattn__plan_run(&plan, st, queue, num_wait, wait_list, event_out);
+    pthread_mutex_unlock(&m->lock);
+    return st;
 }
 
 clattn_status clattn_mha_prepare(clattn_mha *m, const clattn_tensor *query,

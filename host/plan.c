@@ -62,10 +62,44 @@ clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alph
     return st;
 }
 
+void clattn__pool_clear(clattn_buffer_pool *pool)
+{
+    for (size_t i = 0; i < pool->count; i++)
+        clReleaseMemObject(pool->buffers[i]);
+    if (pool->last)
+        clReleaseEvent(pool->last);
+    memset(pool, 0, sizeof *pool);
+}
+
+size_t clattn__pool_bytes(const clattn_buffer_pool *pool)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < pool->count; i++)
+        n += pool->bytes[i];
+    return n;
+}
+
+/* A buffer of the pool's of exactly `bytes` that this call has not taken yet, retained for it. */
+static bool take_from_pool(clattn_plan *p, size_t bytes, cl_mem *out)
+{
+    clattn_buffer_pool *pool = p->pool;
+    for (size_t i = 0; pool && i < pool->count; i++) {
+        if (!p->taken[i] && pool->bytes[i] == bytes && clRetainMemObject(pool->buffers[i]) == CL_SUCCESS) {
+            p->taken[i] = p->took_any = true;
+            p->buffer_bytes[p->num_buffers] = bytes;
+            p->buffers[p->num_buffers++] = *out = pool->buffers[i];
+            return true;
+        }
+    }
+    return false;
+}
+
 static clattn_status new_buffer(clattn_plan *p, size_t bytes, const void *host, cl_mem *out)
 {
     if (p->num_buffers == CLATTN_PLAN_MAX_BUFFERS)
         return CLATTN_ERROR_INTERNAL;
+    if (!host && take_from_pool(p, bytes, out))
+        return CL_SUCCESS;
     if (bytes > p->ctx->info.max_mem_alloc_size)
         return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
     cl_int err;
@@ -74,6 +108,7 @@ static clattn_status new_buffer(clattn_plan *p, size_t bytes, const void *host, 
                               (void *)host, &err);
     if (err != CL_SUCCESS)
         return err;
+    p->buffer_bytes[p->num_buffers] = host ? 0 : bytes;
     p->buffers[p->num_buffers++] = m;
     *out = m;
     return CL_SUCCESS;
@@ -91,9 +126,13 @@ clattn_status clattn__plan_buffer_copy(clattn_plan *p, size_t bytes, const void 
 
 void clattn__plan_keep_buffer(clattn_plan *p, cl_mem m)
 {
-    for (size_t i = 0; i < p->num_buffers; i++)
-        if (p->buffers[i] == m)
-            p->buffers[i] = p->buffers[--p->num_buffers];
+    for (size_t i = 0; i < p->num_buffers; i++) {
+        if (p->buffers[i] == m) {
+            --p->num_buffers;
+            p->buffers[i] = p->buffers[p->num_buffers];
+            p->buffer_bytes[i] = p->buffer_bytes[p->num_buffers];
+        }
+    }
 }
 
 static void release_events(cl_event *evs, size_t n)
@@ -173,11 +212,54 @@ clattn_status clattn__plan_run_own(clattn_plan *p, clattn_status st)
     return st;
 }
 
+/* After the call's enqueue: the pool holds the buffers this call used, and its last event. */
+static void pool_commit(clattn_plan *p, cl_event last)
+{
+    clattn_buffer_pool kept = {.last = last};
+    for (size_t i = 0; i < p->num_buffers; i++) {
+        if (p->buffer_bytes[i] && clRetainMemObject(p->buffers[i]) == CL_SUCCESS) {
+            kept.buffers[kept.count] = p->buffers[i];
+            kept.bytes[kept.count++] = p->buffer_bytes[i];
+        }
+    }
+    clattn__pool_clear(p->pool);
+    *p->pool = kept;
+}
+
+/* A plan with a pool: its first step also waits for the pool's last call when it reuses its
+ * buffers, and its last event is kept. */
+static clattn_status pooled_enqueue(clattn_plan *p, cl_command_queue queue, cl_uint num_wait,
+                                    const cl_event *wait_list, cl_event *event_out)
+{
+    cl_event stack[8], *waits = stack, last = NULL;
+    const bool wait_last = p->took_any && p->pool->last;
+    const cl_uint nw = num_wait + (wait_last ? 1 : 0);
+    if (nw > sizeof stack / sizeof stack[0] && !(waits = malloc(nw * sizeof *waits)))
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    if (num_wait)
+        memcpy(waits, wait_list, num_wait * sizeof *waits);
+    if (wait_last)
+        waits[num_wait] = p->pool->last;
+    clattn_status st = clattn__plan_enqueue(p, queue, nw, nw ? waits : NULL, &last);
+    if (waits != stack)
+        free(waits);
+    if (st != CL_SUCCESS) {
+        if (p->took_any) /* what was enqueued may still use them */
+            clattn__pool_clear(p->pool);
+        return st;
+    }
+    pool_commit(p, last);
+    if (event_out && (st = clRetainEvent(last)) == CL_SUCCESS)
+        *event_out = last;
+    return st;
+}
+
 clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queue queue,
                                cl_uint num_wait, const cl_event *wait_list, cl_event *event_out)
 {
     if (st == CL_SUCCESS)
-        st = clattn__plan_enqueue(p, queue, num_wait, wait_list, event_out);
+        st = p->pool ? pooled_enqueue(p, queue, num_wait, wait_list, event_out)
+                     : clattn__plan_enqueue(p, queue, num_wait, wait_list, event_out);
     if (st == CL_SUCCESS && p->commit)
         p->commit(p, p->commit_arg);
     clattn__plan_release(p);

@@ -23,12 +23,35 @@ typedef struct clattn_step {
 
 #define CLATTN_PLAN_MAX_BUFFERS 16 /* a layer: its scratch, a packed B per product, scores */
 
+/* Buffers an object keeps between its calls (a layer's scratch), so that a call in a steady
+ * state allocates nothing. A call with a pool attached takes, for each buffer it needs, a kept
+ * one of that exact size (its first step then waits for `last`, the end of the call that used
+ * them before), or allocates one; once it has enqueued everything, the pool holds the buffers
+ * it used and its last event instead. A call that fails before enqueuing leaves the pool as it
+ * was; one whose enqueue fails part-way empties it (its commands may still run). The owner
+ * serialises the calls that use one pool. */
+typedef struct clattn_buffer_pool {
+    cl_mem buffers[CLATTN_PLAN_MAX_BUFFERS];
+    size_t bytes[CLATTN_PLAN_MAX_BUFFERS];
+    size_t count;
+    cl_event last; /* NULL when no call has used the buffers yet */
+} clattn_buffer_pool;
+
+/* Releases the pool's buffers and event; the pool is empty after. */
+void clattn__pool_clear(clattn_buffer_pool *pool);
+/* Bytes of device memory the pool holds. */
+size_t clattn__pool_bytes(const clattn_buffer_pool *pool);
+
 typedef struct clattn_plan {
     clattn_context *ctx;
     clattn_step *steps;
     size_t count, cap;
-    cl_mem buffers[CLATTN_PLAN_MAX_BUFFERS]; /* allocated for this call */
+    cl_mem buffers[CLATTN_PLAN_MAX_BUFFERS]; /* allocated for this call, or taken from the pool */
+    size_t buffer_bytes[CLATTN_PLAN_MAX_BUFFERS]; /* 0: not for the pool (created with contents) */
     size_t num_buffers;
+    clattn_buffer_pool *pool; /* NULL: the call's buffers are released after it */
+    bool taken[CLATTN_PLAN_MAX_BUFFERS]; /* which of the pool's buffers this call uses */
+    bool took_any;
     /* Called once every step is enqueued: where state the library keeps (a KV cache's lengths, a
      * scratch it grew) changes, so that a call that fails leaves that state as it was. */
     void (*commit)(struct clattn_plan *p, void *arg);
@@ -50,7 +73,8 @@ clattn_status clattn__plan_kernel(clattn_plan *p, const char *file, const char *
 clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alpha,
                                 const clattn_operand *A, const clattn_operand *B, float beta,
                                 const clattn_operand *C);
-/* A device buffer of `bytes` that lives as long as the call's commands need it. */
+/* A device buffer of `bytes` that lives as long as the call's commands need it (from the pool,
+ * when the plan has one). */
 clattn_status clattn__plan_buffer(clattn_plan *p, size_t bytes, cl_mem *out);
 /* The same, created holding a copy of `host` (for small per-call tables). */
 clattn_status clattn__plan_buffer_copy(clattn_plan *p, size_t bytes, const void *host, cl_mem *out);

@@ -589,8 +589,9 @@ CLATTN_API clattn_mha_params clattn_mha_params_default(void);
  * for the copy, so their values must be in place when it is called (no write to them still
  * pending on a queue). It retains their buffers for clattn_mha_update_weights, and releases them at
  * destroy. The context must outlive the layer.
- * Thread safety: forward may run from several threads at once. clattn_mha_update_weights must not
- * overlap in time with a forward (order them with events).
+ * Thread safety: forward may run from several threads at once (those without a workspace take
+ * the layer's lock while they plan and enqueue). clattn_mha_update_weights must not overlap in
+ * time with a forward (order them with events).
  */
 typedef struct clattn_mha clattn_mha;
 
@@ -603,7 +604,8 @@ CLATTN_API void clattn_mha_destroy(clattn_mha **mha);
 CLATTN_API clattn_status clattn_mha_update_weights(clattn_mha *mha, cl_command_queue queue,
                                                    cl_uint num_wait, const cl_event *wait_list,
                                                    cl_event *event_out);
-/* Device memory the layer holds for its prepared weights and biases, in bytes. */
+/* Device memory the layer holds, in bytes: its prepared weights and biases, and the scratch kept
+ * from its last forward without a workspace. */
 CLATTN_API size_t clattn_mha_bytes(const clattn_mha *mha);
 
 typedef struct clattn_mha_forward_params {
@@ -616,8 +618,11 @@ typedef struct clattn_mha_forward_params {
     const clattn_tensor *head_weights;
     /* Optional caller-owned scratch for the forward's intermediates (projections, attention
      * output, scores when the unfused path runs): clattn_mha_workspace_size bytes from
-     * workspace_offset (a multiple of 4). NULL: the forward allocates them (released when the
-     * queued work no longer needs them). The caller must not touch those bytes until the event. */
+     * workspace_offset (a multiple of 4). The caller must not touch those bytes until the event.
+     * NULL: the layer's own scratch, kept from one forward to the next (allocated when a forward
+     * needs other sizes than the last, counted in clattn_mha_bytes, released at destroy); a
+     * forward that reuses it waits on the device for the one that used it before, on whatever
+     * queue. */
     cl_mem workspace;
     size_t workspace_offset;
     void *reserved[8]; /* must be zero */

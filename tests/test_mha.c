@@ -1,12 +1,14 @@
 /* The multi-head attention block against a double-precision reference of the whole layer:
  * self attention (packed in_proj, fused Q/K/V product), cross attention with kdim != vdim != E,
  * GQA, padded batches, masks, and the attention weights out (averaged and per head). */
+#define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 #include "ref.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The setups every case of this file runs under (see harness.h). */
 #define SETUPS "unfused fused unfused-clblast fused-clblast"
@@ -440,6 +442,105 @@ static bool fp16_layer(void)
     return fp16_case(true, true) && fp16_case(false, false);
 }
 
+/* Forwards without a workspace keep their intermediates in the layer for the next forward:
+ * two of one shape on two queues back to back (the second reuses the first's buffers, so it
+ * must wait for it on the device), then another shape; all three right. The layer's memory
+ * grows by the scratch once, stays when reused, and a failed forward leaves it as it was. */
+static bool kept_scratch(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    cl_int err;
+    cl_command_queue q2 = clCreateCommandQueue(e.context, e.device, 0, &err);
+    CL_OK(err);
+    uint64_t seed = 91;
+    const size_t E = 32, H = 4, B[3] = {2, 2, 1}, T[3] = {23, 23, 9};
+    view_buf in = weight(&e, 3 * E, E, 0, &seed), wo = weight(&e, E, E, 0, &seed);
+    view_buf bin = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, 3 * E, 0, 0, &seed, true);
+    view_buf bo = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, E, 0, 0, &seed, true);
+    clattn_mha_params mp = clattn_mha_params_default();
+    mp.embed_dim = E;
+    mp.num_heads = H;
+    mp.in_proj_weight = &in.t, mp.in_proj_bias = &bin.t;
+    mp.out_proj_weight = &wo.t, mp.out_proj_bias = &bo.t;
+    clattn_mha *mha = NULL;
+    EXPECT_STATUS(clattn_mha_create(e.cc, &mp, &mha), CLATTN_SUCCESS);
+    clattn_mha_forward_params fp = clattn_mha_forward_params_default();
+    fp.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    fp.path = test_path();
+
+    view_buf x[3], out[3];
+    size_t bytes[3], need = 0;
+    const size_t before = clattn_mha_bytes(mha);
+    /* The first forward waits for a user event; the second, on another queue, must not finish
+     * before it has run, however long that is. */
+    cl_event gate = clCreateUserEvent(e.context, &err), second = NULL;
+    CL_OK(err);
+    for (int i = 0; i < 3; i++) { /* before the gate: their uploads would wait behind it */
+        x[i] = vb_new(&e, LAYOUT_BHTD, B[i], 1, T[i], E, 1, 2, &seed, true);
+        out[i] = vb_new(&e, LAYOUT_BHTD, B[i], 1, T[i], E, 2, 2, &seed, false);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (i == 0) /* its kernels built now, so that the gated forward only enqueues */
+            EXPECT_STATUS(clattn_mha_prepare(mha, &x[0].t, &x[0].t, &x[0].t, &out[0].t, &fp),
+                          CLATTN_SUCCESS);
+        EXPECT_STATUS(clattn_mha_forward(mha, i == 1 ? q2 : e.queue, &x[i].t, &x[i].t, &x[i].t,
+                                         &out[i].t, &fp, i == 0, i == 0 ? &gate : NULL,
+                                         i == 1 ? &second : NULL),
+                      CLATTN_SUCCESS);
+        bytes[i] = clattn_mha_bytes(mha);
+        if (i == 0)
+            EXPECT_STATUS(clattn_mha_workspace_size(mha, &x[0].t, &x[0].t, &x[0].t, &fp, &need),
+                          CLATTN_SUCCESS);
+        if (i == 1) {
+            CL_OK(clFlush(q2));
+            const struct timespec pause = {0, 200 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+            cl_int status = CL_COMPLETE;
+            CL_OK(clGetEventInfo(second, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, NULL));
+            EXPECT(status > CL_COMPLETE); /* still waiting for the gated forward */
+            /* A wrong output shape: refused, the kept scratch unchanged. */
+            clattn_tensor short_out = out[i].t;
+            short_out.dims[2]--;
+            EXPECT_STATUS(clattn_mha_forward(mha, e.queue, &x[i].t, &x[i].t, &x[i].t, &short_out,
+                                             &fp, 0, NULL, NULL),
+                          CLATTN_ERROR_INVALID_SHAPE);
+            EXPECT(clattn_mha_bytes(mha) == bytes[1]);
+            CL_OK(clSetUserEventStatus(gate, CL_COMPLETE));
+        }
+    }
+    CL_OK(clFinish(q2));
+    CL_OK(clFinish(e.queue));
+    clReleaseEvent(gate);
+    if (second)
+        clReleaseEvent(second);
+    EXPECT(need > 0 && bytes[0] >= before + need);
+    EXPECT(bytes[1] == bytes[0]);
+
+    double *W = vb_dense(&in, in.host), *bi = vb_dense(&bin, bin.host), *Wo = vb_dense(&wo, wo.host),
+           *bod = vb_dense(&bo, bo.host);
+    ref_mha_layer L = {E, H, H, E, E, W, W + E * E, W + 2 * E * E, bi, bi + E, bi + 2 * E, Wo, bod};
+    for (int i = 0; i < 3; i++) {
+        const size_t n = B[i] * T[i] * E;
+        double *xd = vb_dense(&x[i], x[i].host), *ref = malloc(n * sizeof *ref);
+        ref_mha(&L, B[i], T[i], T[i], 1, NULL, NULL, xd, xd, xd, ref, NULL, NULL);
+        float *all = malloc(out[i].elems * sizeof *all);
+        vb_read_all(&e, &out[i], all);
+        double *got = vb_dense(&out[i], all);
+        ok &= check_close(i == 1 ? "second queue" : "output", got, ref, n, TOL);
+        EXPECT(vb_outside_unchanged(&out[i], out[i].host, all));
+        free(xd), free(ref), free(all), free(got);
+        vb_free(&x[i]), vb_free(&out[i]);
+    }
+    clattn_mha_destroy(&mha);
+    free(W), free(bi), free(Wo), free(bod);
+    vb_free(&in), vb_free(&wo), vb_free(&bin), vb_free(&bo);
+    clReleaseCommandQueue(q2);
+    env_close(&e);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -461,6 +562,7 @@ int main(int argc, char **argv)
         CASE(weights_updated_fp16),
         CASE(caller_workspace_cross_weights),
         CASE(fp16_layer),
+        CASE(kept_scratch),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -35,6 +35,7 @@ typedef struct options {
     double max_seconds;
     bool check;
     bool host_time; /* time the call until it returns (its work enqueued), not the work */
+    bool layer_scratch; /* mha: no workspace; the layer's kept scratch */
 } options;
 
 /* The reference is skipped above this many double-precision flops (it runs on one core). */
@@ -230,11 +231,10 @@ static result run_mha(const shape *s, const options *o)
     const clattn_tensor *kv = self ? &st.x : &st.kv;
     if (r.status == CL_SUCCESS)
         r.status = clattn_mha_workspace_size(st.mha, &st.x, kv, kv, &st.fp, &r.lib_bytes);
-    /* The layer's intermediates in a workspace of the program's, allocated once, as a program
-     * that runs layers in a loop would (without one, each forward allocates and first-touches
-     * its scratch). */
+    /* The layer's intermediates in a workspace of the program's, allocated once, or with
+     * --layer-scratch in the scratch the layer keeps between forwards. */
     cl_mem workspace = NULL;
-    if (r.status == CL_SUCCESS && r.lib_bytes > 0) {
+    if (r.status == CL_SUCCESS && r.lib_bytes > 0 && !o->layer_scratch) {
         workspace = clCreateBuffer(g_context, CL_MEM_READ_WRITE, r.lib_bytes, NULL, &r.status);
         st.fp.workspace = workspace;
     }
@@ -631,18 +631,20 @@ static void usage(void)
         "                         off and automatic\n"
         "      --host-time        time each call only until it returns (its work enqueued):\n"
         "                         the host's cost per call, not the device's\n"
+        "      --layer-scratch    mha forwards without a workspace (the layer's kept scratch)\n"
         "      --demo             show scores, mask and softmax for an 8-token sentence\n");
 }
 
 int main(int argc, char **argv)
 {
-    options o = {2, 10, 10.0, false, false};
+    options o = {2, 10, 10.0, false, false, false};
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO};
     bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
-           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_HOST_TIME };
+           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_HOST_TIME,
+           O_LAYER_SCRATCH };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -655,7 +657,7 @@ int main(int argc, char **argv)
         {"demo", no_argument, 0, O_DEMO},           {"help", no_argument, 0, 'h'},
         {"suite", required_argument, 0, O_SUITE},   {"peak", no_argument, 0, O_PEAK},
         {"startup", no_argument, 0, O_STARTUP},     {"decode", no_argument, 0, O_DECODE},
-        {"host-time", no_argument, 0, O_HOST_TIME},
+        {"host-time", no_argument, 0, O_HOST_TIME}, {"layer-scratch", no_argument, 0, O_LAYER_SCRATCH},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -689,6 +691,7 @@ int main(int argc, char **argv)
         case O_STARTUP: do_startup = true; break;
         case O_DECODE: do_decode = true; break;
         case O_HOST_TIME: o.host_time = true; break;
+        case O_LAYER_SCRATCH: o.layer_scratch = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -845,7 +848,8 @@ int main(int argc, char **argv)
     }
     printf("GFLOP/s counts useful work only: 4·D flops per visible query-key pair, plus the\n"
            "projections for mha. lib MiB: device memory for intermediates (sdpa: what clattn\n"
-           "allocates; mha: the workspace the program gives each forward).\n");
+           "allocates; mha: the workspace the program gives each forward, or with --layer-scratch\n"
+           "the scratch the layer keeps).\n");
     clReleaseCommandQueue(g_queue);
     clattn_context_destroy(&g_cc);
     return failures ? 1 : 0;
