@@ -183,14 +183,15 @@ void flash_attention(FLASH_PARAMS)
     const int16 limv = vload16(0, lim);
 
     /* Q of the 16 queries, transposed (qt[d] holds dim d of all 16) and pre-scaled. Lanes past
-     * Lq repeat the last query and are never written. */
+     * Lq repeat the last query and are never written. Written lane by lane straight into qt, so
+     * that no vector load waits for 16 scalar stores just made (BERT's short rows: 7 %). */
     float16 qt[HEAD_DIM];
     {
-        float tmp[BQ];
-        for (int d = 0; d < HEAD_DIM; d++) {
-            for (int r = 0; r < BQ; r++)
-                tmp[r] = LOAD_QO(q, AT(q, b, h0 + r % PACK, min(i0 + r / PACK, i_last), d));
-            qt[d] = vload16(0, tmp) * qscale;
+        __private float *qtf = (__private float *)qt;
+        for (int r = 0; r < BQ; r++) {
+            const __global T_QO *qr = q + AT(q, b, h0 + r % PACK, min(i0 + r / PACK, i_last), 0);
+            for (int d = 0; d < HEAD_DIM; d++)
+                qtf[d * BQ + r] = LOAD_QO(qr, d) * qscale;
         }
     }
 
