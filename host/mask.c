@@ -36,7 +36,8 @@ clattn_status clattn__mask_validate(const clattn_context *ctx, const size_t sdim
         if (!clattn__add(m->key_lengths_offset, sdims[0], &bytes) ||
             !clattn__mul(bytes, sizeof(cl_int), &bytes))
             return CLATTN_ERROR_SIZE_OVERFLOW;
-        if ((st = clattn__buffer_check(ctx, m->key_lengths, bytes)) != CL_SUCCESS)
+        if ((st = clattn__buffer_check(ctx, m->key_lengths, bytes)) != CL_SUCCESS ||
+            (st = clattn__buffer_readable(m->key_lengths)) != CL_SUCCESS)
             return st;
     }
     return CL_SUCCESS;
@@ -44,7 +45,9 @@ clattn_status clattn__mask_validate(const clattn_context *ctx, const size_t sdim
 
 clattn_status clattn__mask_plan(clattn_plan *p, const clattn_tensor *S, const clattn_mask_params *m)
 {
-    clattn_status st = clattn__view_check(p->ctx, S, CLATTN_VIEW_OUTPUT);
+    clattn_status st = clattn__view_check(p->ctx, S, CLATTN_VIEW_OUTPUT); /* read and written */
+    if (st == CL_SUCCESS && !clattn__view_empty(S))
+        st = clattn__buffer_readable(S->buffer);
     if (st == CL_SUCCESS)
         st = clattn__mask_validate(p->ctx, S->dims, m);
     if (st != CL_SUCCESS || clattn__view_empty(S) ||

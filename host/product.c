@@ -27,6 +27,11 @@ clattn_status clattn__product_plan(clattn_plan *p, size_t d0, size_t d1, float a
                                    const clattn_operand *A, const clattn_operand *B,
                                    const clattn_operand *C, const clattn_tensor *bias)
 {
+    /* C may be read back (CLBlast copies it in, and a separate bias pass reads it): whatever the
+     * engine, so that a call valid on one device is valid on all. */
+    clattn_status st = clattn__buffer_readable(C->buffer);
+    if (st != CL_SUCCESS)
+        return st;
     /* clattn's own kernel adds the bias as it stores C. */
     return clattn__gemm_cpu_chosen(p->ctx) ? clattn__gemm_cpu_plan(p, d0, d1, alpha, A, B, C, bias)
                                            : clblast_plan(p, d0, d1, alpha, A, B, C, bias);
@@ -36,6 +41,9 @@ clattn_status clattn__product_weights_plan(clattn_plan *p, size_t d0, size_t d1,
                                            const clattn_operand *A, const clattn_weights *w,
                                            const clattn_operand *C, const clattn_tensor *bias)
 {
+    clattn_status st = clattn__buffer_readable(C->buffer);
+    if (st != CL_SUCCESS)
+        return st;
     if (w->panels) {
         const clattn_packed B = {w->buffer, w->K, w->N, 0, 0, 1};
         return clattn__gemm_cpu_product_plan(p, d0, d1, 1.0f, A, &B, C, bias, 0, 0);

@@ -61,13 +61,20 @@ static clattn_status check(const clattn_context *ctx, const clattn_tensor *t,
     if (role == CLATTN_VIEW_OUTPUT && count > last - t->offset + 1)
         return CLATTN_ERROR_INVALID_STRIDE;
     clattn_status st = clattn__buffer_check(ctx, t->buffer, bytes);
-    if (st == CL_SUCCESS && role == CLATTN_VIEW_OUTPUT) {
-        cl_mem_flags flags = 0;
+    cl_mem_flags flags = 0;
+    if (st == CL_SUCCESS)
         st = clattn__buffer_flags(t->buffer, &flags);
-        if (st == CL_SUCCESS && (flags & CL_MEM_READ_ONLY))
-            st = CLATTN_ERROR_INVALID_ARGUMENT; /* the device may not write it */
-    }
+    /* Kernels may not write a read-only buffer, nor read a write-only one. */
+    if (st == CL_SUCCESS && (flags & (role == CLATTN_VIEW_OUTPUT ? CL_MEM_READ_ONLY : CL_MEM_WRITE_ONLY)))
+        st = CLATTN_ERROR_INVALID_ARGUMENT;
     return st;
+}
+
+clattn_status clattn__buffer_readable(cl_mem buf)
+{
+    cl_mem_flags flags = 0;
+    clattn_status st = clattn__buffer_flags(buf, &flags);
+    return st == CL_SUCCESS && (flags & CL_MEM_WRITE_ONLY) ? CLATTN_ERROR_INVALID_ARGUMENT : st;
 }
 
 clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,

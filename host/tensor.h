@@ -25,8 +25,9 @@ static inline bool clattn__add(size_t a, size_t b, size_t *out)
 typedef enum clattn_view_role { CLATTN_VIEW_INPUT = 0, CLATTN_VIEW_OUTPUT = 1 } clattn_view_role;
 
 /* Checks one view: present, CLATTN_F32, element count and extent without overflow, buffer from the
- * context and large enough for every element the view reaches. An output view may not reach one
- * element twice through a stride of 0. A view with a dim of 0 is empty and reaches nothing; its
+ * context and large enough for every element the view reaches; an input's buffer not write-only,
+ * an output's not read-only. An output view may not reach one element twice through a stride of 0,
+ * nor hold more elements than the span from its first to its last. A view with a dim of 0 is empty and reaches nothing; its
  * buffer may be NULL. */
 clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,
                                  clattn_view_role role);
@@ -41,6 +42,9 @@ static inline bool clattn__view_empty(const clattn_tensor *t)
 
 /* CL_MEM_FLAGS of a buffer. */
 clattn_status clattn__buffer_flags(cl_mem buf, cl_mem_flags *flags);
+/* CLATTN_ERROR_INVALID_ARGUMENT for a CL_MEM_WRITE_ONLY buffer, which kernels may not read (an
+ * output the library also reads back: a matrix product's, which CLBlast may read). */
+clattn_status clattn__buffer_readable(cl_mem buf);
 
 /* Checks that `buf` belongs to the context and holds at least `bytes` bytes. */
 clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t bytes);

@@ -21,8 +21,17 @@
  *    call's own outputs and a workspace it was given, nothing else of the caller's, and the
  *    library's own state (a KV cache's lengths, its scratch) does not change. Wait for the
  *    queue before reusing those outputs.
+ *  - Buffers the library reads may not be CL_MEM_WRITE_ONLY, nor those it writes CL_MEM_READ_ONLY
+ *    (CLATTN_ERROR_INVALID_ARGUMENT). It reads every input, key lengths, a workspace, the unfused
+ *    path's probabilities, clattn_mask's S (masked in place) and every output a matrix product
+ *    writes, which CLBlast may read back: clattn_linear's Y, clattn_scores' S,
+ *    clattn_weighted_sum's O, the unfused path's O, a layer's fp32 output and its head_weights.
+ *    Outputs only clattn's kernels write may be write-only: the fused path's O and lse, softmax's
+ *    P and lse, merge's outputs, a KV cache's attention output, a layer's averaged weights.
  *  - Nothing in the library prints, exits or aborts. Diagnostics (kernel build logs) go to the log
- *    callback given in clattn_context_params.
+ *    callback given in clattn_context_params. The one exception is CLBlast's: when one of its
+ *    OpenCL calls fails it writes a line to stdout or stderr ("CLBlast: OpenCL error ...") before
+ *    clattn gets its status; clattn's own engine (the default on CPU devices) writes nothing.
  *  - Status: 0 is success; OpenCL error codes (negative) pass through unchanged; the library's own
  *    codes are positive (1000 and up), where no OpenCL or Khronos extension code can ever be.
  *  - Matrix products (projections, the unfused path's scores and weighted sums) run on clattn's

@@ -420,6 +420,135 @@ static bool mha_errors(void)
     return ok;
 }
 
+/* A copy of view v in a new CL_MEM_WRITE_ONLY buffer (kernels may write it, not read it). */
+static clattn_tensor write_only(const view_buf *v, cl_mem *keep)
+{
+    cl_int err;
+    *keep = clCreateBuffer(E.context, CL_MEM_WRITE_ONLY | CL_MEM_COPY_HOST_PTR, v->elems * sizeof(float),
+                           v->host, &err);
+    CL_OK(err);
+    clattn_tensor t = v->t;
+    t.buffer = *keep;
+    return t;
+}
+
+/* Write-only buffers: refused (INVALID_ARGUMENT, nothing enqueued) wherever the library reads the
+ * argument — every input, the key lengths, probabilities, and every output a matrix product
+ * writes — and accepted for outputs only kernels write (the fused path's O, softmax's P, a KV
+ * cache's attention output). */
+static bool write_only_buffers(void)
+{
+    bool ok = true;
+    cl_mem wo[16] = {0};
+    int n = 0;
+    const clattn_tensor wq = write_only(&Q, &wo[n++]), wk = write_only(&K, &wo[n++]),
+                        wv = write_only(&V, &wo[n++]), wm = write_only(&M, &wo[n++]),
+                        wO = write_only(&O, &wo[n++]), wS = write_only(&S, &wo[n++]);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.path = CLATTN_PATH_UNFUSED;
+    const clattn_status bad = CLATTN_ERROR_INVALID_ARGUMENT;
+    ok &= sdpa_fails("write-only Q", &wq, &K.t, &V.t, &O.t, &p, bad);
+    ok &= sdpa_fails("write-only K", &Q.t, &wk, &V.t, &O.t, &p, bad);
+    ok &= sdpa_fails("write-only V", &Q.t, &K.t, &wv, &O.t, &p, bad);
+    ok &= sdpa_fails("write-only O, unfused (a product's)", &Q.t, &K.t, &V.t, &wO, &p, bad);
+    clattn_sdpa_params r = p;
+    r.mask.additive = &wm;
+    ok &= sdpa_fails("write-only additive mask", &Q.t, &K.t, &V.t, &O.t, &r, bad);
+    r = p;
+    r.probs = &wS;
+    ok &= sdpa_fails("write-only probabilities", &Q.t, &K.t, &V.t, &O.t, &r, bad);
+    int l[2] = {3, 11};
+    cl_int err;
+    cl_mem wl = wo[n++] = clCreateBuffer(E.context, CL_MEM_WRITE_ONLY | CL_MEM_COPY_HOST_PTR, sizeof l, l, &err);
+    CL_OK(err);
+    r = p;
+    r.path = CLATTN_PATH_AUTO;
+    r.mask.key_lengths = wl;
+    ok &= sdpa_fails("write-only key lengths", &Q.t, &K.t, &V.t, &O.t, &r, bad);
+
+    /* The step operations. */
+    cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &Q.t, &wk, &S.t, NAN, 0, NULL, &ev), bad);
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &Q.t, &K.t, &wS, NAN, 0, NULL, &ev), bad);
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.causal = CLATTN_CAUSAL_TOP_LEFT;
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &wS, &mp, 0, NULL, &ev), bad); /* read and written */
+    EXPECT_STATUS(clattn_softmax(E.cc, E.queue, &wS, &S.t, NULL, 0, NULL, &ev), bad);
+    EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &S.t, &wv, &O.t, 0, NULL, &ev), bad);
+    EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &S.t, &V.t, &wO, 0, NULL, &ev), bad);
+    clattn_tensor X = clattn_tensor_bhtd(Q.t.buffer, 0, 1, 1, 9, 16), W = clattn_tensor_bhtd(K.t.buffer, 0, 1, 1, 11, 16);
+    clattn_tensor Y = clattn_tensor_bhtd(S.t.buffer, 0, 1, 1, 9, 11);
+    clattn_tensor wX = X, wW = W, wY = Y;
+    wX.buffer = wq.buffer, wW.buffer = wk.buffer, wY.buffer = wS.buffer;
+    EXPECT_STATUS(clattn_linear(E.cc, E.queue, &wX, &W, NULL, &Y, 0, NULL, &ev), bad);
+    EXPECT_STATUS(clattn_linear(E.cc, E.queue, &X, &wW, NULL, &Y, 0, NULL, &ev), bad);
+    EXPECT_STATUS(clattn_linear(E.cc, E.queue, &X, &W, NULL, &wY, 0, NULL, &ev), bad);
+    clattn_weights *pw = NULL;
+    EXPECT_STATUS(clattn_weights_create(E.cc, E.queue, &wW, 0, NULL, NULL, &pw), bad);
+    EXPECT(pw == NULL);
+    /* merge reads both parts. */
+    clattn_tensor lse = clattn_tensor_bhtd(S.t.buffer, 0, 2, 4, 9, 1);
+    EXPECT_STATUS(clattn_merge(E.cc, E.queue, &wO, &lse, &O.t, &lse, &O.t, NULL, 0, NULL, &ev), bad);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(untouched());
+
+    /* The layer: its weights at create, its query, its output (a product's), head weights. */
+    clattn_tensor in = clattn_tensor_bhtd(S.t.buffer, 0, 1, 1, 48, 16);
+    clattn_tensor wo16 = clattn_tensor_bhtd(K.t.buffer, 0, 1, 1, 16, 16), w_in = in;
+    w_in.buffer = wS.buffer;
+    clattn_mha_params hp = clattn_mha_params_default();
+    hp.embed_dim = 16;
+    hp.num_heads = 4;
+    hp.bias = 0;
+    hp.in_proj_weight = &w_in;
+    hp.out_proj_weight = &wo16;
+    clattn_mha *m = NULL;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &hp, &m), bad);
+    hp.in_proj_weight = &in;
+    EXPECT_STATUS(clattn_mha_create(E.cc, &hp, &m), CLATTN_SUCCESS);
+    clattn_tensor x = clattn_tensor_bhtd(Q.t.buffer, 0, 2, 1, 9, 16), wx = x;
+    wx.buffer = wq.buffer;
+    clattn_tensor out = clattn_tensor_bhtd(O.t.buffer, 1, 2, 1, 9, 16), wout = out;
+    wout.buffer = wO.buffer;
+    EXPECT_STATUS(clattn_mha_forward(m, E.queue, &wx, &wx, &wx, &out, NULL, 0, NULL, &ev), bad);
+    EXPECT_STATUS(clattn_mha_forward(m, E.queue, &x, &x, &x, &wout, NULL, 0, NULL, &ev), bad);
+    clattn_mha_forward_params fp = clattn_mha_forward_params_default();
+    clattn_tensor hw = clattn_tensor_bhtd(wS.buffer, 0, 2, 4, 9, 9);
+    fp.head_weights = &hw;
+    EXPECT_STATUS(clattn_mha_forward(m, E.queue, &x, &x, &x, &out, &fp, 0, NULL, &ev), bad);
+    clattn_mha_destroy(&m);
+
+    /* A KV cache: what it appends is read. */
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = 2, kp.num_kv_heads = 2, kp.head_dim = 16, kp.capacity = 16;
+    clattn_kv_cache *kv = NULL;
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &wk, &V.t, NULL, 0, NULL, &ev), bad);
+    EXPECT_STATUS(clattn_kv_cache_attend(kv, E.queue, &wq, &O.t, NULL, 0, NULL, &ev), bad);
+    EXPECT(clattn_kv_cache_length(kv, 0) == 0 && clattn_kv_cache_length(kv, 1) == 0);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(untouched());
+
+    /* Outputs only kernels write may be write-only: the right values land there. */
+    p.path = CLATTN_PATH_FUSED;
+    EXPECT_STATUS(clattn_sdpa(E.cc, E.queue, &Q.t, &K.t, &V.t, &wO, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_sdpa(E.cc, E.queue, &Q.t, &K.t, &V.t, &O.t, &p, 0, NULL, NULL), CLATTN_SUCCESS);
+    float *a = malloc(O.elems * sizeof *a), *b = malloc(O.elems * sizeof *b);
+    buf_read(&E, wO.buffer, 0, a, O.elems * sizeof *a);
+    vb_read_all(&E, &O, b);
+    EXPECT(memcmp(a, b, O.elems * sizeof *a) == 0);
+    buf_write(&E, O.t.buffer, 0, snap_O, O.elems * sizeof(float)); /* for the other cases */
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &K.t, &V.t, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_kv_cache_attend(kv, E.queue, &Q.t, &wO, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_softmax(E.cc, E.queue, &S.t, &wS, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    CL_OK(clFinish(E.queue));
+    clattn_kv_cache_destroy(&kv);
+    free(a), free(b);
+    for (int i = 0; i < n; i++)
+        clReleaseMemObject(wo[i]);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -432,6 +561,7 @@ int main(int argc, char **argv)
         CASE(foreign_objects),
         CASE(step_errors),
         CASE(mha_errors),
+        CASE(write_only_buffers),
     };
     env_open(&E, false);
     setup();

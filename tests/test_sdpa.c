@@ -417,8 +417,9 @@ static bool long_sequence_65536(void)
  *   mask[row 2, key 35] = NaN     -> nothing: key 35 is hidden from row 2 by the causal mask
  *   mask[row 15, every key] = -inf -> row 15 of both heads is 0 (fully masked), never NaN
  * Rows that must stay clean are compared with the reference on the clean inputs. The unfused
- * path's weighted sum is a CLBlast product, where a hidden key's weight 0 times Inf is NaN: there
- * the V row reaches every row of its head, which is checked as such. */
+ * path's weighted sum is a matrix product, where a hidden key's weight 0 times Inf is NaN on both
+ * engines (the setups run each): there the V row reaches every row of its head, which is checked
+ * as such. */
 static bool nan_inf_propagation(void)
 {
     bool ok = true;
