@@ -176,8 +176,8 @@ static clattn_status read_tune(const clattn_context *ctx, clattn_tuning *t, bool
     char path[4200];
     if (!tune_path(ctx, path, sizeof path))
         return CL_SUCCESS;
-    /* A regular file only: no link followed, no FIFO waited on. */
-    const int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    /* Under the disk cache's rules: a regular file of the user's, no link, no FIFO waited on. */
+    const int fd = clattn__cache_open(path);
     if (fd < 0)
         return errno == ENOENT ? CL_SUCCESS : CLATTN_ERROR_IO;
     struct stat sb;

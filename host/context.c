@@ -1,5 +1,6 @@
 /* Device selection, capabilities, and the lifetime of a clattn_context. */
 #include "context.h"
+#include "disk_cache.h"
 
 #include "gemm.h"
 #include "program.h"
@@ -307,6 +308,14 @@ clattn_status clattn_context_create(const clattn_context_params *params, clattn_
         free(ctx);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
+    /* A cache directory others could write is not used: they could plant binaries in it. */
+    char why[64];
+    if (ctx->cache_dir[0] && !clattn__cache_dir_trusted(ctx->cache_dir, why, sizeof why)) {
+        clattn__log(ctx, CLATTN_LOG_WARN, "clattn: disk cache off: %s %s", ctx->cache_dir, why);
+        ctx->cache_dir[0] = '\0';
+    }
+    if (ctx->cache_dir[0])
+        clattn__cache_sweep(ctx->cache_dir);
     /* Kernel sources from a directory instead of the library (development); read once. */
     const char *kernel_dir = getenv("CLATTN_KERNEL_DIR");
     st = query_info(ctx);

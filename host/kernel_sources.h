@@ -9,6 +9,7 @@ typedef struct clattn_kernel_source {
     const char *source; /* NUL-terminated OpenCL C */
     size_t length;      /* bytes, without the NUL */
     uint64_t hash;      /* first 8 bytes of the source's SHA-256 */
+    const char *kernels; /* the kernel functions it defines, space-separated */
 } clattn_kernel_source;
 
 /* prelude.cl: joined in front of every kernel file (program.c); not a kernel file itself. */

@@ -11,9 +11,12 @@
 #include "disk_cache.h"
 #include "kernel_sources.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Every build gets these; no -cl-fast-relaxed-math: the softmax needs an accurate exp. */
 #define BASE_OPTIONS "-cl-std=CL1.2"
@@ -110,8 +113,13 @@ static clattn_status read_file(clattn_context *ctx, const char *dir, const char 
     char path[4096];
     if (snprintf(path, sizeof path, "%s/%s.cl", dir, file) >= (int)sizeof path)
         return CLATTN_ERROR_KERNEL_NOT_FOUND;
-    FILE *f = fopen(path, "rb");
+    /* A regular file only: a FIFO would block the build forever. */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat sb;
+    FILE *f = fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? fdopen(fd, "rb") : NULL;
     if (!f) {
+        if (fd >= 0)
+            close(fd);
         clattn__log(ctx, CLATTN_LOG_ERROR, "clattn: cannot open kernel file %s", path);
         return CLATTN_ERROR_KERNEL_NOT_FOUND;
     }
@@ -217,6 +225,16 @@ static void log_build_failure(clattn_context *ctx, cl_program prog, const char *
     free(msg);
 }
 
+/* The kernel functions a file of the library's defines (NULL for other files, e.g. a test's own
+ * in a kernel directory). */
+static const char *kernels_of(const char *file)
+{
+    for (size_t i = 0; i < clattn__kernel_source_count; i++)
+        if (strcmp(clattn__kernel_sources[i].name, file) == 0)
+            return clattn__kernel_sources[i].kernels;
+    return NULL;
+}
+
 /* Compiles (file, options), or loads it from the disk cache. Runs without the context lock. */
 static clattn_status build(clattn_context *ctx, const char *file, const char *options,
                            cl_program *out)
@@ -236,7 +254,7 @@ static clattn_status build(clattn_context *ctx, const char *file, const char *op
 
     /* The disk cache first; on any miss, compile from source and store the binary. */
     cl_int err = CL_SUCCESS;
-    cl_program prog = clattn__disk_cache_load(ctx, src, len, all);
+    cl_program prog = clattn__disk_cache_load(ctx, src, len, all, kernels_of(file));
     if (!prog) {
         const char *srcs[1] = {src};
         prog = clCreateProgramWithSource(ctx->context, 1, srcs, &len, &err);

@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
 """Embeds the kernel files into a C file: one byte array per file, a table
-{name, source, length, hash} of the kernel files, and the common prelude that the
+{name, source, length, hash, kernels} of the kernel files, and the common prelude that the
 program module joins in front of each of them. Run by the build, never by hand.
 
 usage: embed.py OUT.c PRELUDE.cl KERNEL.cl...
 """
 import hashlib
 import os
+import re
 import sys
+
+
+def kernel_names(text):
+    """The kernel functions a file defines (each name once, sorted), comments removed: what a
+    program built from it must contain, which the disk cache checks a loaded binary against."""
+    text = re.sub(r'/\*.*?\*/', ' ', text, flags=re.S)
+    text = re.sub(r'//[^\n]*', ' ', text)
+    return sorted(set(re.findall(r'__kernel\b[^;{]*?\bvoid\s+(\w+)\s*\(', text)))
 
 
 def entry(path, lines):
@@ -19,7 +28,8 @@ def entry(path, lines):
     ident = 'src_' + name.replace('-', '_')
     body = ','.join(str(b) for b in data + b'\0')
     lines.append(f'static const char {ident}[] = {{{body}}};')
-    return f'{{"{name}", {ident}, {len(data)}u, UINT64_C(0x{digest:016x})}}'
+    kernels = ' '.join(kernel_names(data.decode()))
+    return f'{{"{name}", {ident}, {len(data)}u, UINT64_C(0x{digest:016x}), "{kernels}"}}'
 
 
 def main():

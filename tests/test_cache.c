@@ -5,9 +5,11 @@
 #include "harness.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The setups every case of this file runs under (see harness.h). */
@@ -412,6 +414,158 @@ static bool tune_file_precedence(void)
     return ok;
 }
 
+/* Whether the directory entry `name` is a regular file (not a link, FIFO, ...). */
+static bool regular(const char *name)
+{
+    char path[1024];
+    struct stat st;
+    snprintf(path, sizeof path, "%.511s/%.300s", dir, name);
+    return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Files that are not what they seem: a FIFO (reading it would block the build forever), a
+ * symbolic link to a good copy, a file others may write. Each is a miss, rebuilt and replaced by
+ * a regular file; nothing hangs. */
+static bool odd_files_are_misses(void)
+{
+    bool ok = true;
+    fresh_dir("odd");
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    entry files[64];
+    const int n = list(files, 64);
+    EXPECT(n >= 3);
+    char path[3][1024], copy[1040];
+    for (int i = 0; i < 3 && i < n; i++)
+        snprintf(path[i], sizeof path[i], "%.511s/%.300s", dir, files[i].name);
+    EXPECT(unlink(path[0]) == 0 && mkfifo(path[0], 0600) == 0);
+    snprintf(copy, sizeof copy, "%s.copy", path[1]);
+    EXPECT(rename(path[1], copy) == 0 && symlink(copy, path[1]) == 0);
+    EXPECT(chmod(path[2], 0666) == 0);
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    for (int i = 0; i < 3 && i < n; i++)
+        EXPECT(regular(files[i].name));
+    struct stat st;
+    EXPECT(stat(path[2], &st) == 0 && (st.st_mode & 022) == 0);
+    remove(copy);
+    ok &= attention_works();
+    return ok;
+}
+
+/* A forged entry: another program's binary under this key, its header's key and checksum made to
+ * match (what anyone who can write the directory can do). A program that lacks the kernels its
+ * source defines is a miss, compiled from source and replaced. (One built from the same source
+ * with other options has the same kernels: that forgery only the directory's trust rules keep
+ * out; see SECURITY.md.) */
+static bool forged_entries_are_rebuilt(void)
+{
+    bool ok = true;
+    fresh_dir("forged");
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS); /* one file per kernel file */
+    entry files[64];
+    const int n = list(files, 64);
+    EXPECT(n == (int)clattn_kernel_count());
+    unsigned char *data[64] = {0};
+    long size[64] = {0};
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%.511s/%.300s", dir, files[i].name);
+        FILE *f = fopen(path, "rb");
+        fseek(f, 0, SEEK_END);
+        size[i] = ftell(f);
+        rewind(f);
+        data[i] = malloc((size_t)size[i]);
+        EXPECT(fread(data[i], 1, (size_t)size[i], f) == (size_t)size[i]);
+        fclose(f);
+    }
+    /* File i gets file i + 1's binary and checksum under its own key (header bytes 16..31). */
+    for (int i = 0; i < n; i++) {
+        const int j = (i + 1) % n;
+        char path[1024];
+        snprintf(path, sizeof path, "%.511s/%.300s", dir, files[i].name);
+        unsigned char *forged = malloc((size_t)size[j]);
+        memcpy(forged, data[j], (size_t)size[j]);
+        memcpy(forged + 16, data[i] + 16, 16);
+        FILE *f = fopen(path, "wb");
+        fwrite(forged, 1, (size_t)size[j], f);
+        fclose(f);
+        free(forged);
+    }
+    entry forged[64];
+    list(forged, 64);
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    entry after[64];
+    const int m = list(after, 64);
+    int rebuilt = 0;
+    for (int i = 0; i < m && i < n; i++)
+        rebuilt += after[i].ino != forged[i].ino && after[i].size == files[i].size;
+    printf("%d of %d forged entries rebuilt\n", rebuilt, n);
+    EXPECT(m == n && rebuilt == n);
+    for (int i = 0; i < n; i++)
+        free(data[i]);
+    ok &= attention_works();
+    return ok;
+}
+
+static char cache_log[4096];
+static void append_log(void *user, clattn_log_level level, const char *msg)
+{
+    (void)user, (void)level;
+    const size_t used = strlen(cache_log);
+    snprintf(cache_log + used, sizeof cache_log - used, "%s\n", msg);
+}
+
+/* A cache directory other users may write is not used (they could plant binaries): the context
+ * says so through the log, its calls work, and nothing is read from or written to it. Temporary
+ * files a crashed writer left are removed when a context opens a trusted directory. */
+static bool untrusted_directory_is_not_used(void)
+{
+    bool ok = true;
+    fresh_dir("untrusted");
+    EXPECT_STATUS(prepare_once(), CLATTN_SUCCESS);
+    entry before[64], after[64];
+    const int n = list(before, 64);
+    EXPECT(chmod(dir, 0777) == 0);
+    char planted[1024];
+    snprintf(planted, sizeof planted, "%.511s/%.300s", dir, before[0].name);
+    FILE *f = fopen(planted, "wb"); /* what another user would plant: garbage, never read */
+    fputs("planted", f);
+    fclose(f);
+    list(before, 64);
+    clattn_context_params p = clattn_context_params_default();
+    p.log = append_log;
+    cache_log[0] = '\0';
+    clattn_context *cc = NULL;
+    CL_OK(clattn_context_create(&p, &cc));
+    printf("log: %s", cache_log);
+    EXPECT(strstr(cache_log, "disk cache off") && strstr(cache_log, "writable by other users"));
+    const char *used = NULL;
+    EXPECT_STATUS(clattn_context_config(cc, NULL, &used), CLATTN_SUCCESS);
+    EXPECT(used && used[0] == '\0');
+    for (size_t k = 0; k < clattn_kernel_count(); k++)
+        EXPECT_STATUS(clattn_kernel_build(cc, clattn_kernel_name(k)), CLATTN_SUCCESS);
+    clattn_context_destroy(&cc);
+    const int m = list(after, 64);
+    EXPECT(m == n);
+    for (int i = 0; i < n && i < m; i++)
+        EXPECT(after[i].ino == before[i].ino && after[i].mtime_ns == before[i].mtime_ns);
+
+    /* Trusted again: an old temporary file goes, a fresh one (a writer at work) stays. */
+    EXPECT(chmod(dir, 0700) == 0);
+    char old_tmp[1024], new_tmp[1024];
+    snprintf(old_tmp, sizeof old_tmp, "%.511s/%.300s.1.0x1.tmp", dir, before[1].name);
+    snprintf(new_tmp, sizeof new_tmp, "%.511s/%.300s.2.0x2.tmp", dir, before[1].name);
+    fclose(fopen(old_tmp, "wb"));
+    fclose(fopen(new_tmp, "wb"));
+    const struct timespec hour_ago[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+    EXPECT(utimensat(AT_FDCWD, old_tmp, hour_ago, 0) == 0);
+    CL_OK(clattn_context_create(NULL, &cc));
+    clattn_context_destroy(&cc);
+    struct stat st;
+    EXPECT(stat(old_tmp, &st) != 0 && stat(new_tmp, &st) == 0);
+    remove(new_tmp);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -422,6 +576,9 @@ int main(int argc, char **argv)
         CASE(unwritable_or_off),
         CASE(prepare_builds_what_calls_run),
         CASE(tune_file_precedence),
+        CASE(odd_files_are_misses),
+        CASE(forged_entries_are_rebuilt),
+        CASE(untrusted_directory_is_not_used),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
