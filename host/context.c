@@ -349,6 +349,11 @@ void clattn_context_destroy(clattn_context **pctx)
     *pctx = NULL;
 }
 
+clattn_status clattn_context_finish(clattn_context *ctx)
+{
+    return ctx ? clattn__gemm_finish(ctx) : CLATTN_ERROR_INVALID_ARGUMENT;
+}
+
 cl_context clattn_context_cl_context(const clattn_context *ctx)
 {
     return ctx ? ctx->context : NULL;
@@ -419,6 +424,16 @@ clattn_status clattn__check_wait_list(cl_uint num_wait, const cl_event *wait_lis
     for (cl_uint i = 0; i < num_wait; i++)
         if (!wait_list[i])
             return CLATTN_ERROR_INVALID_ARGUMENT;
+    /* An event that has already failed: refused as clWaitForEvents does, because a command
+     * enqueued behind it never runs on PoCL 3.1 (the call's event would never complete). */
+    for (cl_uint i = 0; i < num_wait; i++) {
+        cl_int status;
+        if (clGetEventInfo(wait_list[i], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status,
+                           NULL) != CL_SUCCESS)
+            return CL_INVALID_EVENT_WAIT_LIST;
+        if (status < 0)
+            return CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST;
+    }
     return CL_SUCCESS;
 }
 

@@ -34,6 +34,8 @@ struct clattn_context {
     atomic_int blas_used;
     atomic_int blas_warm[2];
     cl_mem blas_scratch;
+    /* The queues CLBlast's products run on (gemm.c); created on first use, under `lock`. */
+    struct clattn_blas_lanes *blas_lanes;
 
     /* The library's own in-order queue, for work outside any caller's call (see
      * clattn__own_queue_begin); created on first use, guarded by own_lock. */

@@ -3,9 +3,11 @@
 
 #include <clblast_c.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* How CLBlast sees one matrix: stored row-major with leading dimension `ld`, transposed or not. */
 typedef struct blas_view {
@@ -106,6 +108,280 @@ static clattn_gemm_run run_of(const clattn_operand *const ops[3], size_t i0, siz
                              count};
 }
 
+
+/* ---- Lanes: the library's queues for CLBlast, and the gates in front of its products -------- */
+
+typedef struct blas_lane {
+    pthread_mutex_t lock;    /* owner, closed, refs */
+    pthread_mutex_t enqueue; /* held while a product puts its barrier and kernels on the queue */
+    cl_command_queue queue;  /* in-order, the library's */
+    cl_command_queue owner; /* the caller's in-order queue whose calls hold its closed gates
+                             * (retained while they do), or NULL */
+    unsigned closed;        /* gates reserved here and not yet open */
+    unsigned refs;          /* the pool's, and one per gate */
+} blas_lane;
+
+struct clattn_blas_lanes {
+    pthread_mutex_t lock;
+    blas_lane **lane;
+    size_t n, cap;
+    /* Gates enqueued behind a marker and perhaps not open yet: PoCL 3.1 calls no callback on an
+     * event that fails, so each call that reserves a lane (and clattn_context_finish) looks at
+     * their markers and opens those that have ended. Room for every gate made is kept, so that
+     * listing one at its enqueue never allocates. */
+    struct clattn_blas_gate **armed;
+    size_t n_armed, cap_armed, unarmed;
+};
+
+typedef struct clattn_blas_gate {
+    cl_event user; /* what the lane's barrier waits for; set CL_COMPLETE, never a failure */
+    cl_event mark; /* the caller-queue marker it opens on (retained once armed) */
+    blas_lane *lane;
+    struct clattn_blas_lanes *pool;
+    bool armed;    /* enqueued: it opens when its marker ends, by callback or by a later look */
+    atomic_flag opened;
+    atomic_int refs; /* once armed: the callback's and the list's */
+} clattn_blas_gate;
+
+static void lane_unref(blas_lane *l)
+{
+    pthread_mutex_lock(&l->lock);
+    const bool last = --l->refs == 0;
+    pthread_mutex_unlock(&l->lock);
+    if (last) {
+        clReleaseCommandQueue(l->queue);
+        pthread_mutex_destroy(&l->enqueue);
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+    }
+}
+
+/* A new lane: its queue and locks, one closed gate (`owner`'s, retained when in order), and two
+ * references (the pool's and the gate's). */
+static clattn_status lane_new(clattn_context *ctx, cl_command_queue owner, bool in_order,
+                              blas_lane **out)
+{
+    blas_lane *l = calloc(1, sizeof *l);
+    if (!l)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    if (pthread_mutex_init(&l->lock, NULL) != 0) {
+        free(l);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    if (pthread_mutex_init(&l->enqueue, NULL) != 0) {
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    cl_int err;
+    l->queue = clCreateCommandQueue(ctx->context, ctx->device, 0, &err);
+    if (err == CL_SUCCESS && in_order && (err = clRetainCommandQueue(owner)) == CL_SUCCESS)
+        l->owner = owner;
+    if (err != CL_SUCCESS) {
+        if (l->queue)
+            clReleaseCommandQueue(l->queue);
+        pthread_mutex_destroy(&l->enqueue);
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+        return err;
+    }
+    l->closed = 1;
+    l->refs = 2;
+    *out = l;
+    return CL_SUCCESS;
+}
+
+/* A gate opens (or was never enqueued): the lane has one closed gate fewer. */
+static void lane_open_one(blas_lane *l)
+{
+    pthread_mutex_lock(&l->lock);
+    cl_command_queue owner = NULL;
+    if (--l->closed == 0) {
+        owner = l->owner;
+        l->owner = NULL;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (owner)
+        clReleaseCommandQueue(owner);
+    lane_unref(l);
+}
+
+/* A lane for a product of a call on `caller`, with one more closed gate: one whose commands all
+ * run without waiting on anything outside it, or whose waiting ones belong to calls on the same
+ * in-order queue; else a new one. */
+static clattn_status lane_reserve(clattn_context *ctx, struct clattn_blas_lanes *pool,
+                                  cl_command_queue caller, bool in_order, blas_lane **out)
+{
+    pthread_mutex_lock(&pool->lock);
+    for (size_t i = 0; i < pool->n; i++) {
+        blas_lane *l = pool->lane[i];
+        pthread_mutex_lock(&l->lock);
+        const bool ok = l->closed == 0 || (in_order && l->owner == caller);
+        if (ok) {
+            if (in_order && !l->owner && clRetainCommandQueue(caller) == CL_SUCCESS)
+                l->owner = caller;
+            l->closed++;
+            l->refs++;
+        }
+        pthread_mutex_unlock(&l->lock);
+        if (ok) {
+            pthread_mutex_unlock(&pool->lock);
+            *out = l;
+            return CL_SUCCESS;
+        }
+    }
+    clattn_status st = CL_SUCCESS;
+    if (pool->n == pool->cap) {
+        const size_t ncap = pool->cap ? pool->cap * 2 : 4;
+        blas_lane **nl = realloc(pool->lane, ncap * sizeof *nl);
+        if (!nl)
+            st = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+        else
+            pool->lane = nl, pool->cap = ncap;
+    }
+    blas_lane *l = NULL;
+    if (st == CL_SUCCESS && (st = lane_new(ctx, caller, in_order, &l)) == CL_SUCCESS)
+        pool->lane[pool->n++] = l;
+    pthread_mutex_unlock(&pool->lock);
+    *out = l;
+    return st;
+}
+
+/* Opens the gate, successfully, once (a callback and a later look may both find it ended). */
+static void gate_open_once(clattn_blas_gate *g)
+{
+    if (atomic_flag_test_and_set(&g->opened))
+        return;
+    clSetUserEventStatus(g->user, CL_COMPLETE);
+    lane_open_one(g->lane);
+}
+
+static void gate_unref(clattn_blas_gate *g)
+{
+    if (atomic_fetch_sub(&g->refs, 1) != 1)
+        return;
+    clReleaseEvent(g->user);
+    if (g->mark)
+        clReleaseEvent(g->mark);
+    free(g);
+}
+
+/* The callback on the gate's marker: it has completed (or failed, where the driver says so). */
+static void CL_CALLBACK gate_ended(cl_event e, cl_int status, void *data)
+{
+    (void)e, (void)status;
+    gate_open_once(data);
+    gate_unref(data);
+}
+
+/* Opens the listed gates whose markers have ended, failed ones included, and drops them from
+ * the list. The pool's lock is held. */
+static void reap_gates(struct clattn_blas_lanes *pool)
+{
+    for (size_t i = 0; i < pool->n_armed;) {
+        clattn_blas_gate *g = pool->armed[i];
+        cl_int status = CL_QUEUED;
+        if (clGetEventInfo(g->mark, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status,
+                           NULL) != CL_SUCCESS ||
+            status > CL_COMPLETE) {
+            i++;
+            continue;
+        }
+        gate_open_once(g);
+        pool->armed[i] = pool->armed[--pool->n_armed];
+        gate_unref(g);
+    }
+}
+
+/* The context's lane pool, made on first use. */
+static struct clattn_blas_lanes *lanes_of(clattn_context *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    if (!ctx->blas_lanes) {
+        struct clattn_blas_lanes *p = calloc(1, sizeof *p);
+        if (p && pthread_mutex_init(&p->lock, NULL) != 0) {
+            free(p);
+            p = NULL;
+        }
+        ctx->blas_lanes = p;
+    }
+    struct clattn_blas_lanes *pool = ctx->blas_lanes;
+    pthread_mutex_unlock(&ctx->lock);
+    return pool;
+}
+
+/* A gate never armed, or whose making failed, gives back its room on the armed list. */
+static void gate_unreserve(struct clattn_blas_lanes *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->unarmed--;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+static clattn_status gate_make(clattn_context *ctx, cl_command_queue caller, bool in_order,
+                               clattn_blas_gate **out)
+{
+    struct clattn_blas_lanes *pool = lanes_of(ctx);
+    clattn_blas_gate *g = pool ? calloc(1, sizeof *g) : NULL;
+    if (!g)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    atomic_flag_clear(&g->opened);
+    g->pool = pool;
+    /* Room on the armed list for this gate too; gates whose markers have ended go first. */
+    pthread_mutex_lock(&pool->lock);
+    reap_gates(pool);
+    bool room = pool->n_armed + pool->unarmed < pool->cap_armed;
+    if (!room) {
+        const size_t ncap = 2 * (pool->n_armed + pool->unarmed + 1);
+        clattn_blas_gate **na = realloc(pool->armed, ncap * sizeof *na);
+        if ((room = na != NULL))
+            pool->armed = na, pool->cap_armed = ncap;
+    }
+    if (room)
+        pool->unarmed++;
+    pthread_mutex_unlock(&pool->lock);
+    if (!room) {
+        free(g);
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    cl_int err = lane_reserve(ctx, pool, caller, in_order, &g->lane);
+    if (err == CL_SUCCESS) {
+        g->user = clCreateUserEvent(ctx->context, &err);
+        if (err != CL_SUCCESS)
+            lane_open_one(g->lane);
+    }
+    if (err != CL_SUCCESS) {
+        gate_unreserve(pool);
+        free(g);
+        return err;
+    }
+    *out = g;
+    return CL_SUCCESS;
+}
+
+/* Enqueued behind `mark` (NULL: nothing to wait for): the gate opens when the marker ends, by
+ * its callback or, where none comes, by a later reap. Never fails. */
+static void gate_arm(clattn_blas_gate *g, cl_event mark)
+{
+    struct clattn_blas_lanes *pool = g->pool;
+    g->armed = true;
+    if (!mark || clRetainEvent(mark) != CL_SUCCESS) {
+        gate_unreserve(pool);
+        atomic_init(&g->refs, 1);
+        gate_open_once(g);
+        gate_unref(g);
+        return;
+    }
+    g->mark = mark;
+    atomic_init(&g->refs, 2);
+    pthread_mutex_lock(&pool->lock);
+    pool->unarmed--;
+    pool->armed[pool->n_armed++] = g; /* room was kept at gate_make */
+    pthread_mutex_unlock(&pool->lock);
+    if (clSetEventCallback(mark, CL_COMPLETE, gate_ended, g) != CL_SUCCESS)
+        gate_unref(g); /* a reap opens it */
+}
+
 /* CLBlast compiles a routine's kernels during its first call in a context (seconds on PoCL).
  * A plan makes sure that each routine its products use has run once in the context, on a queue
  * of the library's own: the call then compiles nothing after its first enqueue, and a failure
@@ -146,9 +422,10 @@ static clattn_status warm_up(clattn_context *ctx, bool batched)
     return err;
 }
 
-clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, float alpha,
-                                   const clattn_operand *A_, const clattn_operand *B_, float beta,
-                                   const clattn_operand *C_, clattn_gemm *g)
+clattn_status clattn__gemm_prepare(clattn_context *ctx, cl_command_queue queue, size_t d0,
+                                   size_t d1, float alpha, const clattn_operand *A_,
+                                   const clattn_operand *B_, float beta, const clattn_operand *C_,
+                                   clattn_gemm *g)
 {
     memset(g, 0, sizeof *g);
     clattn_operand A = *A_, B = *B_, C = *C_;
@@ -177,8 +454,7 @@ clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, fl
     const bool even = all_even(ops, d0, d1);
     const size_t nruns = even ? 1 : d0 * dv;
     g->runs = malloc(nruns * sizeof *g->runs);
-    g->events = malloc(nruns * sizeof *g->events);
-    if (!g->runs || !g->events) {
+    if (!g->runs) {
         clattn__gemm_release(g);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
@@ -197,6 +473,12 @@ clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, fl
     for (size_t t = 0; t < nruns && st == CL_SUCCESS; t++)
         if (g->runs[t].count > 0)
             st = warm_up(ctx, g->runs[t].count > 1);
+    cl_command_queue_properties props = 0;
+    if (st == CL_SUCCESS && queue &&
+        (st = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL)) == CL_SUCCESS) {
+        g->in_order = !(props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE);
+        st = gate_make(ctx, queue, g->in_order, &g->gate);
+    }
     if (st != CL_SUCCESS) {
         clattn__gemm_release(g);
         return st;
@@ -217,17 +499,20 @@ clattn_status clattn__gemm_prepare(clattn_context *ctx, size_t d0, size_t d1, fl
     return CL_SUCCESS;
 }
 
-clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, clattn_gemm *g,
-                                   cl_uint num_wait, const cl_event *wait_list,
-                                   size_t *num_events)
+size_t clattn__gemm_event_count(const clattn_gemm *g)
+{
+    return g->num_runs + 3; /* the runs', the gate's marker, the lane's barrier, the join */
+}
+
+/* The products themselves, on `q`, their events kept; *last the number of them. */
+static clattn_status run_products(clattn_context *ctx, cl_command_queue q, const clattn_gemm *g,
+                                  clattn_events *keep, cl_event *evs, cl_uint *nev)
 {
     atomic_store(&ctx->blas_used, 1);
     const CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
     const CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     clattn_status st = CL_SUCCESS;
-    if (num_wait > 0)
-        st = clEnqueueBarrierWithWaitList(queue, num_wait, wait_list, NULL);
-    size_t nev = 0;
+    *nev = 0;
     for (size_t t = 0; t < g->num_runs && st == CL_SUCCESS; t++) {
         const clattn_gemm_run *u = &g->runs[t];
         if (u->count == 0)
@@ -237,32 +522,139 @@ clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, 
         if (u->count == 1)
             code = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k, g->alpha, g->a,
                                 u->a0, g->lda, g->b, u->b0, g->ldb, g->beta, g->c, u->c0, g->ldc,
-                                &queue, &e);
+                                &q, &e);
         else
             code = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, g->m, g->n, g->k,
                                               g->alpha, g->a, u->a0, g->lda, u->as, g->b, u->b0,
                                               g->ldb, u->bs, g->beta, g->c, u->c0, g->ldc, u->cs,
-                                              u->count, &queue, &e);
+                                              u->count, &q, &e);
         st = from_blas(ctx, code);
-        if (st == CL_SUCCESS && e)
-            g->events[nev++] = e;
+        if (st == CL_SUCCESS && e) {
+            evs[(*nev)++] = e;
+            clattn__events_keep(keep, e);
+        }
     }
-    if (st != CL_SUCCESS) {
-        for (size_t t = 0; t < nev; t++)
-            clReleaseEvent(g->events[t]);
-        nev = 0;
+    return st;
+}
+
+clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, clattn_gemm *g,
+                                   cl_uint num_wait, const cl_event *wait_list,
+                                   clattn_events *keep, cl_event *done)
+{
+    *done = NULL;
+    cl_event stack[9], *evs = g->num_runs + 1 <= 9 ? stack : malloc((g->num_runs + 1) * sizeof *evs);
+    if (!evs)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    cl_uint nev = 0;
+    clattn_status st = CL_SUCCESS;
+    if (!g->gate) {
+        /* The library's own in-order queue, which holds the steps before: they need no wait
+         * list, and nobody else's work is on it. */
+        (void)num_wait, (void)wait_list;
+        st = run_products(ctx, queue, g, keep, evs, &nev);
+        if (st == CL_SUCCESS && nev > 0)
+            st = clEnqueueMarkerWithWaitList(queue, nev, evs, done);
+        clattn__events_keep(keep, *done);
+    } else {
+        clattn_blas_gate *gate = g->gate;
+        blas_lane *lane = gate->lane;
+        /* The marker the gate opens on: the wait list, and on an in-order queue what came before
+         * it there. An out-of-order queue with no wait list: the products wait for nothing. */
+        cl_event mark = NULL, barrier = NULL;
+        if (g->in_order || num_wait > 0) {
+            st = clEnqueueMarkerWithWaitList(queue, num_wait, wait_list, &mark);
+            clattn__events_keep(keep, mark);
+        }
+        /* The barrier and the products enqueued together, so that no other call's gate can come
+         * between them on the lane. */
+        if (st == CL_SUCCESS) {
+            pthread_mutex_lock(&lane->enqueue);
+            st = clEnqueueBarrierWithWaitList(lane->queue, 1, &gate->user, &barrier);
+            clattn__events_keep(keep, barrier);
+            if (st == CL_SUCCESS)
+                st = run_products(ctx, lane->queue, g, keep, evs, &nev);
+            pthread_mutex_unlock(&lane->enqueue);
+            clFlush(lane->queue); /* nothing else flushes the library's queue */
+        }
+        if (barrier) { /* from here the gate opens, and frees itself, on its own */
+            g->gate = NULL;
+            gate_arm(gate, mark);
+        }
+        /* The join, on the caller's queue: the products, and the marker's failure if any. */
+        if (st == CL_SUCCESS) {
+            if (mark)
+                evs[nev++] = mark;
+            if (nev > 1 || (nev == 1 && !mark)) {
+                st = clEnqueueMarkerWithWaitList(queue, nev, evs, done);
+                clattn__events_keep(keep, *done);
+            } else {
+                *done = mark; /* no product at all: the step is its marker */
+            }
+        }
     }
-    *num_events = nev;
+    if (evs != stack)
+        free(evs);
+    if (st != CL_SUCCESS)
+        *done = NULL;
+    return st;
+}
+
+clattn_status clattn__gemm_finish(clattn_context *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    struct clattn_blas_lanes *pool = ctx->blas_lanes;
+    pthread_mutex_unlock(&ctx->lock);
+    if (!pool)
+        return CL_SUCCESS;
+    /* A marker at the end of each lane, waited for by looking, with gates whose markers have
+     * ended opened in between (clFinish would wait forever behind a gate whose marker failed
+     * on PoCL 3.1, where no callback would open it). */
+    pthread_mutex_lock(&pool->lock);
+    const size_t n = pool->n;
+    cl_event *ends = n ? calloc(n, sizeof *ends) : NULL;
+    clattn_status st = n && !ends ? CLATTN_ERROR_OUT_OF_HOST_MEMORY : CL_SUCCESS;
+    for (size_t i = 0; st == CL_SUCCESS && i < n; i++) {
+        blas_lane *l = pool->lane[i];
+        pthread_mutex_lock(&l->enqueue);
+        st = clEnqueueMarkerWithWaitList(l->queue, 0, NULL, &ends[i]);
+        pthread_mutex_unlock(&l->enqueue);
+        if (st == CL_SUCCESS)
+            st = clFlush(l->queue);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    for (size_t i = 0; i < n; i++) {
+        for (;;) {
+            cl_int status = CL_COMPLETE;
+            if (ends[i] && clGetEventInfo(ends[i], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status,
+                                          &status, NULL) != CL_SUCCESS)
+                status = CL_COMPLETE;
+            if (status <= CL_COMPLETE)
+                break;
+            pthread_mutex_lock(&pool->lock);
+            reap_gates(pool);
+            pthread_mutex_unlock(&pool->lock);
+            const struct timespec pause = {0, 100 * 1000};
+            nanosleep(&pause, NULL);
+        }
+        if (ends[i])
+            clReleaseEvent(ends[i]);
+    }
+    free(ends);
     return st;
 }
 
 void clattn__gemm_release(clattn_gemm *g)
 {
     free(g->runs);
-    free(g->events);
     g->runs = NULL;
-    g->events = NULL;
     g->num_runs = 0;
+    if (g->gate && !g->gate->armed) { /* planned, never enqueued: give the lane back */
+        clReleaseEvent(g->gate->user);
+        lane_open_one(g->gate->lane);
+        gate_unreserve(g->gate->pool);
+        free(g->gate);
+    }
+    g->gate = NULL;
 }
 
 bool clattn__gemm_view_ok(const clattn_tensor *t)
@@ -319,6 +711,19 @@ void clattn__gemm_forget_context(clattn_context *ctx)
 {
     if (ctx->blas_scratch)
         clReleaseMemObject(ctx->blas_scratch);
+    struct clattn_blas_lanes *pool = ctx->blas_lanes;
+    if (pool) { /* each lane lives on until its last gate has opened */
+        reap_gates(pool);
+        for (size_t i = 0; i < pool->n_armed; i++) /* the callback, if one comes, opens them */
+            gate_unref(pool->armed[i]);
+        free(pool->armed);
+        for (size_t i = 0; i < pool->n; i++)
+            lane_unref(pool->lane[i]);
+        free(pool->lane);
+        pthread_mutex_destroy(&pool->lock);
+        free(pool);
+        ctx->blas_lanes = NULL;
+    }
     /* CLBlast 1.5 can only clear its whole cache: other contexts recompile on their next
      * product (their programs in use stay alive: the cache holds shared pointers). */
     if (atomic_load(&ctx->blas_used))

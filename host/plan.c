@@ -14,7 +14,10 @@ clattn_status clattn__plan_begin(clattn_plan *p, clattn_context *ctx, cl_command
                                  cl_uint num_wait, const cl_event *wait_list)
 {
     clattn__plan_init(p, ctx);
-    return clattn__check_call(ctx, queue, num_wait, wait_list);
+    const clattn_status st = clattn__check_call(ctx, queue, num_wait, wait_list);
+    if (st == CL_SUCCESS)
+        p->queue = queue;
+    return st;
 }
 
 /* A new zeroed step at the end, or NULL when memory runs out. */
@@ -56,7 +59,7 @@ clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alph
     if (!s)
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     s->kind = CLATTN_STEP_GEMM;
-    clattn_status st = clattn__gemm_prepare(p->ctx, d0, d1, alpha, A, B, beta, C, &s->gemm);
+    clattn_status st = clattn__gemm_prepare(p->ctx, p->queue, d0, d1, alpha, A, B, beta, C, &s->gemm);
     if (st == CL_SUCCESS)
         p->count++;
     return st;
@@ -83,6 +86,14 @@ size_t clattn__pool_bytes(const clattn_buffer_pool *pool)
 static bool take_from_pool(clattn_plan *p, size_t bytes, cl_mem *out)
 {
     clattn_buffer_pool *pool = p->pool;
+    /* The last call's wait list failed: its work may still run late (products on a library
+     * queue), and a command waiting for its failed event would never run on PoCL 3.1. Its
+     * buffers are left to it. */
+    cl_int status;
+    if (pool && pool->last && !p->took_any &&
+        (clGetEventInfo(pool->last, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, NULL) != CL_SUCCESS ||
+         status < 0))
+        clattn__pool_clear(pool);
     for (size_t i = 0; pool && i < pool->count; i++) {
         if (!p->taken[i] && pool->bytes[i] == bytes && clRetainMemObject(pool->buffers[i]) == CL_SUCCESS) {
             p->taken[i] = p->took_any = true;
@@ -135,50 +146,76 @@ void clattn__plan_keep_buffer(clattn_plan *p, cl_mem m)
     }
 }
 
-static void release_events(cl_event *evs, size_t n)
+/* The events of one call: released together once the last has ended. */
+static void CL_CALLBACK release_kept(cl_event e, cl_int status, void *data)
 {
-    for (size_t i = 0; i < n; i++)
-        clReleaseEvent(evs[i]);
+    (void)e, (void)status;
+    clattn_events *k = data;
+    for (size_t i = 0; i < k->n; i++)
+        clReleaseEvent(k->ev[i]);
+    free(k->ev);
+    free(k);
+}
+
+/* Hands the kept events to a callback on `last` (one of them), or releases them now when there
+ * is none or no callback can be set. PoCL 3.1 calls no callback on an event that fails: a call
+ * whose wait list fails keeps its events (a few hundred bytes) for the life of the process. */
+static void keep_until(clattn_events *k, cl_event last)
+{
+    if (!last || clSetEventCallback(last, CL_COMPLETE, release_kept, k) != CL_SUCCESS)
+        release_kept(NULL, CL_COMPLETE, k);
 }
 
 clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_uint num_wait,
                                    const cl_event *wait_list, cl_event *event_out)
 {
-    /* Each step waits for every event of the step before; the first for the caller's list. */
+    /* Room for every event the steps can make, before anything is enqueued. */
+    size_t cap = 1; /* a final marker */
+    for (size_t i = 0; i < p->count; i++)
+        cap += p->steps[i].kind == CLATTN_STEP_KERNEL ? 1 : clattn__gemm_event_count(&p->steps[i].gemm);
+    clattn_events *kept = malloc(sizeof *kept);
+    if (kept && !(kept->ev = malloc(cap * sizeof *kept->ev))) {
+        free(kept);
+        kept = NULL;
+    }
+    if (!kept)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    kept->n = 0;
+    kept->cap = cap;
+
+    /* Each step waits for the one before; the first for the caller's list. */
     cl_uint nw = num_wait;
     const cl_event *wl = wait_list;
-    cl_event *prev = NULL;
-    size_t nprev = 0;
+    cl_event prev = NULL, last = NULL;
     clattn_status st = CL_SUCCESS;
     for (size_t i = 0; i < p->count && st == CL_SUCCESS; i++) {
         clattn_step *s = &p->steps[i];
-        cl_event *evs;
-        size_t nev = 0;
+        cl_event done = NULL;
         if (s->kind == CLATTN_STEP_KERNEL) {
-            evs = &s->launch_event;
-            st = clattn__launch_enqueue(queue, &s->launch, nw, wl, evs);
-            nev = st == CL_SUCCESS;
+            st = clattn__launch_enqueue(queue, &s->launch, nw, wl, &done);
+            clattn__events_keep(kept, st == CL_SUCCESS ? done : NULL);
         } else {
-            evs = s->gemm.events;
-            st = clattn__gemm_enqueue(p->ctx, queue, &s->gemm, nw, wl, &nev);
+            st = clattn__gemm_enqueue(p->ctx, queue, &s->gemm, nw, wl, kept, &done);
         }
-        if (nev > 0) { /* a step with no work leaves the next waiting for what it waited for */
-            release_events(prev, nprev);
-            prev = evs;
-            nprev = nev;
-            nw = (cl_uint)nev;
-            wl = evs;
+        if (kept->n > 0)
+            last = kept->ev[kept->n - 1];
+        if (st == CL_SUCCESS && done) { /* a step with no work leaves the next waiting as it did */
+            prev = done;
+            nw = 1;
+            wl = &prev;
         }
     }
     if (st == CL_SUCCESS && event_out) {
-        if (nprev == 1) {
-            *event_out = prev[0];
-            nprev = 0;
+        if (prev) {
+            st = clRetainEvent(prev);
+            if (st == CL_SUCCESS)
+                *event_out = prev;
         } else {
             st = clEnqueueMarkerWithWaitList(queue, nw, wl, event_out);
         }
     }
-    release_events(prev, nprev);
+    /* After a failed enqueue, what was enqueued may still run: its events wait for its end. */
+    keep_until(kept, st == CL_SUCCESS && prev ? prev : last);
     return st;
 }
 

@@ -17,7 +17,6 @@ typedef enum clattn_step_kind { CLATTN_STEP_KERNEL, CLATTN_STEP_GEMM } clattn_st
 typedef struct clattn_step {
     clattn_step_kind kind;
     clattn_launch launch; /* CLATTN_STEP_KERNEL */
-    cl_event launch_event;
     clattn_gemm gemm;     /* CLATTN_STEP_GEMM */
 } clattn_step;
 
@@ -27,7 +26,9 @@ typedef struct clattn_step {
  * state allocates nothing. A call with a pool attached takes, for each buffer it needs, a kept
  * one of that exact size (its first step then waits for `last`, the end of the call that used
  * them before), or allocates one; once it has enqueued everything, the pool holds the buffers
- * it used and its last event instead. A call that fails before enqueuing leaves the pool as it
+ * it used and its last event instead. A pool whose last event has failed is emptied when the
+ * next call looks for a buffer: after a failed wait list, products on library queues may still
+ * run, and a command waiting for an event that has already failed never runs on PoCL 3.1. A call that fails before enqueuing leaves the pool as it
  * was; one whose enqueue fails part-way empties it (its commands may still run). The owner
  * serialises the calls that use one pool. */
 typedef struct clattn_buffer_pool {
@@ -44,6 +45,7 @@ size_t clattn__pool_bytes(const clattn_buffer_pool *pool);
 
 typedef struct clattn_plan {
     clattn_context *ctx;
+    cl_command_queue queue; /* the caller's (NULL: planned only, or run on the library's own) */
     clattn_step *steps;
     size_t count, cap;
     cl_mem buffers[CLATTN_PLAN_MAX_BUFFERS]; /* allocated for this call, or taken from the pool */
@@ -83,7 +85,9 @@ clattn_status clattn__plan_buffer_copy(clattn_plan *p, size_t bytes, const void 
 void clattn__plan_keep_buffer(clattn_plan *p, cl_mem m);
 
 /* Enqueues every step in order; *event_out (if wanted) completes when all have. A plan with no
- * step still gives an event: a marker that waits for the wait list. */
+ * step still gives an event: a marker that waits for the wait list. Every event the steps make is
+ * kept until the last one completes (PoCL 3.1 aborts when a failure reaches an event whose last
+ * reference was released), then released from a completion callback. */
 clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_uint num_wait,
                                    const cl_event *wait_list, cl_event *event_out);
 void clattn__plan_release(clattn_plan *p);

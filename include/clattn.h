@@ -21,6 +21,18 @@
  *    call's own outputs and a workspace it was given, nothing else of the caller's, and the
  *    library's own state (a KV cache's lengths, its scratch) does not change. Wait for the
  *    queue before reusing those outputs.
+ *  - Events: a wait list holding an event that has already failed is refused with
+ *    CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST. One that fails after the call makes the call's
+ *    event fail too (and every event of the library's that depends on it); the process lives on
+ *    PoCL 3.1, which otherwise aborts when a failure reaches an event already released, because the
+ *    library keeps each call's events until its work has ended. After such a failure the call's
+ *    outputs, and a KV cache's contents and lengths, are unspecified: reset or recreate the cache.
+ *    Matrix products run by CLBlast go to an in-order queue of the library's ("lane") behind a
+ *    user event that opens when the call's wait list and, on an in-order queue, what came before
+ *    on it have ended; after a failed wait list they still run, and may write the call's outputs
+ *    after its event has failed: clattn_context_finish waits for them. Calls from one in-order
+ *    queue share a lane; calls whose products may have to wait get a lane of their own, so that
+ *    no call's products wait for another's wait list.
  *  - Buffers the library reads may not be CL_MEM_WRITE_ONLY, nor those it writes CL_MEM_READ_ONLY
  *    (CLATTN_ERROR_INVALID_ARGUMENT). It reads every input, key lengths, a workspace, the unfused
  *    path's probabilities, clattn_mask's S (masked in place) and every output a matrix product
@@ -282,6 +294,12 @@ typedef struct clattn_context clattn_context;
 CLATTN_API clattn_status clattn_context_create(const clattn_context_params *params, clattn_context **out);
 /* NULL-safe; sets *ctx = NULL. */
 CLATTN_API void clattn_context_destroy(clattn_context **ctx);
+
+/* Blocks until all the work the library has put on queues of its own (CLBlast's products; see
+ * "Events" above) has ended. Flush the queues the calls were made on first: that work waits for
+ * them. Needed only after a failed wait list, before reusing the failed call's outputs; any
+ * thread, any time. */
+CLATTN_API clattn_status clattn_context_finish(clattn_context *ctx);
 
 /* The cl_context / cl_device_id the context uses (borrowed: do not release). */
 CLATTN_API cl_context clattn_context_cl_context(const clattn_context *ctx);
