@@ -140,7 +140,7 @@ typedef struct clattn_blas_gate {
     struct clattn_blas_lanes *pool;
     bool armed;    /* enqueued: it opens when its marker ends, by callback or by a later look */
     atomic_flag opened;
-    atomic_int refs; /* once armed: the callback's and the list's */
+    atomic_int refs; /* once armed: the callback's, the list's and the enqueuer's */
 } clattn_blas_gate;
 
 static void lane_unref(blas_lane *l)
@@ -217,9 +217,16 @@ static clattn_status lane_reserve(clattn_context *ctx, struct clattn_blas_lanes 
         blas_lane *l = pool->lane[i];
         pthread_mutex_lock(&l->lock);
         const bool ok = l->closed == 0 || (in_order && l->owner == caller);
+        if (ok && in_order && !l->owner) { /* the lane holds the caller's queue as its owner */
+            const cl_int err = clRetainCommandQueue(caller);
+            if (err != CL_SUCCESS) {
+                pthread_mutex_unlock(&l->lock);
+                pthread_mutex_unlock(&pool->lock);
+                return err;
+            }
+            l->owner = caller;
+        }
         if (ok) {
-            if (in_order && !l->owner && clRetainCommandQueue(caller) == CL_SUCCESS)
-                l->owner = caller;
             l->closed++;
             l->refs++;
         }
@@ -359,27 +366,37 @@ static clattn_status gate_make(clattn_context *ctx, cl_command_queue caller, boo
     return CL_SUCCESS;
 }
 
-/* Enqueued behind `mark` (NULL: nothing to wait for): the gate opens when the marker ends, by
- * its callback or, where none comes, by a later reap. Never fails. */
-static void gate_arm(clattn_blas_gate *g, cl_event mark)
+/* From here the gate opens, and frees itself, on its own: when `mark` ends, by its callback or,
+ * where none comes, by a later reap; with no mark (nothing to wait for) at once, and it is gone.
+ * An armed gate also holds a reference for the enqueuer, dropped with gate_unref once its
+ * barrier is on the lane. Fails only when the callback cannot be set; the gate is then still the
+ * plan's, to give back. */
+static clattn_status gate_arm(clattn_blas_gate *g, cl_event mark)
 {
     struct clattn_blas_lanes *pool = g->pool;
-    g->armed = true;
-    if (!mark || clRetainEvent(mark) != CL_SUCCESS) {
+    if (!mark) {
+        g->armed = true;
         gate_unreserve(pool);
         atomic_init(&g->refs, 1);
         gate_open_once(g);
         gate_unref(g);
-        return;
+        return CL_SUCCESS;
     }
+    cl_int err = clRetainEvent(mark);
+    if (err != CL_SUCCESS)
+        return err;
+    atomic_init(&g->refs, 3);
+    if ((err = clSetEventCallback(mark, CL_COMPLETE, gate_ended, g)) != CL_SUCCESS) {
+        clReleaseEvent(mark);
+        return err;
+    }
+    g->armed = true;
     g->mark = mark;
-    atomic_init(&g->refs, 2);
     pthread_mutex_lock(&pool->lock);
     pool->unarmed--;
     pool->armed[pool->n_armed++] = g; /* room was kept at gate_make */
     pthread_mutex_unlock(&pool->lock);
-    if (clSetEventCallback(mark, CL_COMPLETE, gate_ended, g) != CL_SUCCESS)
-        gate_unref(g); /* a reap opens it */
+    return CL_SUCCESS;
 }
 
 /* CLBlast compiles a routine's kernels during its first call in a context (seconds on PoCL).
@@ -565,20 +582,23 @@ clattn_status clattn__gemm_enqueue(clattn_context *ctx, cl_command_queue queue, 
             st = clEnqueueMarkerWithWaitList(queue, num_wait, wait_list, &mark);
             clattn__events_keep(keep, mark);
         }
-        /* The barrier and the products enqueued together, so that no other call's gate can come
-         * between them on the lane. */
+        /* Armed before the products go on the lane: a gate that could not be armed would hold
+         * them, and the call's event, forever. Once armed it opens even if what follows fails. */
+        if (st == CL_SUCCESS && (st = gate_arm(gate, mark)) == CL_SUCCESS)
+            g->gate = NULL;
+        /* The barrier (when there is something to wait for) and the products enqueued together,
+         * so that no other call's gate can come between them on the lane. */
         if (st == CL_SUCCESS) {
             pthread_mutex_lock(&lane->enqueue);
-            st = clEnqueueBarrierWithWaitList(lane->queue, 1, &gate->user, &barrier);
-            clattn__events_keep(keep, barrier);
+            if (mark) {
+                st = clEnqueueBarrierWithWaitList(lane->queue, 1, &gate->user, &barrier);
+                clattn__events_keep(keep, barrier);
+                gate_unref(gate); /* the enqueuer's reference */
+            }
             if (st == CL_SUCCESS)
                 st = run_products(ctx, lane->queue, g, keep, evs, &nev);
             pthread_mutex_unlock(&lane->enqueue);
             clFlush(lane->queue); /* nothing else flushes the library's queue */
-        }
-        if (barrier) { /* from here the gate opens, and frees itself, on its own */
-            g->gate = NULL;
-            gate_arm(gate, mark);
         }
         /* The join, on the caller's queue: the products, and the marker's failure if any. */
         if (st == CL_SUCCESS) {
@@ -610,6 +630,7 @@ clattn_status clattn__gemm_finish(clattn_context *ctx)
      * ended opened in between (clFinish would wait forever behind a gate whose marker failed
      * on PoCL 3.1, where no callback would open it). */
     pthread_mutex_lock(&pool->lock);
+    reap_gates(pool);
     const size_t n = pool->n;
     cl_event *ends = n ? calloc(n, sizeof *ends) : NULL;
     clattn_status st = n && !ends ? CLATTN_ERROR_OUT_OF_HOST_MEMORY : CL_SUCCESS;

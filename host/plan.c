@@ -205,17 +205,23 @@ clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_ui
             wl = &prev;
         }
     }
+    cl_event handed = NULL;
     if (st == CL_SUCCESS && event_out) {
-        if (prev) {
-            st = clRetainEvent(prev);
-            if (st == CL_SUCCESS)
-                *event_out = prev;
-        } else {
+        if (!prev)
             st = clEnqueueMarkerWithWaitList(queue, nw, wl, event_out);
-        }
+        else if (clRetainEvent(prev) == CL_SUCCESS)
+            *event_out = prev;
+        else /* everything is enqueued: the caller gets the kept reference rather than an error */
+            handed = prev;
     }
+    if (handed) /* out of the kept list, whose callback may free it at once once set */
+        for (size_t i = 0; i < kept->n; i++)
+            if (kept->ev[i] == handed)
+                kept->ev[i] = kept->ev[--kept->n];
     /* After a failed enqueue, what was enqueued may still run: its events wait for its end. */
     keep_until(kept, st == CL_SUCCESS && prev ? prev : last);
+    if (handed) /* after the callback is set: OpenCL keeps an event until its command ends */
+        *event_out = handed;
     return st;
 }
 
@@ -285,10 +291,16 @@ static clattn_status pooled_enqueue(clattn_plan *p, cl_command_queue queue, cl_u
             clattn__pool_clear(p->pool);
         return st;
     }
-    pool_commit(p, last);
-    if (event_out && (st = clRetainEvent(last)) == CL_SUCCESS)
+    if (!event_out) {
+        pool_commit(p, last);
+    } else if (clRetainEvent(last) == CL_SUCCESS) {
+        pool_commit(p, last);
         *event_out = last;
-    return st;
+    } else { /* everything is enqueued: the caller gets the event, the pool starts afresh */
+        clattn__pool_clear(p->pool);
+        *event_out = last;
+    }
+    return CL_SUCCESS;
 }
 
 clattn_status clattn__plan_run(clattn_plan *p, clattn_status st, cl_command_queue queue,

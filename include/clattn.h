@@ -16,11 +16,12 @@
  *  - Every argument is validated, and every kernel a call needs is built (CLBlast's included),
  *    before anything is enqueued. On an error return nothing was enqueued, the caller's buffers
  *    are untouched, and *event_out is left unchanged. The one exception: an enqueue itself
- *    failing after the call's first one (the driver's CL_OUT_OF_RESOURCES, say). The call then
+ *    failing after the call's first one (the driver's CL_OUT_OF_RESOURCES, say), or the callback
+ *    that opens a CLBlast product's gate failing to be set right after its marker. The call then
  *    returns that error and no event; the steps already enqueued still run and may write the
  *    call's own outputs and a workspace it was given, nothing else of the caller's, and the
  *    library's own state (a KV cache's lengths, its scratch) does not change. Wait for the
- *    queue before reusing those outputs.
+ *    queue (and clattn_context_finish, for CLBlast's products) before reusing those outputs.
  *  - Events: a wait list holding an event that has already failed is refused with
  *    CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST. One that fails after the call makes the call's
  *    event fail too (and every event of the library's that depends on it); the process lives on
