@@ -5,8 +5,8 @@
 #include <stddef.h>
 
 typedef struct clattn_events {
-    cl_event *ev;
     size_t n, cap; /* sized before the first enqueue: keeping never allocates */
+    cl_event ev[];  /* one allocation with the struct */
 } clattn_events;
 
 /* Takes over the reference to e (NULL: nothing). */

@@ -153,7 +153,6 @@ static void CL_CALLBACK release_kept(cl_event e, cl_int status, void *data)
     clattn_events *k = data;
     for (size_t i = 0; i < k->n; i++)
         clReleaseEvent(k->ev[i]);
-    free(k->ev);
     free(k);
 }
 
@@ -173,11 +172,7 @@ clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_ui
     size_t cap = 1; /* a final marker */
     for (size_t i = 0; i < p->count; i++)
         cap += p->steps[i].kind == CLATTN_STEP_KERNEL ? 1 : clattn__gemm_event_count(&p->steps[i].gemm);
-    clattn_events *kept = malloc(sizeof *kept);
-    if (kept && !(kept->ev = malloc(cap * sizeof *kept->ev))) {
-        free(kept);
-        kept = NULL;
-    }
+    clattn_events *kept = malloc(sizeof *kept + cap * sizeof kept->ev[0]);
     if (!kept)
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     kept->n = 0;
