@@ -219,6 +219,28 @@ static clattn_status op_cold(sweep *s, cl_event *ev)
     return st;
 }
 
+/* A cache created, a prompt appended, three tokens appended and attended, destroyed. */
+static clattn_status op_kv_create(sweep *s, cl_event *ev)
+{
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = B, kp.num_kv_heads = HKV, kp.head_dim = D, kp.capacity = 64;
+    clattn_kv_cache *keep = s->kv;
+    const bool appended = s->appended;
+    clattn_status st = clattn_kv_cache_create(s->cc, &kp, &s->kv);
+    if (st == CL_SUCCESS) {
+        const clattn_tensor K = view(s, IN_K, B, HKV, T, D), V = view(s, IN_V, B, HKV, T, D);
+        s->appended = false;
+        st = clattn_kv_cache_append(s->kv, s->e.queue, &K, &V, NULL, 0, NULL, NULL);
+        if (st == CL_SUCCESS)
+            st = op_kv(s, ev);
+        clFinish(s->e.queue); /* the cache may go only when its work has */
+        clattn_kv_cache_destroy(&s->kv);
+    }
+    s->kv = keep;
+    s->appended = appended;
+    return st;
+}
+
 /* Before each run: the state the call starts from. */
 static void reset_kv(sweep *s)
 {
@@ -491,6 +513,11 @@ static bool kv_append_attend(void)
     static const int outs[] = {OUT_M};
     return sweep_op(op_kv, reset_kv, outs, 1, false);
 }
+static bool kv_create(void)
+{
+    static const int outs[] = {OUT_M};
+    return sweep_op(op_kv_create, NULL, outs, 1, false);
+}
 static bool merge(void)
 {
     static const int outs[] = {OUT_M, OUT_ML};
@@ -512,6 +539,7 @@ int main(int argc, char **argv)
         CASE(mha_cross),
         CASE(mha_create),
         CASE_IN(kv_append_attend, "auto-clattn"),
+        CASE_IN(kv_create, "auto-clattn"),
         CASE_IN(merge, "auto-clattn"),
         CASE(cold_context),
     };
