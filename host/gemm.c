@@ -118,7 +118,10 @@ typedef struct blas_lane {
     cl_command_queue owner; /* the caller's in-order queue whose calls hold its closed gates
                              * (retained while they do), or NULL */
     unsigned closed;        /* gates reserved here and not yet open */
-    unsigned refs;          /* the pool's, and one per gate */
+    unsigned busy;          /* products planned here and not yet enqueued (their calls' plans
+                             * not released), all of one call: `busy_call` */
+    const void *busy_call;
+    unsigned refs;          /* the pool's, one per gate, one per busy product */
 } blas_lane;
 
 struct clattn_blas_lanes {
@@ -156,10 +159,10 @@ static void lane_unref(blas_lane *l)
     }
 }
 
-/* A new lane: its queue and locks, one closed gate (`owner`'s, retained when in order), and two
- * references (the pool's and the gate's). */
+/* A new lane: its queue and locks, one closed gate (`owner`'s, retained when in order), busy with
+ * one product of `call`, and three references (the pool's, the gate's, the busy product's). */
 static clattn_status lane_new(clattn_context *ctx, cl_command_queue owner, bool in_order,
-                              blas_lane **out)
+                              const void *call, blas_lane **out)
 {
     blas_lane *l = calloc(1, sizeof *l);
     if (!l)
@@ -186,7 +189,9 @@ static clattn_status lane_new(clattn_context *ctx, cl_command_queue owner, bool 
         return err;
     }
     l->closed = 1;
-    l->refs = 2;
+    l->busy = 1;
+    l->busy_call = call;
+    l->refs = 3;
     *out = l;
     return CL_SUCCESS;
 }
@@ -206,17 +211,30 @@ static void lane_open_one(blas_lane *l)
     lane_unref(l);
 }
 
-/* A lane for a product of a call on `caller`, with one more closed gate: one whose commands all
- * run without waiting on anything outside it, or whose waiting ones belong to calls on the same
- * in-order queue; else a new one. */
+/* The product of a call has been enqueued, or will never be (its plan is released). */
+static void lane_done(blas_lane *l)
+{
+    pthread_mutex_lock(&l->lock);
+    if (--l->busy == 0)
+        l->busy_call = NULL;
+    pthread_mutex_unlock(&l->lock);
+    lane_unref(l);
+}
+
+/* A lane for a product of `call` on `caller`, with one more closed gate and one more busy
+ * product: one that no other call has products planned on and not yet enqueued (they would come
+ * first there, behind their own gates), and whose commands all run without waiting on anything
+ * outside it or whose waiting ones belong to calls on the same in-order queue; else a new one. */
 static clattn_status lane_reserve(clattn_context *ctx, struct clattn_blas_lanes *pool,
-                                  cl_command_queue caller, bool in_order, blas_lane **out)
+                                  cl_command_queue caller, bool in_order, const void *call,
+                                  blas_lane **out)
 {
     pthread_mutex_lock(&pool->lock);
     for (size_t i = 0; i < pool->n; i++) {
         blas_lane *l = pool->lane[i];
         pthread_mutex_lock(&l->lock);
-        const bool ok = l->closed == 0 || (in_order && l->owner == caller);
+        const bool ok = (l->busy == 0 || l->busy_call == call) &&
+                        (l->closed == 0 || (in_order && l->owner == caller));
         if (ok && in_order && !l->owner) { /* the lane holds the caller's queue as its owner */
             const cl_int err = clRetainCommandQueue(caller);
             if (err != CL_SUCCESS) {
@@ -228,7 +246,9 @@ static clattn_status lane_reserve(clattn_context *ctx, struct clattn_blas_lanes 
         }
         if (ok) {
             l->closed++;
-            l->refs++;
+            l->busy++;
+            l->busy_call = call;
+            l->refs += 2;
         }
         pthread_mutex_unlock(&l->lock);
         if (ok) {
@@ -247,7 +267,7 @@ static clattn_status lane_reserve(clattn_context *ctx, struct clattn_blas_lanes 
             pool->lane = nl, pool->cap = ncap;
     }
     blas_lane *l = NULL;
-    if (st == CL_SUCCESS && (st = lane_new(ctx, caller, in_order, &l)) == CL_SUCCESS)
+    if (st == CL_SUCCESS && (st = lane_new(ctx, caller, in_order, call, &l)) == CL_SUCCESS)
         pool->lane[pool->n++] = l;
     pthread_mutex_unlock(&pool->lock);
     *out = l;
@@ -326,7 +346,7 @@ static void gate_unreserve(struct clattn_blas_lanes *pool)
 }
 
 static clattn_status gate_make(clattn_context *ctx, cl_command_queue caller, bool in_order,
-                               clattn_blas_gate **out)
+                               const void *call, clattn_blas_gate **out)
 {
     struct clattn_blas_lanes *pool = lanes_of(ctx);
     clattn_blas_gate *g = pool ? calloc(1, sizeof *g) : NULL;
@@ -351,11 +371,13 @@ static clattn_status gate_make(clattn_context *ctx, cl_command_queue caller, boo
         free(g);
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     }
-    cl_int err = lane_reserve(ctx, pool, caller, in_order, &g->lane);
+    cl_int err = lane_reserve(ctx, pool, caller, in_order, call, &g->lane);
     if (err == CL_SUCCESS) {
         g->user = clCreateUserEvent(ctx->context, &err);
-        if (err != CL_SUCCESS)
+        if (err != CL_SUCCESS) {
+            lane_done(g->lane);
             lane_open_one(g->lane);
+        }
     }
     if (err != CL_SUCCESS) {
         gate_unreserve(pool);
@@ -439,8 +461,8 @@ static clattn_status warm_up(clattn_context *ctx, bool batched)
     return err;
 }
 
-clattn_status clattn__gemm_prepare(clattn_context *ctx, cl_command_queue queue, size_t d0,
-                                   size_t d1, float alpha, const clattn_operand *A_,
+clattn_status clattn__gemm_prepare(clattn_context *ctx, cl_command_queue queue, const void *call,
+                                   size_t d0, size_t d1, float alpha, const clattn_operand *A_,
                                    const clattn_operand *B_, float beta, const clattn_operand *C_,
                                    clattn_gemm *g)
 {
@@ -494,7 +516,8 @@ clattn_status clattn__gemm_prepare(clattn_context *ctx, cl_command_queue queue, 
     if (st == CL_SUCCESS && queue &&
         (st = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL)) == CL_SUCCESS) {
         g->in_order = !(props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE);
-        st = gate_make(ctx, queue, g->in_order, &g->gate);
+        if ((st = gate_make(ctx, queue, g->in_order, call, &g->gate)) == CL_SUCCESS)
+            g->busy_lane = g->gate->lane;
     }
     if (st != CL_SUCCESS) {
         clattn__gemm_release(g);
@@ -669,6 +692,9 @@ void clattn__gemm_release(clattn_gemm *g)
     free(g->runs);
     g->runs = NULL;
     g->num_runs = 0;
+    if (g->busy_lane) /* enqueued by now, or never to be */
+        lane_done(g->busy_lane);
+    g->busy_lane = NULL;
     if (g->gate && !g->gate->armed) { /* planned, never enqueued: give the lane back */
         clReleaseEvent(g->gate->user);
         lane_open_one(g->gate->lane);

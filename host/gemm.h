@@ -48,14 +48,16 @@ typedef struct clattn_gemm {
     size_t num_runs;
     bool in_order;              /* the caller's queue */
     struct clattn_blas_gate *gate; /* NULL: no caller's queue (work of the library's own) */
+    struct blas_lane *busy_lane;   /* the lane held for this product until it is released */
 } clattn_gemm;
 
 /* Works out the runs for d0 x d1 items (m, n, k > 0; layouts checked with
  * clattn__gemm_layout_ok), compiles CLBlast's routines for them, and for a call on `queue`
- * (NULL: planned only, or the library's own queue) reserves a lane and makes its gate.
- * Nothing is enqueued. */
-clattn_status clattn__gemm_prepare(clattn_context *ctx, cl_command_queue queue, size_t d0,
-                                   size_t d1, float alpha, const clattn_operand *A,
+ * (NULL: planned only, or the library's own queue) reserves a lane and makes its gate. `call`
+ * identifies the call (its plan): products of one call may share a lane while they wait to be
+ * enqueued, another call's may not. Nothing is enqueued. */
+clattn_status clattn__gemm_prepare(clattn_context *ctx, cl_command_queue queue, const void *call,
+                                   size_t d0, size_t d1, float alpha, const clattn_operand *A,
                                    const clattn_operand *B, float beta, const clattn_operand *C,
                                    clattn_gemm *out);
 /* The most events clattn__gemm_enqueue keeps. */

@@ -59,7 +59,8 @@ clattn_status clattn__plan_gemm(clattn_plan *p, size_t d0, size_t d1, float alph
     if (!s)
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     s->kind = CLATTN_STEP_GEMM;
-    clattn_status st = clattn__gemm_prepare(p->ctx, p->queue, d0, d1, alpha, A, B, beta, C, &s->gemm);
+    clattn_status st = clattn__gemm_prepare(p->ctx, p->queue, p, d0, d1, alpha, A, B, beta, C,
+                                            &s->gemm);
     if (st == CL_SUCCESS)
         p->count++;
     return st;
@@ -168,6 +169,11 @@ static void keep_until(clattn_events *k, cl_event last)
 clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_uint num_wait,
                                    const cl_event *wait_list, cl_event *event_out)
 {
+    /* Planning may have taken seconds (builds): an event of the wait list that failed meanwhile
+     * is refused now, while nothing is enqueued (a command behind it would never run on PoCL). */
+    clattn_status st = clattn__check_wait_list(num_wait, wait_list);
+    if (st != CL_SUCCESS)
+        return st;
     /* Room for every event the steps can make, before anything is enqueued. */
     size_t cap = 1; /* a final marker */
     for (size_t i = 0; i < p->count; i++)
@@ -182,7 +188,6 @@ clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_ui
     cl_uint nw = num_wait;
     const cl_event *wl = wait_list;
     cl_event prev = NULL, last = NULL;
-    clattn_status st = CL_SUCCESS;
     for (size_t i = 0; i < p->count && st == CL_SUCCESS; i++) {
         clattn_step *s = &p->steps[i];
         cl_event done = NULL;
@@ -200,11 +205,15 @@ clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_ui
             wl = &prev;
         }
     }
+    if (st == CL_SUCCESS && event_out && !prev) { /* no step had work: a marker, kept too */
+        st = clEnqueueMarkerWithWaitList(queue, nw, wl, &prev);
+        clattn__events_keep(kept, st == CL_SUCCESS ? prev : NULL);
+        if (st != CL_SUCCESS)
+            prev = NULL;
+    }
     cl_event handed = NULL;
     if (st == CL_SUCCESS && event_out) {
-        if (!prev)
-            st = clEnqueueMarkerWithWaitList(queue, nw, wl, event_out);
-        else if (clRetainEvent(prev) == CL_SUCCESS)
+        if (clRetainEvent(prev) == CL_SUCCESS)
             *event_out = prev;
         else /* everything is enqueued: the caller gets the kept reference rather than an error */
             handed = prev;
