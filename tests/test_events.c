@@ -9,6 +9,7 @@
 #include "harness.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -379,11 +380,92 @@ static bool in_order_queue_keeps_its_order(void)
     return ok;
 }
 
+/* Threads whose calls do not wait, next to a call held by a user event: none of theirs ever
+ * waits for it, however their planning and enqueueing interleave with the held call's (a lane
+ * taken over between a call's gate opening and its products reaching the lane would put them
+ * behind the held call's barrier). The held call is made by one thread while three others make
+ * 40 calls each of the same op with no wait list, on queues of both kinds. */
+typedef struct free_runner {
+    test_env *e;
+    int op, kind;
+    bool ok;
+} free_runner;
+
+static void *run_free(void *arg)
+{
+    free_runner *r = arg;
+    cl_int err;
+    cl_command_queue q = clCreateCommandQueue(r->e->context, r->e->device,
+                                              r->kind ? CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE : 0, &err);
+    r->ok = err == CL_SUCCESS;
+    bufs b = bufs_new(r->e, 41);
+    held hd = {0};
+    for (int i = 0; r->ok && i < 40; i++) {
+        cl_event ev = NULL;
+        r->ok = enqueue_op(r->e, &hd, &b, r->op, q, 0, NULL, &ev) == CLATTN_SUCCESS;
+        clFlush(q);
+        r->ok = r->ok && finishes(ev) && status_of(ev) == CL_COMPLETE;
+        if (ev)
+            clReleaseEvent(ev);
+    }
+    clFinish(q);
+    held_free(&hd);
+    bufs_free(&b);
+    clReleaseCommandQueue(q);
+    return NULL;
+}
+
+static bool concurrent_calls_never_wait_for_another(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    cl_int err;
+    cl_command_queue qh = clCreateCommandQueue(e.context, e.device, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
+    CL_OK(err);
+    const int ops[] = {OP_LINEAR, OP_STEPS, OP_MHA};
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+        bufs warm = bufs_new(&e, 40), bh = bufs_new(&e, 40);
+        held hw = {0}, hh = {0};
+        EXPECT_STATUS(enqueue_op(&e, &hw, &warm, ops[o], e.queue, 0, NULL, NULL), CLATTN_SUCCESS);
+        CL_OK(clFinish(e.queue));
+        cl_event u = clCreateUserEvent(e.context, &err), held_ev = NULL;
+        CL_OK(err);
+        free_runner r[3];
+        pthread_t th[3];
+        for (int t = 0; t < 3; t++) {
+            r[t] = (free_runner){&e, ops[o], t % 2, false};
+            EXPECT(pthread_create(&th[t], NULL, run_free, &r[t]) == 0);
+        }
+        EXPECT_STATUS(enqueue_op(&e, &hh, &bh, ops[o], qh, 1, &u, &held_ev), CLATTN_SUCCESS);
+        CL_OK(clFlush(qh));
+        bool all = true;
+        for (int t = 0; t < 3; t++) {
+            pthread_join(th[t], NULL);
+            all &= r[t].ok;
+        }
+        printf("%-6s 3 threads x 40 calls beside a held one: %s\n", op_names[ops[o]], all ? "none waited" : "SOME WAITED");
+        EXPECT(all);
+        CL_OK(clSetUserEventStatus(u, CL_COMPLETE));
+        EXPECT(held_ev && finishes(held_ev) && status_of(held_ev) == CL_COMPLETE);
+        CL_OK(clFinish(qh));
+        if (held_ev)
+            clReleaseEvent(held_ev);
+        clReleaseEvent(u);
+        held_free(&hw), held_free(&hh);
+        bufs_free(&warm), bufs_free(&bh);
+    }
+    clReleaseCommandQueue(qh);
+    env_close(&e);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
         CASE(failed_wait_list),
         CASE(late_event_holds_nothing_else),
+        CASE_IN(concurrent_calls_never_wait_for_another, "unfused-clblast"),
         CASE(in_order_queue_keeps_its_order),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
