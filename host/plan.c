@@ -169,9 +169,18 @@ static void keep_until(clattn_events *k, cl_event last)
 clattn_status clattn__plan_enqueue(clattn_plan *p, cl_command_queue queue, cl_uint num_wait,
                                    const cl_event *wait_list, cl_event *event_out)
 {
-    /* Planning may have taken seconds (builds): an event of the wait list that failed meanwhile
-     * is refused now, while nothing is enqueued (a command behind it would never run on PoCL). */
-    clattn_status st = clattn__check_wait_list(num_wait, wait_list);
+    /* An event of the wait list that has already failed is refused as clWaitForEvents does,
+     * checked here rather than at the call's start because planning may take seconds (builds):
+     * a command behind a failed event never runs on PoCL 3.1. Nothing is enqueued yet. */
+    clattn_status st = CL_SUCCESS;
+    for (cl_uint i = 0; i < num_wait && st == CL_SUCCESS; i++) {
+        cl_int status;
+        if (clGetEventInfo(wait_list[i], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status,
+                           NULL) != CL_SUCCESS)
+            st = CL_INVALID_EVENT_WAIT_LIST;
+        else if (status < 0)
+            st = CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST;
+    }
     if (st != CL_SUCCESS)
         return st;
     /* Room for every event the steps can make, before anything is enqueued. */
