@@ -193,12 +193,26 @@ static bool finishes(cl_event ev)
     return false;
 }
 
-static float *read_out(test_env *e, const bufs *b, int op, size_t *n)
+/* Whether `op`'s output is bit-identical in the two sets of buffers. */
+static bool same_output(test_env *e, const bufs *a, const bufs *b, int op)
 {
-    cl_mem m = out_of(b, op, n);
-    float *h = malloc(*n * sizeof *h);
-    buf_read(e, m, 0, h, *n * sizeof *h);
-    return h;
+    size_t n;
+    cl_mem ma = out_of(a, op, &n), mb = out_of(b, op, &n);
+    float *ha = malloc(n * sizeof *ha), *hb = malloc(n * sizeof *hb);
+    buf_read(e, ma, 0, ha, n * sizeof *ha);
+    buf_read(e, mb, 0, hb, n * sizeof *hb);
+    const bool same = memcmp(ha, hb, n * sizeof *ha) == 0;
+    free(ha), free(hb);
+    return same;
+}
+
+static cl_command_queue queue_new(test_env *e, bool out_of_order)
+{
+    cl_int err;
+    cl_command_queue q = clCreateCommandQueue(e->context, e->device,
+                                              out_of_order ? CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE : 0, &err);
+    CL_OK(err);
+    return q;
 }
 
 static void held_free(held *hd)
@@ -218,8 +232,7 @@ static bool failed_wait_list(void)
     env_open(&e, false);
     for (int ooo = 0; ooo < 2; ooo++) {
         cl_int err;
-        cl_command_queue q = clCreateCommandQueue(e.context, e.device, ooo ? CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE : 0, &err);
-        CL_OK(err);
+        cl_command_queue q = queue_new(&e, ooo);
         for (int op = 0; op < OP_COUNT; op++) {
             bufs b = bufs_new(&e, 11), ref = bufs_new(&e, 11);
             held hd = {0}, hr = {0};
@@ -247,10 +260,7 @@ static bool failed_wait_list(void)
             EXPECT_STATUS(enqueue_op(&e, &hr, &ref, op, e.queue, 0, NULL, NULL), CLATTN_SUCCESS);
             CL_OK(clFinish(q));
             EXPECT(ok_ev && status_of(ok_ev) == CL_COMPLETE);
-            size_t n;
-            float *got = read_out(&e, &b, op, &n), *want = read_out(&e, &ref, op, &n);
-            EXPECT(memcmp(got, want, n * sizeof *got) == 0);
-            free(got), free(want);
+            EXPECT(same_output(&e, &b, &ref, op));
             if (ev)
                 clReleaseEvent(ev);
             if (ok_ev)
@@ -276,11 +286,9 @@ static bool late_event_holds_nothing_else(void)
     test_env e;
     env_open(&e, false);
     cl_int err;
-    cl_command_queue q1 = clCreateCommandQueue(e.context, e.device, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
-    CL_OK(err);
+    cl_command_queue q1 = queue_new(&e, true);
     for (int kind = 0; kind < 2; kind++) {
-        cl_command_queue q2 = clCreateCommandQueue(e.context, e.device, kind ? CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE : 0, &err);
-        CL_OK(err);
+        cl_command_queue q2 = queue_new(&e, kind);
         for (int op = 0; op < OP_COUNT; op++) {
             bufs b = bufs_new(&e, 21), other = bufs_new(&e, 21);
             held hd = {0}, ho = {0};
@@ -308,10 +316,7 @@ static bool late_event_holds_nothing_else(void)
             EXPECT(gated && finishes(gated) && status_of(gated) == CL_COMPLETE);
             CL_OK(clFinish(q1));
             CL_OK(clFinish(q2));
-            size_t n;
-            float *got = read_out(&e, &b, op, &n), *want = read_out(&e, &other, op, &n);
-            EXPECT(memcmp(got, want, n * sizeof *got) == 0);
-            free(got), free(want);
+            EXPECT(same_output(&e, &b, &other, op));
             cl_event all[] = {u, gated, fill, free_ev};
             for (int i = 0; i < 4; i++)
                 if (all[i])
@@ -335,8 +340,7 @@ static bool in_order_queue_keeps_its_order(void)
     test_env e;
     env_open(&e, false);
     cl_int err;
-    cl_command_queue q = clCreateCommandQueue(e.context, e.device, 0, &err);
-    CL_OK(err);
+    cl_command_queue q = queue_new(&e, false);
     for (int op = 0; op < OP_COUNT; op++) {
         bufs b = bufs_new(&e, 31), ref = bufs_new(&e, 32); /* ref: the new inputs, written plainly */
         held hd = {0}, hr = {0};
@@ -365,12 +369,9 @@ static bool in_order_queue_keeps_its_order(void)
         nanosleep(&t, NULL);
         CL_OK(clSetUserEventStatus(u, CL_COMPLETE));
         CL_OK(clFinish(q));
-        size_t n;
-        float *got = read_out(&e, &b, op, &n), *want = read_out(&e, &ref, op, &n);
-        const bool same = memcmp(got, want, n * sizeof *got) == 0;
+        const bool same = same_output(&e, &b, &ref, op);
         printf("%-6s reads the inputs written before it: %s\n", op_names[op], same ? "yes" : "NO");
         EXPECT(same);
-        free(got), free(want);
         clReleaseEvent(u);
         held_free(&hd), held_free(&hr);
         bufs_free(&b), bufs_free(&ref);
@@ -394,10 +395,8 @@ typedef struct free_runner {
 static void *run_free(void *arg)
 {
     free_runner *r = arg;
-    cl_int err;
-    cl_command_queue q = clCreateCommandQueue(r->e->context, r->e->device,
-                                              r->kind ? CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE : 0, &err);
-    r->ok = err == CL_SUCCESS;
+    cl_command_queue q = queue_new(r->e, r->kind);
+    r->ok = true;
     bufs b = bufs_new(r->e, 41);
     held hd = {0};
     for (int i = 0; r->ok && i < 40; i++) {
@@ -421,8 +420,7 @@ static bool concurrent_calls_never_wait_for_another(void)
     test_env e;
     env_open(&e, false);
     cl_int err;
-    cl_command_queue qh = clCreateCommandQueue(e.context, e.device, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
-    CL_OK(err);
+    cl_command_queue qh = queue_new(&e, true);
     const int ops[] = {OP_LINEAR, OP_STEPS, OP_MHA};
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
         bufs warm = bufs_new(&e, 40), bh = bufs_new(&e, 40);
