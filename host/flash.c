@@ -18,7 +18,9 @@ typedef struct flash_config {
 } flash_config;
 
 /* The largest private arrays the kernel keeps per query are HEAD_DIM and VALUE_DIM long. */
-#define FLASH_MAX_DIM 256
+#define FLASH_MAX_DIM 512
+
+#define LOG2E_F 1.4426950408889634f
 
 static int pow2_floor(size_t x)
 {
@@ -40,10 +42,11 @@ static flash_config choose(const clattn_context *ctx, size_t D, size_t Dv)
         c.variant = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? 0 : 1;
 
     if (c.variant == 0) {
-        c.vec = Dv % 16 == 0 ? 16 : Dv % 8 == 0 ? 8 : Dv % 4 == 0 ? 4 : 2;
+        /* Odd value dims are summed one float at a time (VEC 1). */
+        c.vec = Dv % 16 == 0 ? 16 : Dv % 8 == 0 ? 8 : Dv % 4 == 0 ? 4 : Dv % 2 == 0 ? 2 : 1;
         /* About 16 vector accumulators for the weighted sum, the register file's half. */
-        size_t nv = Dv / (size_t)c.vec; /* 0 for Dv = 1, which clattn__flash_supports refuses */
-        c.rows = pow2_floor(nv >= 16 || nv == 0 ? 1 : 16 / nv);
+        const size_t nv = Dv / (size_t)c.vec;
+        c.rows = pow2_floor(nv >= 16 ? 1 : 16 / nv);
         if (c.rows > 16)
             c.rows = 16;
         c.block_k = o->flash_block_k ? (int)o->flash_block_k : 64;
@@ -85,11 +88,10 @@ clattn_status clattn__flash_supports(const clattn_context *ctx, size_t D, size_t
 {
     if (dtype != CLATTN_F32 && dtype != CLATTN_F16)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
-    if (D == 0 || D > FLASH_MAX_DIM || Dv == 0 || Dv > FLASH_MAX_DIM)
-        return CLATTN_ERROR_UNSUPPORTED_PATH;
-    /* The CPU variant's value vectors are at least 2 wide. */
-    return choose(ctx, D, Dv).variant == 0 && Dv % 2 != 0 ? CLATTN_ERROR_UNSUPPORTED_PATH
-                                                         : CL_SUCCESS;
+    (void)ctx;
+    return D == 0 || D > FLASH_MAX_DIM || Dv == 0 || Dv > FLASH_MAX_DIM
+               ? CLATTN_ERROR_UNSUPPORTED_PATH
+               : CL_SUCCESS;
 }
 
 bool clattn__flash_rules_out(clattn_status st)
@@ -118,14 +120,17 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     const flash_config c = choose(p->ctx, D, Dv);
     const size_t pack = pack_heads(&c, Q, V);
     const clattn_mask_params *m = &params->mask;
-    char opts[320];
+    const clattn_logit_params *lp = &params->logits;
+    char opts[400];
     snprintf(opts, sizeof opts,
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
              "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DHALF_KV=%d "
-             "-DPACK=%zu",
+             "-DPACK=%zu -DHAS_WINDOW=%d -DHAS_SOFTCAP=%d -DHAS_ALIBI=%d -DHAS_SINKS=%d",
              D, Dv, c.variant, c.block_k, c.wg ? c.wg : 1, c.vec ? c.vec : 16,
              c.rows ? c.rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
-             params->lse != NULL, Q->dtype == CLATTN_F16, V->dtype == CLATTN_F16, pack);
+             params->lse != NULL, Q->dtype == CLATTN_F16, V->dtype == CLATTN_F16, pack,
+             clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
+             lp->sinks != NULL);
 
     const clattn_flash_split one = {0, 1, 0, 0};
     if (!split)
@@ -141,10 +146,15 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     clattn__arg_ulong(&args, Hq / K->dims[1]);
     clattn__arg_ulong(&args, Q->dims[2]);
     clattn__arg_ulong(&args, K->dims[2]);
-    clattn__arg_float(&args, scale * 1.4426950408889634f); /* scores in base 2: exp2 */
+    /* Scores in base 2 (exp2): through q, or, with soft-capping, through the cap. */
+    clattn__arg_float(&args, lp->softcap > 0.0f ? scale : scale * LOG2E_F);
     clattn__arg_ulong(&args, split->keys);
     clattn__arg_ulong(&args, split->o_stride);
     clattn__arg_ulong(&args, split->lse_stride);
+    clattn__arg_window(&args, m);
+    clattn__arg_softcap(&args, lp, LOG2E_F);
+    clattn__arg_vector(&args, lp->alibi_slopes, lp->alibi_slopes_offset);
+    clattn__arg_vector(&args, lp->sinks, lp->sinks_offset);
 
     const size_t per = c.variant == 0 ? 16 / pack : (size_t)c.wg;
     const size_t blocks = (Q->dims[2] + per - 1) / per;

@@ -36,6 +36,7 @@ clattn_kv_attend_params clattn_kv_attend_params_default(void)
     clattn_kv_attend_params p;
     memset(&p, 0, sizeof p);
     p.scale = CLATTN_SCALE_DEFAULT;
+    p.window_left = CLATTN_WINDOW_UNBOUNDED;
     return p;
 }
 
@@ -260,7 +261,8 @@ static clattn_status attend_check(const clattn_kv_cache *c, const clattn_tensor 
     if (!CLATTN_RESERVED_ZERO(ap))
         return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_status st;
-    if ((st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+    if ((st = clattn__window_check(ap->window_left, CLATTN_WINDOW_UNBOUNDED)) != CL_SUCCESS ||
+        (st = clattn__view_check(ctx, Q, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
         (ap->lse && (st = clattn__view_check(ctx, ap->lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
         return st;
@@ -273,6 +275,8 @@ static clattn_status attend_check(const clattn_kv_cache *c, const clattn_tensor 
         return CLATTN_ERROR_INVALID_SHAPE;
     if (Hq % c->Hkv != 0)
         return CLATTN_ERROR_HEAD_MISMATCH;
+    if ((st = clattn__logits_check(ctx, &ap->logits, Hq)) != CL_SUCCESS)
+        return st;
     /* O is written in one pass or through the merge: the fused kernel's layout either way, so
      * that whether a view is taken does not depend on the cache's length. */
     if (O->dims[3] > 1 && O->strides[3] != 1)
@@ -320,6 +324,9 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     sp.scale = a->ap.scale;
     sp.mask.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
     sp.mask.key_lengths = c->lengths;
+    sp.mask.window_left = a->ap.window_left;
+    sp.mask.window_keep_first = a->ap.window_keep_first;
+    sp.logits = a->ap.logits;
     if (a->splits == 1) {
         sp.lse = a->ap.lse;
         return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL);
@@ -327,11 +334,13 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     const clattn_tensor part = clattn_tensor_bhtd(scratch, off, B, Hq, Lq, c->D);
     const clattn_tensor part_lse = clattn_tensor_bhtd(scratch, off + a->splits * a->n_o, B, Hq, Lq, 1);
     sp.lse = &part_lse;
+    sp.logits.sinks = NULL; /* partial results exclude the sinks; the merge adds them once */
     const clattn_flash_split split = {a->per, a->splits, a->n_o, a->n_l};
     clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split);
     return st != CL_SUCCESS ? st
                             : clattn__merge_parts_plan(p, &part, &part_lse, a->splits, a->n_o,
-                                                       a->n_l, O, a->ap.lse);
+                                                       a->n_l, O, a->ap.lse, a->ap.logits.sinks,
+                                                       a->ap.logits.sinks_offset);
 }
 
 /* A scratch grown for this call becomes the cache's once the call is enqueued. */
@@ -356,9 +365,14 @@ static clattn_status attend_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
     size_t off = 0;
     if (st == CL_SUCCESS && a.bytes > 0) {
         if (a.ap.workspace) {
-            const clattn_tensor *views[] = {Q, O, a.ap.lse};
+            const clattn_logit_params *lp = &a.ap.logits;
+            const size_t Hq = Q->dims[1];
+            const clattn_tensor slopes = clattn__vector_view(lp->alibi_slopes,
+                                                             lp->alibi_slopes_offset, Hq);
+            const clattn_tensor sinks = clattn__vector_view(lp->sinks, lp->sinks_offset, Hq);
+            const clattn_tensor *views[] = {Q, O, a.ap.lse, &slopes, &sinks};
             st = clattn__workspace_check(c->ctx, a.ap.workspace, a.ap.workspace_offset, a.bytes,
-                                         views, 3);
+                                         views, 5);
             scratch = a.ap.workspace;
             off = a.ap.workspace_offset / sizeof(float);
         } else if (a.bytes > c->scratch_bytes &&

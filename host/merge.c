@@ -3,6 +3,8 @@
 #include "steps.h"
 #include "tensor.h"
 
+#include <stdio.h>
+
 static bool dims_are(const clattn_tensor *t, size_t B, size_t H, size_t Lq, size_t last)
 {
     return t->dims[0] == B && t->dims[1] == H && t->dims[2] == Lq && t->dims[3] == last;
@@ -42,7 +44,8 @@ static clattn_status merge_plan(clattn_plan *p, const clattn_tensor *O1, const c
 clattn_status clattn__merge_parts_plan(clattn_plan *p, const clattn_tensor *part,
                                        const clattn_tensor *part_lse, size_t parts, size_t o_split,
                                        size_t l_split, const clattn_tensor *O,
-                                       const clattn_tensor *lse)
+                                       const clattn_tensor *lse, cl_mem sinks,
+                                       size_t sinks_offset)
 {
     const size_t B = O->dims[0], H = O->dims[1], Lq = O->dims[2];
     clattn_kargs args = {0};
@@ -55,9 +58,11 @@ clattn_status clattn__merge_parts_plan(clattn_plan *p, const clattn_tensor *part
     clattn__arg_view(&args, lse);
     clattn__arg_ulong(&args, H);
     clattn__arg_ulong(&args, O->dims[3]);
+    clattn__arg_vector(&args, sinks, sinks_offset);
     const size_t global[2] = {Lq, B * H};
-    return clattn__plan_kernel(p, "merge", lse ? "-DHAS_LSE=1" : "-DHAS_LSE=0", "merge_parts",
-                               &args, 2, global, NULL);
+    char opts[32];
+    snprintf(opts, sizeof opts, "-DHAS_LSE=%d -DHAS_SINKS=%d", lse != NULL, sinks != NULL);
+    return clattn__plan_kernel(p, "merge", opts, "merge_parts", &args, 2, global, NULL);
 }
 
 clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *O1,

@@ -170,6 +170,7 @@ static clattn_sdpa_params attention_params(const clattn_mha_forward_params *fp, 
     clattn_sdpa_params sp = clattn_sdpa_params_default();
     sp.mask = fp->mask;
     sp.path = fp->path;
+    sp.logits = fp->logits;
     sp.probs = fp->head_weights ? fp->head_weights : (fp->weights ? &L->probs : NULL);
     return sp;
 }
@@ -250,9 +251,13 @@ static clattn_status mha_plan(clattn_plan *p, const clattn_mha *m, const clattn_
     cl_mem buf = NULL;
     size_t base = 0;
     if (fp->workspace) {
+        const clattn_logit_params *lp = &fp->logits;
         const clattn_tensor lens = clattn__lengths_view(&fp->mask, query->dims[0]);
+        const clattn_tensor slopes = clattn__vector_view(lp->alibi_slopes,
+                                                         lp->alibi_slopes_offset, m->H);
+        const clattn_tensor sinks = clattn__vector_view(lp->sinks, lp->sinks_offset, m->H);
         const clattn_tensor *views[] = {query, key, value, output, fp->weights, fp->head_weights,
-                                        fp->mask.additive, &lens};
+                                        fp->mask.additive, &lens, &slopes, &sinks};
         if ((st = clattn__workspace_check(ctx, fp->workspace, fp->workspace_offset, bytes, views,
                                           sizeof views / sizeof views[0])) != CL_SUCCESS)
             return st;

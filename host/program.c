@@ -449,6 +449,11 @@ void clattn__arg_ulong(clattn_kargs *a, cl_ulong x)
     push(a, sizeof x, &x);
 }
 
+void clattn__arg_long(clattn_kargs *a, cl_long x)
+{
+    push(a, sizeof x, &x);
+}
+
 void clattn__arg_uint(clattn_kargs *a, cl_uint x)
 {
     push(a, sizeof x, &x);

@@ -56,6 +56,8 @@ clattn_status clattn__sdpa_check(const clattn_context *ctx, const clattn_tensor 
     if (Q->dims[3] == 0 && B * Hq * Lq * Lk > 0)
         return CLATTN_ERROR_INVALID_SHAPE;
     const size_t sdims[4] = {B, Hq, Lq, Lk};
+    if ((st = clattn__logits_check(ctx, &p->logits, Hq)) != CL_SUCCESS)
+        return st;
     return clattn__mask_validate(ctx, sdims, &p->mask);
 }
 
@@ -129,10 +131,15 @@ clattn_status clattn__sdpa_plan(clattn_plan *p, const clattn_tensor *Q, const cl
         if ((st = score_bytes(Q, K, &bytes)) != CL_SUCCESS)
             return st;
         if (params->workspace) {
+            const clattn_logit_params *lp = &params->logits;
             const clattn_tensor lens = clattn__lengths_view(&params->mask, B);
-            const clattn_tensor *views[] = {Q, K, V, O, params->lse, params->mask.additive, &lens};
+            const clattn_tensor slopes = clattn__vector_view(lp->alibi_slopes,
+                                                             lp->alibi_slopes_offset, Hq);
+            const clattn_tensor sinks = clattn__vector_view(lp->sinks, lp->sinks_offset, Hq);
+            const clattn_tensor *views[] = {Q,   K,     V,       O,     params->lse,
+                                            params->mask.additive, &lens, &slopes, &sinks};
             if ((st = clattn__workspace_check(ctx, params->workspace, params->workspace_offset,
-                                              bytes, views, 7)) != CL_SUCCESS)
+                                              bytes, views, 9)) != CL_SUCCESS)
                 return st;
             S.buffer = params->workspace;
             S.offset = params->workspace_offset / sizeof(float);
@@ -141,8 +148,9 @@ clattn_status clattn__sdpa_plan(clattn_plan *p, const clattn_tensor *Q, const cl
         }
     }
     if ((st = clattn__scores_plan(p, Q, K, &S, params->scale)) == CL_SUCCESS &&
-        (st = clattn__mask_plan(p, &S, &params->mask)) == CL_SUCCESS &&
-        (st = clattn__softmax_plan(p, &S, &S, params->lse)) == CL_SUCCESS)
+        (st = clattn__mask_plan(p, &S, &params->mask, &params->logits)) == CL_SUCCESS &&
+        (st = clattn__softmax_plan(p, &S, &S, params->lse, params->logits.sinks,
+                                   params->logits.sinks_offset)) == CL_SUCCESS)
         st = clattn__weighted_sum_plan(p, &S, V, O);
     return st;
 }

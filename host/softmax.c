@@ -15,7 +15,7 @@ static size_t softmax_wg(const clattn_context *ctx)
 }
 
 clattn_status clattn__softmax_plan(clattn_plan *p, const clattn_tensor *S, const clattn_tensor *P,
-                                   const clattn_tensor *lse)
+                                   const clattn_tensor *lse, cl_mem sinks, size_t sinks_offset)
 {
     clattn_context *ctx = p->ctx;
     clattn_status st;
@@ -33,13 +33,15 @@ clattn_status clattn__softmax_plan(clattn_plan *p, const clattn_tensor *S, const
         return CL_SUCCESS;
     const size_t wg = softmax_wg(ctx);
     char opts[64];
-    snprintf(opts, sizeof opts, "-DWG=%zu -DHAS_LSE=%d", wg, lse != NULL);
+    snprintf(opts, sizeof opts, "-DWG=%zu -DHAS_LSE=%d -DHAS_SINKS=%d", wg, lse != NULL,
+             sinks != NULL);
     clattn_kargs args = {0};
     clattn__arg_view(&args, S);
     clattn__arg_view(&args, P);
     clattn__arg_view(&args, lse);
     clattn__arg_ulong(&args, S->dims[1]);
     clattn__arg_ulong(&args, S->dims[3]);
+    clattn__arg_vector(&args, sinks, sinks_offset);
     const size_t global[3] = {wg, S->dims[2], S->dims[0] * S->dims[1]};
     const size_t local[3] = {wg, 1, 1};
     return clattn__plan_kernel(p, "softmax", opts, "softmax_rows", &args, 3, global, local);
@@ -50,5 +52,5 @@ clattn_status clattn_softmax(clattn_context *ctx, cl_command_queue queue, const 
                              const cl_event *wait_list, cl_event *event_out)
 {
     CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
-                          clattn__softmax_plan(&plan_, S, P, lse));
+                          clattn__softmax_plan(&plan_, S, P, lse, NULL, 0));
 }

@@ -31,16 +31,37 @@ clattn_status clattn__linear_plan(clattn_plan *p, const clattn_tensor *X, const 
                                   const clattn_weights *Wp, const clattn_tensor *bias,
                                   const clattn_tensor *Y);
 
+/* logits.c: soft-capping, ALiBi and sinks (clattn_logit_params) for `heads` query heads, and the
+ * sliding window's sides, checked; CLATTN_ERROR_INVALID_ARGUMENT for a bad value. */
+clattn_status clattn__logits_check(const clattn_context *ctx, const clattn_logit_params *lp,
+                                   size_t heads);
+clattn_status clattn__window_check(int64_t left, int64_t right);
+/* Whether mask params have a window (either side bounded; window_keep_first alone does
+ * nothing). */
+bool clattn__window_on(const clattn_mask_params *m);
+/* Kernel arguments, as the prelude's rules read them: the window's left and right sides and
+ * kept first keys (three longs); the cap times `unit` (log2(e) for kernels that keep scores in
+ * base 2) and its inverse (two floats); a float vector (buffer, offset; NULL and 0 for none). */
+void clattn__arg_window(clattn_kargs *a, const clattn_mask_params *m);
+void clattn__arg_softcap(clattn_kargs *a, const clattn_logit_params *lp, float unit);
+void clattn__arg_vector(clattn_kargs *a, cl_mem buf, size_t offset);
+/* A float [count] vector as a view, for the workspace overlap checks. */
+clattn_tensor clattn__vector_view(cl_mem buf, size_t offset, size_t count);
+
 clattn_status clattn__scores_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                   const clattn_tensor *S, float scale);
 
 /* Checks mask params against scores of dims `sdims` = [B, H, Lq, Lk]. */
 clattn_status clattn__mask_validate(const clattn_context *ctx, const size_t sdims[4],
                                     const clattn_mask_params *m);
-clattn_status clattn__mask_plan(clattn_plan *p, const clattn_tensor *S, const clattn_mask_params *m);
+/* Masks S in place (clattn_mask), after soft-capping it and before adding ALiBi's bias when lp
+ * (checked by the caller; NULL for none) asks for them. */
+clattn_status clattn__mask_plan(clattn_plan *p, const clattn_tensor *S, const clattn_mask_params *m,
+                                const clattn_logit_params *lp);
 
+/* sinks: float [H] from element sinks_offset, or NULL (checked by the caller). */
 clattn_status clattn__softmax_plan(clattn_plan *p, const clattn_tensor *S, const clattn_tensor *P,
-                                   const clattn_tensor *lse);
+                                   const clattn_tensor *lse, cl_mem sinks, size_t sinks_offset);
 
 clattn_status clattn__weighted_sum_plan(clattn_plan *p, const clattn_tensor *P,
                                         const clattn_tensor *V, const clattn_tensor *O);
@@ -52,11 +73,12 @@ clattn_status clattn__convert_plan(clattn_plan *p, const clattn_tensor *src, con
 
 /* merge.c: `parts` partial results [B, H, Lq, Dv] (and their lse [B, H, Lq, 1]) in one buffer,
  * part s at s * o_split (s * l_split) elements past `part` (`part_lse`), merged into O and lse
- * (NULL for none) in one launch. */
+ * (NULL for none) in one launch; sinks (float [H], or NULL) join the merged denominator. */
 clattn_status clattn__merge_parts_plan(clattn_plan *p, const clattn_tensor *part,
                                        const clattn_tensor *part_lse, size_t parts, size_t o_split,
                                        size_t l_split, const clattn_tensor *O,
-                                       const clattn_tensor *lse);
+                                       const clattn_tensor *lse, cl_mem sinks,
+                                       size_t sinks_offset);
 
 /* flash.c: the fused path. Split keys (flash-decoding): `count` splits of `keys` keys each (a
  * multiple of the kernel's block, clattn__flash_block_k), split s writing its partial O and lse

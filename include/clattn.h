@@ -467,8 +467,23 @@ typedef struct clattn_mask_params {
      * NULL for none. Offset in elements. */
     cl_mem key_lengths;
     size_t key_lengths_offset;
+    /* Sliding window (Mistral, Gemma 2/3, gpt-oss): key j is visible from query i only if
+     *   i' - window_left <= j <= i' + window_right,
+     * where i' is the query's position among the keys: i under CLATTN_CAUSAL_TOP_LEFT, and
+     * i + Lk_b - Lq otherwise (Lk_b: the batch item's key length, as for the causal mask), so
+     * that the newest query sits at the newest key. The window intersects the causal mask and
+     * the key lengths. Each side is a key count >= 0, or CLATTN_WINDOW_UNBOUNDED (-1, the
+     * default: no limit on that side); any other negative value is CLATTN_ERROR_INVALID_ARGUMENT.
+     * window_left = W - 1 with causal is a window of W keys ending at the query. */
+    int64_t window_left, window_right;
+    /* Keys j < window_keep_first stay visible whatever window_left says (StreamingLLM's
+     * "attention sink" tokens; the causal mask and key lengths still apply). 0: none. */
+    size_t window_keep_first;
     void *reserved[4];
 } clattn_mask_params;
+
+/* A window side with no limit (clattn_mask_params.window_left / window_right). */
+#define CLATTN_WINDOW_UNBOUNDED ((int64_t)-1)
 
 CLATTN_API clattn_mask_params clattn_mask_params_default(void);
 
@@ -498,6 +513,42 @@ CLATTN_API clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_que
  * Scaled dot-product attention
  * ----------------------------------------------------------------------------------------------*/
 
+/*
+ * What shapes a row's scores beyond the mask, for today's models; all off when zero (as
+ * clattn_logit_params_default() leaves them). In the order they apply:
+ *   s = scale · q·k                         the scaled score
+ *   s = softcap · tanh(s / softcap)         logit soft-capping (Gemma 2: 50), softcap > 0
+ *   s = s + additive mask                   (clattn_mask_params)
+ *   s = s − slope_h · |i' − j|              ALiBi (BLOOM, MPT), i' as for the window; under a
+ *                                           causal mask every visible key has j <= i', so the
+ *                                           bias is −slope_h · (i' − j)
+ *   hidden keys (causal, window, key lengths) drop out
+ *   o = Σ_j exp(s_j) · v_j / (Σ_j exp(s_j) + exp(sink_h))
+ * An attention sink (gpt-oss) is a per-head logit that joins every row's softmax denominator and
+ * brings no value. The log-sum-exp a call returns excludes the sink (it is log Σ_j exp(s_j)), as
+ * do split-key partial results, which add it once, when they are merged; a row that sees no key
+ * still gets 0 and −inf.
+ */
+typedef struct clattn_logit_params {
+    float softcap; /* 0: off; otherwise finite and > 0 */
+    /* float [H] (query heads) on the device, or NULL: ALiBi slopes, e.g. from
+     * clattn_alibi_slopes. Offsets in elements. */
+    cl_mem alibi_slopes;
+    size_t alibi_slopes_offset;
+    /* float [H] on the device, or NULL: each query head's sink logit, in the units of s. */
+    cl_mem sinks;
+    size_t sinks_offset;
+} clattn_logit_params;
+
+CLATTN_API clattn_logit_params clattn_logit_params_default(void);
+
+/* The standard ALiBi slopes for `num_heads` heads into slopes[0 .. num_heads): for a power of
+ * two n, head h (from 0) gets 2^(−8(h+1)/n); otherwise the first n' heads (n' the largest power
+ * of two below num_heads) get those of n', and the rest the slopes 2^(−8k/(2n')) for k = 1, 3,
+ * 5, … (as BLOOM computes them). Host memory; copy them to a buffer for clattn_logit_params.
+ * CLATTN_ERROR_INVALID_ARGUMENT when slopes is NULL and num_heads > 0. */
+CLATTN_API clattn_status clattn_alibi_slopes(size_t num_heads, float *slopes);
+
 typedef enum clattn_path {
     CLATTN_PATH_AUTO = 0,    /* the fastest path that can give what was asked for */
     CLATTN_PATH_UNFUSED = 1, /* scores -> mask -> softmax -> weighted sum, S kept in memory */
@@ -519,6 +570,7 @@ typedef struct clattn_sdpa_params {
     size_t workspace_offset; /* bytes; must be a multiple of 4 (kernels address floats at element
                               * offsets into the buffer itself: no sub-buffer, so no other
                               * alignment applies) */
+    clattn_logit_params logits; /* soft-capping, ALiBi, sinks */
     void *reserved[8];
 } clattn_sdpa_params;
 
@@ -535,6 +587,7 @@ CLATTN_API clattn_status clattn_sdpa_workspace_size(clattn_context *ctx, const c
  * O = softmax(mask(scale · Q·Kᵀ)) · V per batch item and query head.
  *   Q [B, Hq, Lq, D]   K [B, Hkv, Lk, D]   V [B, Hkv, Lk, Dv]   O [B, Hq, Lq, Dv]
  * Hq must be a multiple of Hkv (GQA/MQA). A query whose keys are all hidden gets O = 0.
+ * The fused path takes every D and Dv from 1 to 512 (AUTO runs larger ones unfused).
  * Q, K, V and O are all CLATTN_F32, or all CLATTN_F16 (fused path only: loaded and stored with
  * vload_half/vstore_half, computed in float; mask, probs and lse stay CLATTN_F32).
  * params may be NULL (defaults).
@@ -653,6 +706,7 @@ typedef struct clattn_mha_forward_params {
      * queue. */
     cl_mem workspace;
     size_t workspace_offset;
+    clattn_logit_params logits; /* soft-capping, ALiBi slopes and sinks per head */
     void *reserved[8]; /* must be zero */
 } clattn_mha_forward_params;
 
@@ -697,8 +751,8 @@ CLATTN_API clattn_status clattn_mha_workspace_size(clattn_mha *mha, const clattn
 typedef struct clattn_kv_cache_params {
     size_t batch;        /* B sequences */
     size_t num_kv_heads; /* Hkv */
-    size_t head_dim;     /* D, of keys and values alike: any head dim the fused attention takes
-                          * on this device (CLATTN_ERROR_UNSUPPORTED_PATH otherwise) */
+    size_t head_dim;     /* D, of keys and values alike: 1 to 512 (the fused attention's range;
+                          * CLATTN_ERROR_UNSUPPORTED_PATH beyond it) */
     size_t capacity;     /* tokens each sequence can hold */
     clattn_dtype dtype;  /* storage: CLATTN_F32 or CLATTN_F16 (computed in float either way) */
     void *reserved[8];   /* must be zero */
@@ -748,6 +802,11 @@ typedef struct clattn_kv_attend_params {
      * calls and grown when a longer cache needs more splits. */
     cl_mem workspace;
     size_t workspace_offset;
+    /* A sliding window over the cache (see clattn_mask_params; the queries sit at the newest
+     * keys, so only the left side matters): CLATTN_WINDOW_UNBOUNDED (default) or a key count. */
+    int64_t window_left;
+    size_t window_keep_first;
+    clattn_logit_params logits; /* soft-capping, ALiBi, sinks (added after the split merge) */
     void *reserved[8];         /* must be zero */
 } clattn_kv_attend_params;
 

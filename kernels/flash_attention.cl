@@ -2,10 +2,13 @@
  * keys, compute the scores, mask them, and fold them into an online softmax (running max m and
  * sum l, the output accumulator rescaled whenever m grows), then write O once, and optionally the
  * log-sum-exp per query. No Lq x Lk buffer exists. Key blocks that the causal mask or the key
- * lengths hide entirely are never loaded.
+ * lengths hide entirely are never loaded, nor those outside a sliding window (HAS_WINDOW: the loop
+ * runs over the kept first keys' blocks, then jumps to the window's first block).
  *
  * Scores are kept in base 2: q is pre-multiplied by scale * log2(e) so each exponential is an
- * exp2, and the additive mask is multiplied by log2(e).
+ * exp2, and the additive mask, ALiBi's slopes and the sinks are multiplied by log2(e). With
+ * soft-capping q is pre-multiplied by scale alone, and the cap (given as cap * log2(e)) turns the
+ * scores into base 2.
  *
  * Which keys a query sees, the additive mask's -inf, the zero-weight rule and the values of a
  * row that sees no key come from the prelude; the online-softmax step below is shared by the
@@ -22,9 +25,10 @@
  *     local (WG, 1). Every work-item reaches every barrier: the key loop's bounds are the same
  *     for the whole work-group.
  *
- * Specialised with HEAD_DIM, VALUE_DIM, BLOCK_K, VARIANT, WG (variant 1), VEC and ROWS (variant 0:
- * the vector width along the value dim and the query rows per weighted-sum pass), PACK, CAUSAL,
- * HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HALF_QO and HALF_KV (fp16 storage).
+ * Specialised with HEAD_DIM, VALUE_DIM (any, 1 to 512), BLOCK_K, VARIANT, WG (variant 1), VEC and
+ * ROWS (variant 0: the vector width along the value dim, 1 for odd dims, and the query rows per
+ * weighted-sum pass), PACK, CAUSAL, HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HAS_WINDOW, HAS_SOFTCAP,
+ * HAS_ALIBI, HAS_SINKS, HALF_QO and HALF_KV (fp16 storage).
  *
  * Split keys (flash-decoding): get_global_id(2) picks a split that covers keys
  * [split * split_keys, (split + 1) * split_keys) (split_keys a multiple of BLOCK_K; 0: all keys,
@@ -69,21 +73,37 @@
 #define T_QO half
 #define LOAD_QO(p, i) vload_half((i), (p))
 #define STORE1(x, p, i) vstore_half((x), (i), (p))
+#if VEC == 1
+#define STOREV(x, i, p) vstore_half((x), (i), (p))
+#else
 #define STOREV(x, i, p) CAT(vstore_half, VEC)((x), (i), (p))
+#endif
 #else
 #define T_QO float
 #define LOAD_QO(p, i) ((p)[i])
 #define STORE1(x, p, i) ((p)[i] = (x))
+#if VEC == 1
+#define STOREV(x, i, p) ((p)[i] = (x))
+#else
 #define STOREV(x, i, p) CAT(vstore, VEC)((x), (i), (p))
+#endif
 #endif
 #if HALF_KV
 #define T_KV half
 #define LOAD_KV(p, i) vload_half((i), (p))
+#if VEC == 1
+#define LOADV(i, p) vload_half((i), (p))
+#else
 #define LOADV(i, p) CAT(vload_half, VEC)((i), (p))
+#endif
 #else
 #define T_KV float
 #define LOAD_KV(p, i) ((p)[i])
+#if VEC == 1
+#define LOADV(i, p) ((p)[i])
+#else
 #define LOADV(i, p) CAT(vload, VEC)((i), (p))
+#endif
 #endif
 
 /* ---- shared by both variants ---------------------------------------------------------------- */
@@ -116,12 +136,31 @@
     VIEW(const T_QO, q), VIEW(const T_KV, k), VIEW(const T_KV, v), VIEW(T_QO, o),                  \
     VIEW(float, lse), VIEW(const float, mask), __global const int *len, ulong len_off, ulong H,    \
     ulong group, ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,              \
-    ulong l_split
+    ulong l_split, long wl, long wr, long keep, float cap, float inv_cap,                          \
+    __global const float *slopes, ulong slopes_off, __global const float *sinks, ulong sinks_off
+
+/* Where the key loop goes next: past the kept first keys' blocks (those below keep_end) it
+ * jumps to the window's first block, lo. Both are multiples of BLOCK_K, as every split's start
+ * is, so no block is visited twice. */
+#if HAS_WINDOW
+#define WINDOW_SKIP(kb, keep_end, lo) ((kb) >= (keep_end) && (kb) < (lo) ? (lo) : (kb))
+#else
+#define WINDOW_SKIP(kb, keep_end, lo) (kb)
+#endif
+
+/* The first block of keys a window starting at key `first` needs, and the end of the blocks the
+ * kept first keys need (no further than lo). */
+#define WINDOW_LO(k_begin, first) max((k_begin), (first) / BLOCK_K * BLOCK_K)
+#define KEEP_END(keep, lo) min(((keep) + BLOCK_K - 1) / BLOCK_K * BLOCK_K, (lo))
 
 #if VARIANT == 0
 /* ---- CPU variant ---------------------------------------------------------------------------- */
 
+#if VEC == 1
+#define floatV float
+#else
 #define floatV CAT(float, VEC)
+#endif
 #define NV (VALUE_DIM / VEC) /* vectors per value row */
 #define BQ 16                /* lanes per work-item: one (query, head) each */
 /* PACK query heads that share a kv head fill the lanes together (decoding: few queries, GQA):
@@ -168,19 +207,36 @@ void flash_attention(FLASH_PARAMS)
     const ulong hk = h0 / group;
     const long lk = valid_keys(len, len_off, b, Lk);
     const long i_last = min(i0 + QPB, Lq) - 1;
-    const long hi_first = key_limit(i0, lk, Lq);
+    const long hi_first = key_limit(i0, lk, Lq, wr);
     const ulong split = get_global_id(2);
     const long k_begin = (long)(split * split_keys);
-    const long hi_max = split_keys ? min(key_limit(i_last, lk, Lq), k_begin + (long)split_keys)
-                                   : key_limit(i_last, lk, Lq);
+    const long hi_max = split_keys ? min(key_limit(i_last, lk, Lq, wr), k_begin + (long)split_keys)
+                                   : key_limit(i_last, lk, Lq, wr);
+    const long lo = WINDOW_LO(k_begin, key_first(i0, lk, Lq, wl));
+    const long keep_end = KEEP_END(keep, lo);
     o += split * o_split;
     lse += split * l_split;
 
-    /* Per-lane key limits, for the blocks the mask cuts. */
-    int lim[BQ];
-    for (int r = 0; r < BQ; r++)
-        lim[r] = (int)key_limit(min(i0 + r / PACK, i_last), lk, Lq);
-    const int16 limv = vload16(0, lim);
+    /* Per-lane key bounds, for the blocks the mask cuts, and what the lane's head and position
+     * bring to its scores. */
+    int lim[BQ], first[BQ];
+    float pos[BQ], slope[BQ], sink[BQ];
+    for (int r = 0; r < BQ; r++) {
+        const long ir = min(i0 + r / PACK, i_last);
+        const ulong hr = h0 + r % PACK;
+        lim[r] = (int)key_limit(ir, lk, Lq, wr);
+        first[r] = (int)min(key_first(ir, lk, Lq, wl), (long)INT_MAX);
+        pos[r] = (float)query_pos(ir, lk, Lq);
+        slope[r] = HAS_ALIBI ? slopes[slopes_off + hr] * LOG2E : 0.0f;
+        sink[r] = HAS_SINKS ? sinks[sinks_off + hr] * LOG2E : 0.0f;
+    }
+    const int16 limv = vload16(0, lim), firstv = vload16(0, first);
+    const int16 keepv = (int16)(int)min(keep, (long)INT_MAX);
+    const float16 posv = vload16(0, pos), slopev = vload16(0, slope);
+    (void)posv;
+    (void)slopev;
+    (void)cap;
+    (void)inv_cap;
 
     /* Q of the 16 queries, transposed (qt[d] holds dim d of all 16) and pre-scaled. Lanes past
      * Lq repeat the last query and are never written. Written lane by lane straight into qt, so
@@ -206,7 +262,8 @@ void flash_attention(FLASH_PARAMS)
     const __global T_KV *kb0 = k + AT(k, b, hk, 0, 0);
     const __global T_KV *vb0 = v + AT(v, b, hk, 0, 0);
 
-    for (long kb = k_begin; kb < hi_max; kb += BLOCK_K) {
+    for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
+         kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
         /* Scores of the 16 queries against BLOCK_K keys, JB keys at a time. Keys past hi_max
          * read the last visible row (valid memory) and are masked below. */
         for (int j = 0; j < BLOCK_K; j += JB) {
@@ -227,6 +284,10 @@ void flash_attention(FLASH_PARAMS)
             for (int t = 0; t < JB; t++)
                 p[j + t] = a[t];
         }
+#if HAS_SOFTCAP
+        for (int j = 0; j < BLOCK_K; j++)
+            p[j] = SOFTCAP(p[j], cap, inv_cap);
+#endif
 #if HAS_ADDITIVE
         for (int j = 0; j < BLOCK_K; j++) {
             float tmp[BQ];
@@ -237,10 +298,17 @@ void flash_attention(FLASH_PARAMS)
             p[j] = ADD_MASK(float16, p[j], mv, LOG2E);
         }
 #endif
-        /* Hide keys at or past each query's limit: only blocks the limits cut need it. */
-        if (kb + BLOCK_K > hi_first) {
-            for (int j = 0; j < BLOCK_K; j++)
-                p[j] = select(p[j], (float16)(-INFINITY), (int16)((int)kb + j) >= limv);
+#if HAS_ALIBI
+        for (int j = 0; j < BLOCK_K; j++)
+            p[j] += ALIBI(float16, slopev, posv, kb + j);
+#endif
+        /* Hide the keys each query does not see: only blocks the bounds cut need it. */
+        const bool cut = HAS_WINDOW || kb + BLOCK_K > hi_first;
+        if (cut) {
+            for (int j = 0; j < BLOCK_K; j++) {
+                const int16 jv = (int16)((int)kb + j);
+                p[j] = select((float16)(-INFINITY), p[j], KEY_VISIBLE(jv, firstv, limv, keepv));
+            }
         }
 
         float16 bm = p[0];
@@ -254,14 +322,18 @@ void flash_attention(FLASH_PARAMS)
         float af[BQ];
         vstore16(alpha, 0, af);
         const int nk = (int)min((long)BLOCK_K, hi_max - kb);
-        if (HAS_ADDITIVE || kb + BLOCK_K > hi_first)
+        if (HAS_ADDITIVE || cut)
             WEIGHTED_SUM(WEIGHTED_ADD(floatV, c[r][cc], pr, vv[cc]));
         else
             WEIGHTED_SUM(fma(pr, vv[cc], c[r][cc]));
     }
 
     float inv[BQ];
+#if HAS_SINKS
+    vstore16(INV_SUM_SINK(l, m, vload16(0, sink)), 0, inv);
+#else
     vstore16(INV_SUM(l), 0, inv);
+#endif
     for (int r = 0; r < BQ && i0 + r / PACK < Lq; r++) {
         __global T_QO *orow = o + AT(o, b, h0 + r % PACK, i0 + r / PACK, 0);
         for (int cc = 0; cc < NV; cc++)
@@ -298,11 +370,21 @@ void flash_attention(FLASH_PARAMS)
     /* Uniform across the work-group: the key loop and its barriers run the same for all. */
     const ulong split = get_global_id(2);
     const long k_begin = (long)(split * split_keys);
-    const long hi_all = key_limit(min(g0 + WG, Lq) - 1, lk, Lq);
+    const long hi_all = key_limit(min(g0 + WG, Lq) - 1, lk, Lq, wr);
     const long hi_max = split_keys ? min(hi_all, k_begin + (long)split_keys) : hi_all;
+    const long lo = WINDOW_LO(k_begin, key_first(min(g0, Lq - 1), lk, Lq, wl));
+    const long keep_end = KEEP_END(keep, lo);
     o += split * o_split;
     lse += split * l_split;
-    const long lim = key_limit(ic, lk, Lq);
+    const long lim = key_limit(ic, lk, Lq, wr);
+    const long first = key_first(ic, lk, Lq, wl);
+    const float pos = (float)query_pos(ic, lk, Lq);
+    const float slope = HAS_ALIBI ? slopes[slopes_off + h] * LOG2E : 0.0f;
+    (void)first;
+    (void)pos;
+    (void)slope;
+    (void)cap;
+    (void)inv_cap;
 
     float qr[HEAD_DIM];
     for (int d = 0; d < HEAD_DIM; d++)
@@ -316,7 +398,8 @@ void flash_attention(FLASH_PARAMS)
     const __global T_KV *kb0 = k + AT(k, b, hk, 0, 0);
     const __global T_KV *vb0 = v + AT(v, b, hk, 0, 0);
 
-    for (long kb = k_begin; kb < hi_max; kb += BLOCK_K) {
+    for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
+         kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous block is no longer read */
         for (int t = lid; t < BLOCK_K * HEAD_DIM; t += WG) {
             const long j = kb + t / HEAD_DIM;
@@ -333,10 +416,16 @@ void flash_attention(FLASH_PARAMS)
             float a = 0.0f;
             for (int d = 0; d < HEAD_DIM; d++)
                 a = fma(qr[d], ks[j * HEAD_DIM + d], a);
+#if HAS_SOFTCAP
+            a = SOFTCAP(a, cap, inv_cap);
+#endif
 #if HAS_ADDITIVE
             a = ADD_MASK(float, a, mask[AT(mask, b, h, ic, min(kb + j, hi_max - 1))], LOG2E);
 #endif
-            s[j] = kb + j >= lim ? -INFINITY : a;
+#if HAS_ALIBI
+            a += ALIBI(float, slope, pos, kb + j);
+#endif
+            s[j] = KEY_VISIBLE(kb + j, first, lim, keep) ? a : -INFINITY;
             bm = fmax(bm, s[j]);
         }
         float alpha;
@@ -350,7 +439,11 @@ void flash_attention(FLASH_PARAMS)
     }
 
     if (i < Lq) {
+#if HAS_SINKS
+        const float inv = INV_SUM_SINK(l, m, sinks[sinks_off + h] * LOG2E);
+#else
         const float inv = INV_SUM(l);
+#endif
         __global T_QO *orow = o + AT(o, b, h, i, 0);
         for (int d = 0; d < VALUE_DIM; d++)
             STORE1(acc[d] * inv, orow, d);

@@ -3,13 +3,28 @@
  *   O = sum over parts of O_s * exp(lse_s - lse).
  * A part with lse = -inf (it saw no key) contributes nothing, not even a NaN its O may hold
  * (prelude: WEIGHTED_ADD); when every part is, O = 0 and lse = -inf. A NaN lse stays NaN.
- * One work-item per query row. NDRange: (Lq, B * H). No barriers. HAS_LSE: write the merged lse. */
+ * One work-item per query row. NDRange: (Lq, B * H). No barriers. HAS_LSE: write the merged lse.
+ * HAS_SINKS (merge_parts): head h's sink logit joins the merged denominator, once; the merged lse
+ * excludes it. */
 
 /* A part's weight exp(lse_s - mx) / sum, given the largest part lse mx and the sum of
  * exp(lse_t - mx) over all parts; 0 when no part saw a key. */
 inline float part_weight(float lse_s, float mx, float sum)
 {
     return mx == -INFINITY ? 0.0f : exp(lse_s - mx) / sum;
+}
+
+/* The sum of merge_parts' part weights: with a sink logit sk, exp(sk - mx) joins it. */
+inline float with_sink(float sum, float mx, __global const float *sinks, ulong at)
+{
+#if HAS_SINKS
+    return mx == -INFINITY ? sum : sum + exp(sinks[at] - mx);
+#else
+    (void)mx;
+    (void)sinks;
+    (void)at;
+    return sum;
+#endif
 }
 
 inline float merged_lse(float mx, float sum)
@@ -45,7 +60,7 @@ __kernel void merge(VIEW(const float, o1), VIEW(const float, l1), VIEW(const flo
  * one part at a time, reading each part's row in order. */
 __kernel void merge_parts(VIEW(const float, part), VIEW(const float, part_lse), ulong parts,
                           ulong o_split, ulong l_split, VIEW(float, o), VIEW(float, l), ulong H,
-                          ulong Dv)
+                          ulong Dv, __global const float *sinks, ulong sinks_off)
 {
     const ulong i = get_global_id(0);
     const ulong z = get_global_id(1), b = z / H, h = z % H;
@@ -57,8 +72,9 @@ __kernel void merge_parts(VIEW(const float, part), VIEW(const float, part_lse), 
     float sum = 0.0f;
     for (ulong s = 0; s < parts; s++)
         sum += exp(part_lse[lrow + s * l_split] - mx);
+    const float denom = with_sink(sum, mx, sinks, sinks_off + h);
     for (ulong s = 0; s < parts; s++) {
-        const float w = part_weight(part_lse[lrow + s * l_split], mx, sum);
+        const float w = part_weight(part_lse[lrow + s * l_split], mx, denom);
         const __global float *p = part + prow + s * o_split;
         for (ulong d = 0; d < Dv; d++) {
             const float x = s ? orow[d * o_st.s3] : 0.0f;

@@ -5,8 +5,14 @@
  *   - a -inf in the additive mask hides a key whatever its score, NaN included;
  *   - a weight of exactly 0 adds nothing, not even the NaN that 0 * Inf or 0 * NaN makes of a
  *     value row the query never sees;
- *   - a row that sees no key gets output 0 and log-sum-exp -inf.
- * The files that follow are specialised with -D; the rules here read CAUSAL and HAS_LENGTHS. */
+ *   - a row that sees no key gets output 0 and log-sum-exp -inf;
+ *   - the sliding window (HAS_WINDOW), soft-capping, ALiBi and attention sinks (include/clattn.h,
+ *     clattn_logit_params, says in which order they apply).
+ * The files that follow are specialised with -D; the rules here read CAUSAL, HAS_LENGTHS and
+ * HAS_WINDOW. Which variants are -D and which are arguments: a variant that adds work to the
+ * inner loop (window, soft-cap, ALiBi, sinks) is a -D flag, so that a kernel built without it
+ * runs none of it; its values (window sides, the cap, slopes, sink logits) are arguments, so
+ * that every model of a family shares one build. */
 
 #ifndef CAUSAL
 #define CAUSAL 0 /* 0 none, 1 top-left (j <= i), 2 bottom-right (j <= i + Lk_b - Lq) */
@@ -19,6 +25,18 @@
 #endif
 #ifndef HAS_LSE
 #define HAS_LSE 0
+#endif
+#ifndef HAS_WINDOW
+#define HAS_WINDOW 0 /* 1: the window sides wl, wr and the kept first keys apply */
+#endif
+#ifndef HAS_SOFTCAP
+#define HAS_SOFTCAP 0
+#endif
+#ifndef HAS_ALIBI
+#define HAS_ALIBI 0
+#endif
+#ifndef HAS_SINKS
+#define HAS_SINKS 0
 #endif
 
 #define CAT2(a, b) a##b
@@ -54,21 +72,57 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
 #endif
 }
 
-/* Query i (of Lq) sees exactly the keys j < key_limit(i, lk, Lq), lk being its batch item's
- * valid key count. */
-inline long key_limit(long i, long lk, long Lq)
+/* The position of query i (of Lq) among its batch item's lk keys, i': i when the causal mask is
+ * top-left, i + lk - Lq otherwise (the last query sits at the last key). The window and ALiBi
+ * measure distances from it. */
+inline long query_pos(long i, long lk, long Lq)
 {
 #if CAUSAL == 1
+    (void)lk;
     (void)Lq;
-    return min(i + 1, lk);
-#elif CAUSAL == 2
-    return clamp(i + lk - Lq + 1, 0L, lk);
+    return i;
 #else
-    (void)i;
-    (void)Lq;
-    return lk;
+    return i + lk - Lq;
 #endif
 }
+
+/* Query i sees the keys j < key_limit(i, lk, Lq, wr) that are at or past key_first(i, lk, Lq,
+ * wl) or below the kept first keys (KEY_VISIBLE). wl and wr are the window's sides (the host
+ * passes a huge value for an unbounded side); without HAS_WINDOW they are ignored. Both bounds
+ * grow with i, so the first and last queries of a block bound the keys the block sees. */
+inline long key_limit(long i, long lk, long Lq, long wr)
+{
+#if CAUSAL == 1
+    long lim = min(i + 1, lk);
+#elif CAUSAL == 2
+    long lim = clamp(i + lk - Lq + 1, 0L, lk);
+#else
+    long lim = lk;
+#endif
+#if HAS_WINDOW
+    lim = clamp(query_pos(i, lk, Lq) + wr + 1, 0L, lim);
+#else
+    (void)wr;
+#endif
+    return lim;
+}
+
+inline long key_first(long i, long lk, long Lq, long wl)
+{
+#if HAS_WINDOW
+    return max(query_pos(i, lk, Lq) - wl, 0L);
+#else
+    (void)i;
+    (void)lk;
+    (void)Lq;
+    (void)wl;
+    return 0;
+#endif
+}
+
+/* Whether key j is seen by a query whose bounds are first and limit, keys below keep being kept
+ * visible by the window (StreamingLLM). Scalars (true/false) or integer vectors (-1/0 lanes). */
+#define KEY_VISIBLE(j, first, limit, keep) ((j) < (limit) && ((j) >= (first) || (j) < (keep)))
 
 /* ---- scores, weights and empty rows --------------------------------------------------------------- */
 
@@ -91,4 +145,18 @@ inline float max_nan(float a, float b)
  * the factor for its accumulated output (0 when it saw no key, so the output is 0, never NaN) and
  * its natural-log log-sum-exp (-inf when it saw no key: m is -inf then). Scalars or vectors. */
 #define INV_SUM(l) select(1.0f / (l), 0.0f * (l), (l) == 0.0f)
+/* The same when a sink logit sk (base 2, like m) joins the denominator: 1 / (l + 2^(sk - m)). The
+ * sink adds no value and never makes a row that saw no key anything but 0. */
+#define INV_SUM_SINK(l, m, sk) select(1.0f / ((l) + exp2((sk) - fmax((m), -FLT_MAX))), 0.0f * (l), \
+                                      (l) == 0.0f)
+
+/* ---- what shapes the scores (include/clattn.h, clattn_logit_params) ------------------------------ */
+
+/* Logit soft-capping of score s: cap * tanh(s / cap), given inv_cap = 1 / cap. A kernel that
+ * keeps scores in base 2 passes cap * log2(e) as cap (s stays in natural units until then). */
+#define SOFTCAP(s, cap, inv_cap) ((cap) * tanh((s) * (inv_cap)))
+
+/* ALiBi's bias of key j for a query at position ip (query_pos): -slope * |ip - j|. Positions as
+ * floats (exact below 2^24). T is float or a float vector type. */
+#define ALIBI(T, slope, ip, j) (-(slope) * fabs((ip) - (T)(j)))
 #define LSE_OF(m, l) select(((m) + log2(l)) * LN2, (m), (l) == 0.0f)

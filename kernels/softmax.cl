@@ -1,6 +1,7 @@
 /* Softmax step: each row of S [B, H, Lq, Lk] becomes exp(s - max) / sum, written to P (which may
  * be S itself: every element is read and then written by the same work-item). A row whose every
  * score is -INFINITY gives zeros and lse = -INFINITY; a NaN in a row makes the row NaN.
+ * HAS_SINKS: head h's sink logit joins the denominator (prelude), and lse excludes it.
  *
  * One work-group of WG work-items per row. NDRange: (WG, Lq, B * H), local (WG, 1, 1).
  * Specialised with WG (a power of two) and HAS_LSE. */
@@ -10,7 +11,8 @@
 #endif
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void softmax_rows(VIEW(const float, s), VIEW(float, p), VIEW(float, lse), ulong H, ulong Lk)
+void softmax_rows(VIEW(const float, s), VIEW(float, p), VIEW(float, lse), ulong H, ulong Lk,
+                  __global const float *sinks, ulong sinks_off)
 {
     __local float red[WG];
     const uint lid = get_local_id(0);
@@ -48,7 +50,13 @@ void softmax_rows(VIEW(const float, s), VIEW(float, p), VIEW(float, lse), ulong 
     }
     sum = red[0];
 
+#if HAS_SINKS
+    const float inv = empty ? 0.0f : 1.0f / (sum + exp(sinks[sinks_off + h] - mx));
+#else
+    (void)sinks;
+    (void)sinks_off;
     const float inv = empty ? 0.0f : 1.0f / sum;
+#endif
     for (ulong j = lid; j < Lk; j += WG)
         p[prow + j * ps3] = empty ? 0.0f : exp(s[srow + j * ss3] - mx) * inv;
 #if HAS_LSE

@@ -130,6 +130,98 @@ void ref_sdpa(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, s
     free(S);
 }
 
+ref_variant ref_variant_none(void)
+{
+    ref_variant v = {-1, -1, 0, 0.0, NULL, NULL};
+    return v;
+}
+
+void ref_alibi_slopes(size_t heads, double *slopes)
+{
+    /* m_h = start^(h+1) with start = 2^(-8/n) for n a power of two; other head counts take the
+     * closest power of two below, then every other slope of twice that many. */
+    size_t p2 = 1;
+    while (p2 * 2 <= heads)
+        p2 *= 2;
+    const double start = pow(2.0, -8.0 / (double)p2);
+    for (size_t h = 0; h < p2 && h < heads; h++)
+        slopes[h] = pow(start, (double)(h + 1));
+    const double start2 = pow(2.0, -8.0 / (double)(2 * p2));
+    for (size_t h = p2, k = 1; h < heads; h++, k += 2)
+        slopes[h] = pow(start2, (double)k);
+}
+
+void ref_sdpa_variant(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, size_t Dv,
+                      double scale, int causal, const double *mask, const int *lengths,
+                      const ref_variant *var, const double *Q, const double *K, const double *V,
+                      double *O, double *P, double *lse)
+{
+    const size_t g = Hq / Hkv;
+    double *s = malloc((Lk ? Lk : 1) * sizeof *s);
+    for (size_t b = 0; b < B; b++) {
+        long lk = (long)Lk;
+        if (lengths)
+            lk = lengths[b] < 0 ? 0 : lengths[b] > (long)Lk ? (long)Lk : lengths[b];
+        for (size_t h = 0; h < Hq; h++)
+            for (size_t i = 0; i < Lq; i++) {
+                /* where the query stands among the keys */
+                const long pos = causal == 1 ? (long)i : (long)i + lk - (long)Lq;
+                const size_t row = (b * Hq + h) * Lq + i;
+                int has_nan = 0;
+                double mx = -INFINITY;
+                for (size_t j = 0; j < Lk; j++) {
+                    const long jj = (long)j;
+                    int hidden = jj >= lk || (causal && jj > pos);
+                    if (var->window_left >= 0 && jj < pos - var->window_left &&
+                        j >= var->keep_first)
+                        hidden = 1;
+                    if (var->window_right >= 0 && jj > pos + var->window_right)
+                        hidden = 1;
+                    const double *q = Q + row * D, *k = K + ((b * Hkv + h / g) * Lk + j) * D;
+                    double x = 0.0;
+                    for (size_t d = 0; d < D; d++)
+                        x += q[d] * k[d];
+                    x *= scale;
+                    if (var->softcap > 0.0)
+                        x = var->softcap * tanh(x / var->softcap);
+                    if (mask) {
+                        const double mv = mask[row * Lk + j];
+                        if (mv == -INFINITY)
+                            hidden = 1;
+                        x += mv;
+                    }
+                    if (var->alibi)
+                        x -= var->alibi[h] * fabs((double)(pos - jj));
+                    s[j] = hidden ? -INFINITY : x;
+                    has_nan |= isnan(s[j]);
+                    if (s[j] > mx)
+                        mx = s[j];
+                }
+                double sum = 0.0;
+                for (size_t j = 0; j < Lk; j++)
+                    sum += mx == -INFINITY ? 0.0 : exp(s[j] - mx);
+                const double denom = sum + (var->sinks && mx != -INFINITY
+                                                ? exp(var->sinks[h] - mx) : 0.0);
+                for (size_t j = 0; j < Lk; j++) {
+                    const double pj = has_nan ? NAN : mx == -INFINITY ? 0.0 : exp(s[j] - mx) / denom;
+                    s[j] = pj;
+                    if (P)
+                        P[row * Lk + j] = pj;
+                }
+                if (lse)
+                    lse[row] = has_nan ? NAN : mx == -INFINITY ? -INFINITY : mx + log(sum);
+                for (size_t d = 0; d < Dv; d++) {
+                    double acc = 0.0;
+                    for (size_t j = 0; j < Lk; j++)
+                        if (s[j] != 0.0 || has_nan)
+                            acc += s[j] * V[((b * Hkv + h / g) * Lk + j) * Dv + d];
+                    O[row * Dv + d] = acc;
+                }
+            }
+    }
+    free(s);
+}
+
 /* [B, T, heads*D] -> [B, heads, T, D] and back. */
 static void split_heads(size_t B, size_t T, size_t heads, size_t D, const double *x, double *y)
 {

@@ -33,6 +33,30 @@ void ref_sdpa(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, s
               double scale, int causal, const double *mask, const int *lengths, const double *Q,
               const double *K, const double *V, double *O, double *P, double *lse);
 
+/* Today's models' variants (include/clattn.h: the window in clattn_mask_params, and
+ * clattn_logit_params). A zeroed struct is not "off": start from ref_variant_none(). */
+typedef struct ref_variant {
+    long window_left, window_right; /* -1: unbounded */
+    size_t keep_first;              /* keys below stay visible whatever window_left says */
+    double softcap;                 /* 0: off */
+    const double *alibi;            /* slopes [Hq] or NULL */
+    const double *sinks;            /* sink logits [Hq] or NULL */
+} ref_variant;
+
+ref_variant ref_variant_none(void);
+
+/* The standard ALiBi slopes, computed as BLOOM's paper and code describe them (independently of
+ * clattn_alibi_slopes). */
+void ref_alibi_slopes(size_t heads, double *slopes);
+
+/* ref_sdpa with the variants: per (b, h, i) row, each key's scaled score is soft-capped, the
+ * mask added, ALiBi's bias added, the keys the causal mask, key lengths and window hide dropped,
+ * and the softmax's denominator takes exp(sink) too; lse excludes the sink. */
+void ref_sdpa_variant(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, size_t Dv,
+                      double scale, int causal, const double *mask, const int *lengths,
+                      const ref_variant *var, const double *Q, const double *K, const double *V,
+                      double *O, double *P, double *lse);
+
 /* A multi-head attention layer in PyTorch's layout (weights [out, in]). KV = Hkv * (E / H). */
 typedef struct ref_mha_layer {
     size_t E, H, Hkv, kdim, vdim;

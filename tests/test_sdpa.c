@@ -239,6 +239,30 @@ static bool head_dims(void)
     return ok;
 }
 
+/* Every head dim from 1 to 512, D and Dv apart: odd value dims (summed a float at a time on the
+ * CPU variant), dims past the old limit of 256. A deterministic sample of pairs; with
+ * CLATTN_TEST_DIMS=all, every D = Dv from 1 to 512 (README: the long sweeps). */
+static bool head_dims_any(void)
+{
+    static const size_t pairs[][2] = {{1, 1},     {3, 5},     {5, 3},     {2, 7},    {17, 1},
+                                      {63, 65},   {100, 255}, {255, 100}, {257, 257}, {320, 64},
+                                      {64, 320},  {384, 511}, {512, 512}};
+    const char *all = getenv("CLATTN_TEST_DIMS");
+    const bool every = all && strcmp(all, "all") == 0;
+    const size_t n = every ? 512 : sizeof pairs / sizeof pairs[0];
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        sdpa_case c = base(9, every ? i + 1 : pairs[i][0]);
+        c.Dv = every ? i + 1 : pairs[i][1];
+        c.Lk = 21;
+        c.causal = 2;
+        c.lse = true;
+        printf("-- D=%zu Dv=%zu\n", c.D, c.Dv);
+        ok &= run(&c);
+    }
+    return ok;
+}
+
 /* Lq != Lk both ways, with each causal alignment. */
 static bool cross_lengths(void)
 {
@@ -576,6 +600,13 @@ static bool fp16_case(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, siz
     env_close(&e);
     return ok;
 }
+/* fp16 with head dims that are odd or past 256: the fused path takes them too. */
+static bool fp16_odd_head_dims(void)
+{
+    return fp16_case(1, 2, 1, 9, 20, 5, 1, false) && fp16_case(2, 2, 2, 7, 13, 63, 2, true) &&
+           fp16_case(1, 1, 1, 5, 9, 257, 0, false);
+}
+
 static bool fp16_storage(void)
 {
     return fp16_case(2, 4, 2, 37, 37, 64, 1, false) && fp16_case(3, 2, 2, 9, 70, 40, 2, true) &&
@@ -588,6 +619,7 @@ int main(int argc, char **argv)
         CASE(seq_lengths),
         CASE(seq_lengths_causal),
         CASE(head_dims),
+        CASE(head_dims_any),
         CASE(cross_lengths),
         CASE(batch_key_lengths),
         CASE(batch_key_lengths_bottom_right),
@@ -616,6 +648,7 @@ int main(int argc, char **argv)
         CASE_IN(long_sequence_65536, "unfused fused"),
         CASE(nan_inf_propagation),
         CASE(fp16_storage),
+        CASE_IN(fp16_odd_head_dims, "fused fused-gpu"),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
