@@ -244,6 +244,15 @@ void ref_mha(const ref_mha_layer *m, size_t B, size_t Lq, size_t Lk, int causal,
              const double *mask, const int *lengths, const double *query, const double *key,
              const double *value, double *out, double *weights, double *head_weights)
 {
+    ref_mha_variant(m, NULL, B, Lq, Lk, causal, mask, lengths, query, key, value, out, weights,
+                    head_weights);
+}
+
+void ref_mha_variant(const ref_mha_layer *m, const ref_variant *var, size_t B, size_t Lq,
+                     size_t Lk, int causal, const double *mask, const int *lengths,
+                     const double *query, const double *key, const double *value, double *out,
+                     double *weights, double *head_weights)
+{
     const size_t E = m->E, H = m->H, D = E / H, KV = m->Hkv * D;
     double *q = malloc((B * Lq * E + 1) * sizeof *q), *qh = malloc((B * Lq * E + 1) * sizeof *qh);
     double *k = malloc((B * Lk * KV + 1) * sizeof *k), *kh = malloc((B * Lk * KV + 1) * sizeof *kh);
@@ -256,8 +265,12 @@ void ref_mha(const ref_mha_layer *m, size_t B, size_t Lq, size_t Lk, int causal,
     split_heads(B, Lq, H, D, q, qh);
     split_heads(B, Lk, m->Hkv, D, k, kh);
     split_heads(B, Lk, m->Hkv, D, v, vh);
-    ref_sdpa(B, H, m->Hkv, Lq, Lk, D, D, 1.0 / sqrt((double)D), causal, mask, lengths, qh, kh, vh,
-             oh, p, NULL);
+    if (var)
+        ref_sdpa_variant(B, H, m->Hkv, Lq, Lk, D, D, 1.0 / sqrt((double)D), causal, mask, lengths,
+                         var, qh, kh, vh, oh, p, NULL);
+    else
+        ref_sdpa(B, H, m->Hkv, Lq, Lk, D, D, 1.0 / sqrt((double)D), causal, mask, lengths, qh, kh,
+                 vh, oh, p, NULL);
     merge_heads(B, Lq, H, D, oh, o);
     ref_linear(B * Lq, E, E, o, m->Wo, m->bo, out);
     if (head_weights)

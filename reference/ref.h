@@ -71,5 +71,10 @@ typedef struct ref_mha_layer {
 void ref_mha(const ref_mha_layer *m, size_t B, size_t Lq, size_t Lk, int causal,
              const double *mask, const int *lengths, const double *query, const double *key,
              const double *value, double *out, double *weights, double *head_weights);
+/* The same with the attention's variants (NULL: none). */
+void ref_mha_variant(const ref_mha_layer *m, const ref_variant *var, size_t B, size_t Lq,
+                     size_t Lk, int causal, const double *mask, const int *lengths,
+                     const double *query, const double *key, const double *value, double *out,
+                     double *weights, double *head_weights);
 
 #endif

@@ -106,6 +106,99 @@ static bool sdpa_invalid_arguments(void)
     return ok;
 }
 
+/* The model variants' parameters (windows, soft-capping, ALiBi slopes, sinks): on sdpa (both
+ * paths), the KV cache's attention and the layer's forward. */
+static bool variant_errors(void)
+{
+    bool ok = true;
+    const clattn_sdpa_params p = clattn_sdpa_params_default();
+    float four[4] = {0.5f, 0.25f, 0.125f, 0.0625f};
+    cl_mem slopes = buf_new(&E, sizeof four), one = buf_new(&E, sizeof(float));
+    buf_write(&E, slopes, 0, four, sizeof four);
+    buf_write(&E, one, 0, four, sizeof(float));
+    cl_int err;
+    cl_mem wo = clCreateBuffer(clattn_context_cl_context(E.cc), CL_MEM_WRITE_ONLY, sizeof four,
+                               NULL, &err);
+    CL_OK(err);
+    cl_context other = clCreateContext(NULL, 1, &E.device, NULL, NULL, &err);
+    CL_OK(err);
+    cl_mem foreign = clCreateBuffer(other, CL_MEM_READ_WRITE, sizeof four, NULL, &err);
+    CL_OK(err);
+    for (int path = CLATTN_PATH_UNFUSED; path <= CLATTN_PATH_FUSED; path++) {
+        clattn_sdpa_params r = p;
+        r.path = (clattn_path)path;
+        r.mask.window_left = -2;
+        ok &= sdpa_fails("window_left -2", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+        r.mask.window_left = 3;
+        r.mask.window_right = INT64_MIN;
+        ok &= sdpa_fails("window_right INT64_MIN", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_INVALID_ARGUMENT);
+        const float caps[] = {-1.0f, NAN, INFINITY, -0.0f - 1e-30f};
+        for (int c = 0; c < 4; c++) {
+            r = p;
+            r.path = (clattn_path)path;
+            r.logits.softcap = caps[c];
+            ok &= sdpa_fails("bad softcap", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+        }
+        r = p;
+        r.path = (clattn_path)path;
+        r.logits.alibi_slopes = one; /* 4 query heads need 4 slopes */
+        ok &= sdpa_fails("ALiBi slopes too short", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+        r.logits.alibi_slopes = slopes;
+        r.logits.alibi_slopes_offset = 1;
+        ok &= sdpa_fails("ALiBi slopes offset past the end", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+        r.logits.alibi_slopes_offset = SIZE_MAX;
+        ok &= sdpa_fails("ALiBi slopes offset overflows", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_SIZE_OVERFLOW);
+        r = p;
+        r.path = (clattn_path)path;
+        r.logits.sinks = foreign;
+        ok &= sdpa_fails("sinks of another context", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_CONTEXT_MISMATCH);
+        r.logits.sinks = wo;
+        ok &= sdpa_fails("write-only sinks", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_INVALID_ARGUMENT);
+    }
+    /* The mask step takes the window too. */
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.window_right = -7;
+    cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &S.t, &mp, 0, NULL, &ev), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(ev == EVENT_SENTINEL);
+
+    /* The KV cache's attention: a bad window, cap or sinks buffer changes nothing. */
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = 2, kp.num_kv_heads = 2, kp.head_dim = 16, kp.capacity = 16;
+    kp.dtype = CLATTN_F32;
+    clattn_kv_cache *kv = NULL;
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_SUCCESS);
+    clattn_kv_attend_params ap = clattn_kv_attend_params_default();
+    ap.window_left = -9;
+    EXPECT_STATUS(clattn_kv_cache_attend(kv, E.queue, &Q.t, &O.t, &ap, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    ap = clattn_kv_attend_params_default();
+    ap.logits.softcap = NAN;
+    EXPECT_STATUS(clattn_kv_cache_attend(kv, E.queue, &Q.t, &O.t, &ap, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    ap = clattn_kv_attend_params_default();
+    ap.logits.sinks = one;
+    EXPECT_STATUS(clattn_kv_cache_attend(kv, E.queue, &Q.t, &O.t, &ap, 0, NULL, &ev),
+                  CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(clattn_kv_cache_length(kv, 0) == 0);
+    clattn_kv_cache_destroy(&kv);
+
+    EXPECT_STATUS(clattn_alibi_slopes(3, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_alibi_slopes(0, NULL), CLATTN_SUCCESS);
+    EXPECT(untouched());
+    clReleaseMemObject(slopes), clReleaseMemObject(one), clReleaseMemObject(wo);
+    clReleaseMemObject(foreign);
+    clReleaseContext(other);
+    return ok;
+}
+
 static bool sdpa_invalid_shapes(void)
 {
     bool ok = true;
@@ -554,6 +647,7 @@ int main(int argc, char **argv)
     static const test_case cases[] = {
         CASE(sdpa_invalid_arguments),
         CASE(sdpa_invalid_shapes),
+        CASE(variant_errors),
         CASE(sdpa_head_mismatch),
         CASE(sdpa_out_of_bounds),
         CASE(sdpa_other_errors),

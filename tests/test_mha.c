@@ -23,6 +23,7 @@ typedef struct mha_case {
     bool separate_bias; /* q/k/v_proj_bias instead of in_proj_bias */
     bool f16_weights;   /* weights and biases in fp16, inputs and output in fp32 */
     bool update;        /* the layer made from other weights, then clattn_mha_update_weights */
+    bool variants;      /* a window with kept keys, soft-capping, ALiBi and sinks */
 } mha_case;
 
 /* Writes a weight's values (v->host, as float or as fp16) into its device buffer, or zeros. */
@@ -198,6 +199,29 @@ static bool run(const mha_case *c)
         buf_write(&e, lb, 0, lens, c->B * sizeof *lens);
         fp.mask.key_lengths = lb;
     }
+    ref_variant rv = ref_variant_none();
+    double slopes[16], sinks[16];
+    cl_mem slope_buf = NULL, sink_buf = NULL;
+    if (c->variants) {
+        float f[16];
+        fp.mask.window_left = rv.window_left = 6;
+        fp.mask.window_keep_first = rv.keep_first = 2;
+        fp.logits.softcap = 1.5f;
+        rv.softcap = 1.5;
+        clattn_alibi_slopes(c->H, f);
+        ref_alibi_slopes(c->H, slopes);
+        slope_buf = buf_new(&e, c->H * sizeof *f);
+        buf_write(&e, slope_buf, 0, f, c->H * sizeof *f);
+        fill_uniform(f, c->H, &seed, -1.0f, 2.0f);
+        for (size_t h = 0; h < c->H; h++)
+            sinks[h] = f[h];
+        sink_buf = buf_new(&e, c->H * sizeof *f);
+        buf_write(&e, sink_buf, 0, f, c->H * sizeof *f);
+        fp.logits.alibi_slopes = slope_buf;
+        fp.logits.sinks = sink_buf;
+        rv.alibi = slopes;
+        rv.sinks = sinks;
+    }
     if (c->weights) {
         w = vb_new(&e, LAYOUT_BHTD, c->B, 1, c->Lq, Lk, 2, 3, &seed, false);
         fp.weights = &w.t;
@@ -243,7 +267,8 @@ static bool run(const mha_case *c)
     double *kd = c->self ? qd : vb_dense(&k, k.host), *vd = c->self ? qd : vb_dense(&v, v.host);
     double *ro = malloc(c->B * c->Lq * E * sizeof *ro), *rw = malloc(c->B * c->Lq * Lk * sizeof *rw + 1),
            *rhw = malloc(c->B * c->H * c->Lq * Lk * sizeof *rhw + 1);
-    ref_mha(&L, c->B, c->Lq, Lk, c->causal, mask, lens, qd, kd, vd, ro, rw, rhw);
+    ref_mha_variant(&L, c->variants ? &rv : NULL, c->B, c->Lq, Lk, c->causal, mask, lens, qd, kd,
+                    vd, ro, rw, rhw);
 
     view_buf *outs[] = {&out, c->weights ? &w : NULL, c->head_weights ? &hw : NULL};
     double *refs[] = {ro, rw, rhw};
@@ -284,6 +309,8 @@ static bool run(const mha_case *c)
     free(ro), free(rw), free(rhw);
     if (lb)
         clReleaseMemObject(lb);
+    if (slope_buf)
+        clReleaseMemObject(slope_buf), clReleaseMemObject(sink_buf);
     for (size_t i = 0; i < nweights; i++)
         vb_free(weights[i]);
     vb_free(&q), vb_free(&k), vb_free(&v), vb_free(&out), vb_free(&w), vb_free(&hw), vb_free(&M);
@@ -294,7 +321,7 @@ static bool run(const mha_case *c)
 static mha_case base(void)
 {
     mha_case c = {2, 17, 17, 32, 4, 4, 0, 0, true, true, true, 0, false, false, false, false, 0, false,
-                  false, false, false};
+                  false, false, false, false};
     return c;
 }
 
@@ -331,6 +358,12 @@ MHA_CASE(weights_updated_fp16, c.update = true; c.f16_weights = true; c.self = f
      c.Lk = 9; c.kdim = c.vdim = 32)
 MHA_CASE(caller_workspace_cross_weights, c.self = false; c.packed = false; c.Lq = 7; c.Lk = 12;
      c.kdim = 24; c.vdim = 16; c.lengths = true; c.weights = true; c.workspace = true)
+/* Today's models through the layer: a window with kept keys, soft-capping, ALiBi and sinks, with
+ * GQA, causal and padded; and with the attention weights asked for (the unfused path). */
+MHA_CASE(model_variants, c.variants = true; c.causal = 1; c.Lq = c.Lk = 40; c.Hkv = 2;
+         c.packed = false; c.kdim = c.vdim = 32; c.lengths = true)
+MHA_CASE(model_variants_weights, c.variants = true; c.causal = 2; c.self = false; c.Lq = 6;
+         c.Lk = 30; c.packed = false; c.kdim = c.vdim = 32; c.head_weights = true)
 
 /* An fp16 layer (weights, inputs and output in fp16): on fp16-rounded weights and inputs, its
  * error against the float64 layer is at most twice that reference's own fp16 rounding error,
@@ -561,6 +594,8 @@ int main(int argc, char **argv)
         CASE(weights_updated),
         CASE(weights_updated_fp16),
         CASE(caller_workspace_cross_weights),
+        CASE(model_variants),
+        CASE(model_variants_weights),
         CASE(fp16_layer),
         CASE(kept_scratch),
     };

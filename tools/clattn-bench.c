@@ -21,7 +21,13 @@ typedef struct shape {
     size_t B, H, Hkv, Lq, Lk, D;
     int causal; /* 0 none, 1 top-left, 2 bottom-right */
     clattn_path path;
+    /* sdpa variants (0: off): a sliding window of `window` keys ending at the query
+     * (window_left = window - 1), soft-capping, ALiBi slopes and sinks for every head. */
+    size_t window;
+    float softcap;
+    bool alibi, sinks;
 } shape;
+#define NO_VARIANT 0, 0.0f, false, false
 
 typedef struct result {
     clattn_status status;
@@ -63,24 +69,33 @@ static cl_mem upload(const float *host, size_t n)
     return b;
 }
 
-/* Query-key pairs that survive the causal mask, per (batch, head). */
-static double visible_pairs(size_t Lq, size_t Lk, int causal)
+/* Query-key pairs that survive the causal mask and a window of `window` keys (0: none), per
+ * (batch, head). */
+static double visible_pairs(size_t Lq, size_t Lk, int causal, size_t window)
 {
     double n = 0;
     for (size_t i = 0; i < Lq; i++) {
         long v = (long)Lk;
-        if (causal == 1)
-            v = (long)i + 1;
-        else if (causal == 2)
-            v = (long)i + (long)Lk - (long)Lq + 1;
-        n += (double)(v < 0 ? 0 : v > (long)Lk ? (long)Lk : v);
+        const long pos = causal == 1 ? (long)i : (long)i + (long)Lk - (long)Lq;
+        if (causal)
+            v = pos + 1;
+        v = v < 0 ? 0 : v > (long)Lk ? (long)Lk : v;
+        long lo = window ? pos - (long)window + 1 : 0;
+        lo = lo < 0 ? 0 : lo;
+        n += (double)(v > lo ? v - lo : 0);
     }
     return n;
 }
 
 static double sdpa_flops(const shape *s)
 {
-    return (double)(s->B * s->H) * visible_pairs(s->Lq, s->Lk, s->causal) * 4.0 * (double)s->D;
+    return (double)(s->B * s->H) * visible_pairs(s->Lq, s->Lk, s->causal, s->window) * 4.0 *
+           (double)s->D;
+}
+
+static bool has_variant(const shape *s)
+{
+    return s->window || s->softcap > 0.0f || s->alibi || s->sinks;
 }
 
 static double mha_flops(const shape *s)
@@ -144,6 +159,33 @@ static result run_sdpa(const shape *s, const options *o)
     st.p = clattn_sdpa_params_default();
     st.p.mask.causal = (clattn_causal)s->causal;
     st.p.path = s->path;
+    /* The variants, with what the reference needs to check them (head 0's slope and sink). */
+    cl_mem bslopes = NULL, bsinks = NULL;
+    ref_variant rv = ref_variant_none();
+    double slope0 = 0.0, sink0 = 0.0;
+    if (s->window) {
+        st.p.mask.window_left = (int64_t)s->window - 1;
+        rv.window_left = (long)s->window - 1;
+    }
+    st.p.logits.softcap = s->softcap;
+    rv.softcap = s->softcap;
+    float *per_head = malloc(s->H * sizeof *per_head);
+    if (s->alibi) {
+        clattn_alibi_slopes(s->H, per_head);
+        bslopes = upload(per_head, s->H);
+        st.p.logits.alibi_slopes = bslopes;
+        slope0 = per_head[0];
+        rv.alibi = &slope0;
+    }
+    if (s->sinks) {
+        for (size_t h = 0; h < s->H; h++)
+            per_head[h] = 0.5f + 0.25f * (float)(h % 4);
+        bsinks = upload(per_head, s->H);
+        st.p.logits.sinks = bsinks;
+        sink0 = per_head[0];
+        rv.sinks = &sink0;
+    }
+    free(per_head);
     r.status = clattn_sdpa_workspace_size(g_cc, &st.q, &st.k, &st.v, &st.o, &st.p, &r.lib_bytes);
     if (r.status == CL_SUCCESS)
         time_runs(sdpa_enqueue, &st, o, &r);
@@ -156,16 +198,20 @@ static result run_sdpa(const shape *s, const options *o)
         clEnqueueReadBuffer(g_queue, bo, CL_TRUE, 0, n0 * sizeof *got, got, 0, NULL, NULL);
         double *q = tool_to_double(hq, n0), *k = tool_to_double(hk, s->Lk * s->D),
                *v = tool_to_double(hv, s->Lk * s->D), *ref = malloc(n0 * sizeof *ref);
+        r.checked = true;
         if (4.0 * (double)s->Lq * (double)s->Lk * (double)s->D < CHECK_BUDGET_FLOPS) {
-            ref_sdpa(1, 1, 1, s->Lq, s->Lk, s->D, s->D, 1.0 / sqrt((double)s->D), s->causal,
-                     NULL, NULL, q, k, v, ref, NULL, NULL);
+            ref_sdpa_variant(1, 1, 1, s->Lq, s->Lk, s->D, s->D, 1.0 / sqrt((double)s->D),
+                             s->causal, NULL, NULL, &rv, q, k, v, ref, NULL, NULL);
             r.max_err = tool_max_abs_diff(got, ref, n0);
+        } else if (has_variant(s)) {
+            r.checked = false; /* too large for the reference, and no shortcut below applies */
         } else {
             /* 64 rows spread over the sequence: each sees a prefix of the keys, so each is an
              * unmasked attention over that prefix. */
             for (size_t t = 0; t < 64; t++) {
                 size_t i = (s->Lq - 1) * t / 63;
-                double hi = visible_pairs(i + 1, s->Lk, s->causal) - visible_pairs(i, s->Lk, s->causal);
+                double hi = visible_pairs(i + 1, s->Lk, s->causal, 0) -
+                            visible_pairs(i, s->Lk, s->causal, 0);
                 if (s->causal == 2) /* bottom-right aligns the last query with the last key */
                     hi = fmin((double)s->Lk, fmax(0.0, (double)i + (double)s->Lk - (double)s->Lq + 1));
                 ref_sdpa(1, 1, 1, 1, (size_t)hi, s->D, s->D, 1.0 / sqrt((double)s->D), 0, NULL,
@@ -173,10 +219,13 @@ static result run_sdpa(const shape *s, const options *o)
                 r.max_err = fmax(r.max_err, tool_max_abs_diff(got + i * s->D, ref, s->D));
             }
         }
-        r.checked = true;
         free(got), free(q), free(k), free(v), free(ref);
     }
     clReleaseMemObject(bq), clReleaseMemObject(bk), clReleaseMemObject(bv), clReleaseMemObject(bo);
+    if (bslopes)
+        clReleaseMemObject(bslopes);
+    if (bsinks)
+        clReleaseMemObject(bsinks);
     free(hq), free(hk), free(hv);
     return r;
 }
@@ -613,16 +662,21 @@ static void usage(void)
         "  -d, --head-dim N       head dim (default 64)\n"
         "      --causal[=top-left|bottom-right]\n"
         "      --path auto|unfused|fused\n"
+        "      --window N         sdpa: a sliding window of N keys ending at each query\n"
+        "      --softcap X        sdpa: logit soft-capping at X\n"
+        "      --alibi, --sinks   sdpa: ALiBi's standard slopes; a sink logit per head\n"
         "      --warmup N         untimed runs first (default 2)\n"
         "      --reps N           timed runs, at least 3 (default 10; fewer past --max-seconds)\n"
         "      --max-seconds S    time budget per row (default 10)\n"
         "      --check            compare with the double-precision reference (batch item 0)\n"
         "      --json FILE        also write the rows as JSON\n"
         "      --device SPEC      as CLATTN_DEVICE: P:D indices or a piece of the device name\n"
-        "      --suite models|flash|gemm  models (default): GPT-2 small, BERT-base, a GQA\n"
+        "      --suite models|flash|gemm|variants  models (default): GPT-2 small, BERT-base, a GQA\n"
         "                         decoder layer; gemm: their projections (clattn_linear_prepared);\n"
         "                         flash: sdpa fused vs unfused, T = 1024..8192, D = 64,\n"
-        "                         causal and not, then T = 65536 on both paths\n"
+        "                         causal and not, then T = 65536 on both paths; variants: each\n"
+        "                         model variant next to plain causal attention (D = 64, 128),\n"
+        "                         and a 2048-key window at T = 16384\n"
         "      --peak             measure the device's fp32 peak first (FMA-bound kernel) and\n"
         "                         report every row as a share of it\n"
         "      --startup          time a new context until every kernel is ready (run twice:\n"
@@ -639,12 +693,12 @@ int main(int argc, char **argv)
 {
     options o = {2, 10, 10.0, false, false, false};
     const char *json = NULL, *op = "both";
-    shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO};
+    shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO, NO_VARIANT};
     bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
            O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_HOST_TIME,
-           O_LAYER_SCRATCH };
+           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -658,6 +712,8 @@ int main(int argc, char **argv)
         {"suite", required_argument, 0, O_SUITE},   {"peak", no_argument, 0, O_PEAK},
         {"startup", no_argument, 0, O_STARTUP},     {"decode", no_argument, 0, O_DECODE},
         {"host-time", no_argument, 0, O_HOST_TIME}, {"layer-scratch", no_argument, 0, O_LAYER_SCRATCH},
+        {"window", required_argument, 0, O_WINDOW}, {"softcap", required_argument, 0, O_SOFTCAP},
+        {"alibi", no_argument, 0, O_ALIBI},         {"sinks", no_argument, 0, O_SINKS},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -692,6 +748,10 @@ int main(int argc, char **argv)
         case O_DECODE: do_decode = true; break;
         case O_HOST_TIME: o.host_time = true; break;
         case O_LAYER_SCRATCH: o.layer_scratch = true; break;
+        case O_WINDOW: custom.window = strtoul(optarg, NULL, 10); have_shape = true; break;
+        case O_SOFTCAP: custom.softcap = strtof(optarg, NULL); have_shape = true; break;
+        case O_ALIBI: custom.alibi = true; have_shape = true; break;
+        case O_SINKS: custom.sinks = true; have_shape = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -762,18 +822,34 @@ int main(int argc, char **argv)
     if (have_shape) {
         rows[n] = custom;
         rows[n++].op = "sdpa";
-        rows[n] = custom;
-        rows[n++].op = "mha";
+        if (!has_variant(&custom)) { /* the layer's forward takes them, the bench does not */
+            rows[n] = custom;
+            rows[n++].op = "mha";
+        }
+    } else if (strcmp(suite_name, "variants") == 0) {
+        /* Each variant right after plain causal attention of the same shape, on the fused path. */
+        static const size_t Ds[] = {64, 128};
+        for (size_t d = 0; d < 2; d++) {
+            const shape plain = {"causal", "sdpa", 1, 8, 8, 4096, 4096, Ds[d], 1, CLATTN_PATH_FUSED, NO_VARIANT};
+            shape v = plain;
+            rows[n++] = plain;
+            v.name = "alibi", v.alibi = true, rows[n++] = v, v.alibi = false;
+            v.name = "sinks", v.sinks = true, rows[n++] = v, v.sinks = false;
+            v.name = "softcap-50", v.softcap = 50.0f, rows[n++] = v;
+        }
+        shape longer = {"causal", "sdpa", 1, 4, 4, 16384, 16384, 64, 1, CLATTN_PATH_FUSED, NO_VARIANT};
+        rows[n++] = longer;
+        longer.name = "window-2048", longer.window = 2048, rows[n++] = longer;
     } else if (strcmp(suite_name, "flash") == 0) {
         /* One head, so the unfused path's score matrix fits up to T = 8192 (256 MiB). */
         static const size_t Ts[] = {1024, 2048, 4096, 8192};
         for (size_t t = 0; t < sizeof Ts / sizeof Ts[0]; t++)
             for (int causal = 0; causal <= 1; causal++)
                 for (int path = CLATTN_PATH_FUSED; path >= CLATTN_PATH_UNFUSED; path--) {
-                    shape sh = {"flash", "sdpa", 1, 1, 1, Ts[t], Ts[t], 64, causal, (clattn_path)path};
+                    shape sh = {"flash", "sdpa", 1, 1, 1, Ts[t], Ts[t], 64, causal, (clattn_path)path, NO_VARIANT};
                     rows[n++] = sh;
                 }
-        shape longest = {"flash-64k", "sdpa", 1, 1, 1, 65536, 65536, 64, 1, CLATTN_PATH_FUSED};
+        shape longest = {"flash-64k", "sdpa", 1, 1, 1, 65536, 65536, 64, 1, CLATTN_PATH_FUSED, NO_VARIANT};
         rows[n++] = longest;
         longest.path = CLATTN_PATH_UNFUSED;
         rows[n++] = longest;
@@ -782,12 +858,12 @@ int main(int argc, char **argv)
         return 2;
     } else {
         static const shape suite[] = {
-            {"gpt2-small", "sdpa", 1, 12, 12, 1024, 1024, 64, 1, CLATTN_PATH_AUTO},
-            {"gpt2-small", "mha", 1, 12, 12, 1024, 1024, 64, 1, CLATTN_PATH_AUTO},
-            {"bert-base", "sdpa", 8, 12, 12, 128, 128, 64, 0, CLATTN_PATH_AUTO},
-            {"bert-base", "mha", 8, 12, 12, 128, 128, 64, 0, CLATTN_PATH_AUTO},
-            {"gqa-decoder", "sdpa", 1, 32, 8, 2048, 2048, 128, 1, CLATTN_PATH_AUTO},
-            {"gqa-decoder", "mha", 1, 32, 8, 2048, 2048, 128, 1, CLATTN_PATH_AUTO},
+            {"gpt2-small", "sdpa", 1, 12, 12, 1024, 1024, 64, 1, CLATTN_PATH_AUTO, NO_VARIANT},
+            {"gpt2-small", "mha", 1, 12, 12, 1024, 1024, 64, 1, CLATTN_PATH_AUTO, NO_VARIANT},
+            {"bert-base", "sdpa", 8, 12, 12, 128, 128, 64, 0, CLATTN_PATH_AUTO, NO_VARIANT},
+            {"bert-base", "mha", 8, 12, 12, 128, 128, 64, 0, CLATTN_PATH_AUTO, NO_VARIANT},
+            {"gqa-decoder", "sdpa", 1, 32, 8, 2048, 2048, 128, 1, CLATTN_PATH_AUTO, NO_VARIANT},
+            {"gqa-decoder", "mha", 1, 32, 8, 2048, 2048, 128, 1, CLATTN_PATH_AUTO, NO_VARIANT},
         };
         for (size_t i = 0; i < sizeof suite / sizeof suite[0]; i++)
             rows[n++] = suite[i];
@@ -845,6 +921,22 @@ int main(int argc, char **argv)
                 printf("  %13.1f", 100.0 * f->gflops / g_peak);
             printf("\n");
         }
+    }
+    if (!have_shape && strcmp(suite_name, "variants") == 0) {
+        printf("\n%-12s %6s %4s %12s %12s %8s\n", "variant", "T", "D", "ms", "causal ms",
+               "ratio");
+        const result *plain = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (!has_variant(&rows[i])) {
+                plain = &results[i];
+                continue;
+            }
+            if (!plain || plain->status != CL_SUCCESS || results[i].status != CL_SUCCESS)
+                continue;
+            printf("%-12s %6zu %4zu %12.3f %12.3f %8.3f\n", rows[i].name, rows[i].Lq, rows[i].D,
+                   results[i].median_ms, plain->median_ms, results[i].median_ms / plain->median_ms);
+        }
+        printf("ratio: the variant's time over plain causal attention's, same shape, same run.\n");
     }
     printf("GFLOP/s counts useful work only: 4·D flops per visible query-key pair, plus the\n"
            "projections for mha. lib MiB: device memory for intermediates (sdpa: what clattn\n"

@@ -7,6 +7,7 @@
  * too large for a fuzzing rate (broadcast inputs with huge dims) only go through validation. */
 #include "clattn.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +253,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp.additive = (flags & 1) ? &t[4] : NULL;
     mp.key_lengths = (flags & 2) ? ((flags & 64) ? BUF[0] : LENS) : NULL;
     mp.key_lengths_offset = u8(&r) % 10;
+    /* Windows: either side unbounded, a key count, or an invalid negative; kept first keys. */
+    const uint8_t var = u8(&r);
+    if (var & 1) {
+        mp.window_left = (int8_t)u8(&r);
+        mp.window_right = (var & 2) ? (int8_t)u8(&r) : CLATTN_WINDOW_UNBOUNDED;
+        mp.window_keep_first = u8(&r) % 40;
+    }
+    /* Soft-capping (negative, zero, NaN and infinite caps among them), ALiBi slopes and sinks
+     * from any buffer (a short one, another context's) at any offset. */
+    clattn_logit_params lp = clattn_logit_params_default();
+    if (var & 4) {
+        const uint8_t c = u8(&r);
+        lp.softcap = c == 255 ? NAN : c == 254 ? INFINITY : (float)((int)c - 64) * 0.25f;
+    }
+    if (var & 8) {
+        const uint8_t b = u8(&r);
+        lp.alibi_slopes = (b & 4) ? FOREIGN : BUF[b & 3];
+        lp.alibi_slopes_offset = (size_t)(b >> 3) * 500;
+    }
+    if (var & 16) {
+        const uint8_t b = u8(&r);
+        lp.sinks = (b & 4) ? FOREIGN : BUF[b & 3];
+        lp.sinks_offset = (size_t)(b >> 3) * 500;
+    }
     cl_event ev = EVENT_SENTINEL;
     cl_event *evp = (flags & 128) ? NULL : &ev;
     clattn_status st = CL_SUCCESS;
@@ -260,6 +285,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 0: { /* sdpa */
         clattn_sdpa_params p = clattn_sdpa_params_default();
         p.mask = mp;
+        p.logits = lp;
         p.path = (clattn_path)(u8(&r) % 4);
         p.probs = (flags & 4) ? &t[5] : NULL;
         p.lse = (flags & 8) ? &t[5] : NULL;
@@ -349,6 +375,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             clattn_tensor x = tensor(&r), kv = tensor(&r), out = tensor(&r), w = tensor(&r);
             clattn_mha_forward_params fp = clattn_mha_forward_params_default();
             fp.mask = mp;
+            fp.logits = lp;
             fp.weights = (flags & 16) ? &w : NULL;
             size_t bytes;
             st = clattn_mha_workspace_size(m, &x, &kv, &kv, &fp, &bytes);

@@ -30,33 +30,39 @@ def bhtd(off, B, H, T, D, buf=0):
 
 
 seeds = {
-    # sdpa: Q, K, V, O [1,2,3,4]; mask [1,1,3,3]; then flags, causal, len offset, path, scale
+    # sdpa: Q, K, V, O [1,2,3,4]; mask [1,1,3,3]; then flags, causal, len offset, variants (and
+    # their bytes), path, scale
     'sdpa_plain': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4) + bhtd(60, 1, 2, 3, 4)
     + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4) + bhtd(0, 1, 2, 3, 1, buf=4)
-    + bytes([0, 1, 0, 0, 0]),
+    + bytes([0, 1, 0, 0, 0, 0]),
     'sdpa_masked_lse': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4)
     + bhtd(60, 1, 2, 3, 4) + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4)
-    + bhtd(9, 1, 2, 3, 1, buf=4) + bytes([1 | 2 | 8, 2, 0, 2, 0]),
+    + bhtd(9, 1, 2, 3, 1, buf=4) + bytes([1 | 2 | 8, 2, 0, 0, 2, 0]),
     'linear': bytes([1]) + bhtd(0, 1, 1, 3, 4) + bhtd(20, 1, 1, 5, 4) + bhtd(50, 1, 1, 1, 5)
-    + bhtd(0, 1, 1, 3, 5, buf=2) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([4, 0, 0]),
+    + bhtd(0, 1, 1, 3, 5, buf=2) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([4, 0, 0, 0]),
     'scores': bytes([2]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 1, 5, 4) + bhtd(0, 1, 2, 3, 5, buf=2)
-    + bhtd(0, 1, 1, 1, 1) * 3 + bytes([0, 0, 0]),
+    + bhtd(0, 1, 1, 1, 1) * 3 + bytes([0, 0, 0, 0]),
     'mask': bytes([3]) + bhtd(0, 1, 2, 3, 5, buf=2) + bhtd(0, 1, 1, 1, 1) * 3
-    + bhtd(0, 1, 1, 3, 5) + bhtd(0, 1, 1, 1, 1) + bytes([1 | 2, 1, 1]),
+    + bhtd(0, 1, 1, 3, 5) + bhtd(0, 1, 1, 1, 1) + bytes([1 | 2, 1, 1, 0]),
     'softmax': bytes([4]) + bhtd(0, 1, 2, 3, 5) + bhtd(0, 1, 2, 3, 5, buf=2)
-    + bhtd(0, 1, 2, 3, 1, buf=4) + bhtd(0, 1, 1, 1, 1) * 3 + bytes([8, 0, 0]),
+    + bhtd(0, 1, 2, 3, 1, buf=4) + bhtd(0, 1, 1, 1, 1) * 3 + bytes([8, 0, 0, 0]),
     'weighted_sum': bytes([5]) + bhtd(0, 1, 2, 3, 5) + bhtd(30, 1, 1, 5, 4)
-    + bhtd(0, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1) * 3 + bytes([0, 0, 0]),
+    + bhtd(0, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1) * 3 + bytes([0, 0, 0, 0]),
     'merge_in_place': bytes([6]) + bhtd(0, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 2, 3, 1, buf=4)
-    + bhtd(30, 1, 2, 3, 4) + bhtd(0, 1, 2, 3, 1) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([4 | 8, 0, 0]),
+    + bhtd(30, 1, 2, 3, 4) + bhtd(0, 1, 2, 3, 1) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([4 | 8, 0, 0, 0]),
     'mha_packed': bytes([7]) + bhtd(0, 1, 1, 12, 4) + bhtd(0, 1, 1, 1, 1) * 3
-    + bhtd(60, 1, 1, 4, 4) + bhtd(0, 1, 1, 1, 1) + bytes([8 | 32, 0, 0])
+    + bhtd(60, 1, 1, 4, 4) + bhtd(0, 1, 1, 1, 1) + bytes([8 | 32, 0, 0, 0])
     + bytes([4, 2, 0, 0, 0]) + bhtd(0, 1, 1, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1)
     + bhtd(20, 1, 1, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1),
+    # sdpa with every variant: window (left 2, right unbounded, 1 kept key), soft-cap 2, ALiBi
+    # slopes and sinks from buffer 1 at offset 0
+    'sdpa_variants': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4) + bhtd(60, 1, 2, 3, 4)
+    + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4) + bhtd(9, 1, 2, 3, 1, buf=4)
+    + bytes([8, 1, 0, 1 | 4 | 8 | 16, 2, 1, 72, 1, 1, 2, 0]),
     'sdpa_head_mismatch': bytes([0]) + bhtd(0, 1, 3, 3, 4) + bhtd(40, 1, 2, 3, 4)
-    + bhtd(0, 1, 2, 3, 4, buf=3) + bhtd(2, 1, 3, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([0] * 5),
+    + bhtd(0, 1, 2, 3, 4, buf=3) + bhtd(2, 1, 3, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([0] * 6),
     'sdpa_overflow': bytes([0]) + bytes([0, 0, 0, 250, 127, 1, 3, 4, 250, 127, 0, 4, 1]) + bhtd(30, 1, 2, 3, 4)
-    + bhtd(60, 1, 2, 3, 4) + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([0] * 5),
+    + bhtd(60, 1, 2, 3, 4) + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([0] * 6),
 }
 for name, data in seeds.items():
     with open(os.path.join(out, name), 'wb') as f:
@@ -64,4 +70,5 @@ for name, data in seeds.items():
 print(f'{len(seeds)} seeds in {out}')
 # Inputs the fuzzer once found failing are kept beside these seeds as regress-* files (written by
 # libFuzzer, not by this script): regress-value-dim-1, a value dim of 1 on a CPU device, divided
-# by zero while choosing the fused kernel's rows per pass.
+# by zero while choosing the fused kernel's rows per pass (a zero byte, no variants, was inserted
+# at offset 70 when the variants byte joined the format).
