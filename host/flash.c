@@ -102,7 +102,8 @@ bool clattn__flash_rules_out(clattn_status st)
 
 clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                  const clattn_tensor *V, const clattn_tensor *O,
-                                 const clattn_sdpa_params *params, const clattn_flash_split *split)
+                                 const clattn_sdpa_params *params, const clattn_flash_split *split,
+                                 const clattn_rope_params *rope)
 {
     if (params->probs)
         return CLATTN_ERROR_UNSUPPORTED_PATH; /* the fused kernel never forms P */
@@ -125,12 +126,13 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     snprintf(opts, sizeof opts,
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
              "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DHALF_KV=%d "
-             "-DPACK=%zu -DHAS_WINDOW=%d -DHAS_SOFTCAP=%d -DHAS_ALIBI=%d -DHAS_SINKS=%d",
+             "-DPACK=%zu -DHAS_WINDOW=%d -DHAS_SOFTCAP=%d -DHAS_ALIBI=%d -DHAS_SINKS=%d "
+             "-DHAS_ROPE=%d -DROPE_GPTJ=%d",
              D, Dv, c.variant, c.block_k, c.wg ? c.wg : 1, c.vec ? c.vec : 16,
              c.rows ? c.rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
              params->lse != NULL, Q->dtype == CLATTN_F16, V->dtype == CLATTN_F16, pack,
              clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
-             lp->sinks != NULL);
+             lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ);
 
     const clattn_flash_split one = {0, 1, 0, 0};
     if (!split)
@@ -155,6 +157,7 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     clattn__arg_softcap(&args, lp, LOG2E_F);
     clattn__arg_vector(&args, lp->alibi_slopes, lp->alibi_slopes_offset);
     clattn__arg_vector(&args, lp->sinks, lp->sinks_offset);
+    clattn__arg_rope(&args, rope, rope && rope->rotary_dim ? rope->rotary_dim : D);
 
     const size_t per = c.variant == 0 ? 16 / pack : (size_t)c.wg;
     const size_t blocks = (Q->dims[2] + per - 1) / per;

@@ -21,6 +21,10 @@ struct clattn_kv_cache {
     size_t *pending;     /* tokens each sequence gains */
     cl_mem grown;        /* a larger scratch, and its size */
     size_t grown_bytes;
+    /* RoPE the cache applies (has_rope), its params (inv_freq retained) and rotary dim. */
+    bool has_rope;
+    clattn_rope_params rope;
+    size_t rotary;
 };
 
 clattn_kv_cache_params clattn_kv_cache_params_default(void)
@@ -53,6 +57,8 @@ void clattn_kv_cache_destroy(clattn_kv_cache **cache)
         clReleaseMemObject(c->lengths);
     if (c->scratch)
         clReleaseMemObject(c->scratch);
+    if (c->has_rope && c->rope.inv_freq)
+        clReleaseMemObject(c->rope.inv_freq);
     free(c->len);
     free(c->pending);
     free(c);
@@ -78,6 +84,11 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     clattn_status st = clattn__flash_supports(ctx, p->head_dim, p->head_dim, p->dtype);
     if (st != CL_SUCCESS)
         return st;
+    size_t rotary = 0;
+    if (p->rope && (p->rope->positions ||
+                    (st = clattn__rope_check(ctx, p->rope, p->head_dim, p->batch, &rotary)) !=
+                        CL_SUCCESS))
+        return p->rope->positions ? CLATTN_ERROR_INVALID_ARGUMENT : st;
     size_t bytes = clattn_dtype_size(p->dtype);
     if (!clattn__mul(bytes, p->batch, &bytes) || !clattn__mul(bytes, p->num_kv_heads, &bytes) ||
         !clattn__mul(bytes, p->capacity, &bytes) || !clattn__mul(bytes, p->head_dim, &bytes))
@@ -99,6 +110,10 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     c->D = p->head_dim;
     c->cap = p->capacity;
     c->dtype = p->dtype;
+    if (p->rope) {
+        c->rope = *p->rope;
+        c->rotary = rotary;
+    }
     int *zeros = calloc(p->batch, sizeof *zeros);
     cl_int err = zeros ? CL_SUCCESS : CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     if (err == CL_SUCCESS)
@@ -109,10 +124,13 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
         c->lengths = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
                                     p->batch * sizeof(int), zeros, &err);
     free(zeros);
+    if (err == CL_SUCCESS && p->rope && p->rope->inv_freq)
+        err = clRetainMemObject(p->rope->inv_freq);
     if (err != CL_SUCCESS) {
         clattn_kv_cache_destroy(&c);
         return err;
     }
+    c->has_rope = p->rope != NULL; /* from here on destroy releases inv_freq */
     *out = c;
     return CL_SUCCESS;
 }
@@ -139,8 +157,11 @@ static clattn_status check_new(const clattn_kv_cache *c, const clattn_tensor *t)
 /* The -D options of the append kernels. */
 static void append_options(const clattn_kv_cache *c, bool has_counts, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "-DELEM=%s -DHAS_COUNTS=%d", c->dtype == CLATTN_F16 ? "ushort" : "float",
-             has_counts);
+    /* fp16 keys are rotated in float (half and vload_half); without RoPE, bits are copied. */
+    const bool f16 = c->dtype == CLATTN_F16;
+    snprintf(buf, cap, "-DELEM=%s -DHALF=%d -DHAS_COUNTS=%d -DHAS_ROPE=%d -DROPE_GPTJ=%d",
+             !f16 ? "float" : c->has_rope ? "half" : "ushort", f16 && c->has_rope, has_counts,
+             c->has_rope, c->has_rope && c->rope.layout == CLATTN_ROPE_GPTJ);
 }
 
 /* The host lengths advance with the device's: only once the whole append is enqueued. */
@@ -194,7 +215,7 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
         if (st != CL_SUCCESS)
             return st;
     }
-    char opts[64];
+    char opts[96];
     append_options(c, !uniform, opts, sizeof opts);
     clattn_tensor ck = clattn_tensor_bhtd(c->k, 0, c->B, c->Hkv, c->cap, c->D);
     clattn_tensor cv = clattn_tensor_bhtd(c->v, 0, c->B, c->Hkv, c->cap, c->D);
@@ -208,6 +229,7 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
     clattn__arg_mem(&args, c->lengths);
     clattn__arg_mem(&args, counts_buf);
     clattn__arg_uint(&args, (cl_uint)most);
+    clattn__arg_rope(&args, c->has_rope ? &c->rope : NULL, c->rotary);
     const size_t global[3] = {c->D, most, c->B * c->Hkv};
     if ((st = clattn__plan_kernel(p, "kv_append", opts, "kv_append", &args, 3, global, NULL)) != CL_SUCCESS)
         return st;
@@ -327,16 +349,17 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     sp.mask.window_left = a->ap.window_left;
     sp.mask.window_keep_first = a->ap.window_keep_first;
     sp.logits = a->ap.logits;
+    const clattn_rope_params *rope = c->has_rope ? &c->rope : NULL;
     if (a->splits == 1) {
         sp.lse = a->ap.lse;
-        return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL);
+        return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL, rope);
     }
     const clattn_tensor part = clattn_tensor_bhtd(scratch, off, B, Hq, Lq, c->D);
     const clattn_tensor part_lse = clattn_tensor_bhtd(scratch, off + a->splits * a->n_o, B, Hq, Lq, 1);
     sp.lse = &part_lse;
     sp.logits.sinks = NULL; /* partial results exclude the sinks; the merge adds them once */
     const clattn_flash_split split = {a->per, a->splits, a->n_o, a->n_l};
-    clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split);
+    clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split, rope);
     return st != CL_SUCCESS ? st
                             : clattn__merge_parts_plan(p, &part, &part_lse, a->splits, a->n_o,
                                                        a->n_l, O, a->ap.lse, a->ap.logits.sinks,
@@ -415,7 +438,7 @@ clattn_status clattn_kv_cache_prepare(clattn_kv_cache *c, const clattn_tensor *Q
         return CLATTN_ERROR_INVALID_ARGUMENT;
     attend_call a;
     clattn_status st = attend_check(c, Q, O, params, &a);
-    char opts[64];
+    char opts[96];
     for (int has_counts = 0; st == CL_SUCCESS && has_counts < 2; has_counts++) {
         append_options(c, has_counts, opts, sizeof opts);
         st = clattn__program_build(c->ctx, "kv_append", opts);

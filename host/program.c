@@ -454,6 +454,11 @@ void clattn__arg_long(clattn_kargs *a, cl_long x)
     push(a, sizeof x, &x);
 }
 
+void clattn__arg_int(clattn_kargs *a, cl_int x)
+{
+    push(a, sizeof x, &x);
+}
+
 void clattn__arg_uint(clattn_kargs *a, cl_uint x)
 {
     push(a, sizeof x, &x);

@@ -40,6 +40,7 @@ typedef struct clattn_kargs {
 void clattn__arg_mem(clattn_kargs *a, cl_mem m);
 void clattn__arg_ulong(clattn_kargs *a, cl_ulong x);
 void clattn__arg_long(clattn_kargs *a, cl_long x);
+void clattn__arg_int(clattn_kargs *a, cl_int x);
 void clattn__arg_uint(clattn_kargs *a, cl_uint x);
 void clattn__arg_float(clattn_kargs *a, cl_float x);
 /* A tensor view as the kernels' VIEW(T, x) parameter takes it: buffer, element offset, and the

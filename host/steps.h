@@ -48,6 +48,12 @@ void clattn__arg_vector(clattn_kargs *a, cl_mem buf, size_t offset);
 /* A float [count] vector as a view, for the workspace overlap checks. */
 clattn_tensor clattn__vector_view(cl_mem buf, size_t offset, size_t count);
 
+/* rope.c: RoPE params checked for head dim `head_dim` and `batch` sequences, their rotary dim
+ * into *rotary; and its values as kernel arguments (ROPE_PARAMS in the prelude; r NULL: none). */
+clattn_status clattn__rope_check(const clattn_context *ctx, const clattn_rope_params *r,
+                                 size_t head_dim, size_t batch, size_t *rotary);
+void clattn__arg_rope(clattn_kargs *a, const clattn_rope_params *r, size_t rotary);
+
 clattn_status clattn__scores_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                   const clattn_tensor *S, float scale);
 
@@ -93,10 +99,13 @@ clattn_status clattn__flash_supports(const clattn_context *ctx, size_t D, size_t
 /* Keys per block of the kernel these dims get on this context. */
 size_t clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv);
 /* Validates what the fused kernel needs beyond sdpa's own checks, and appends its launch. An
- * error from clattn__flash_rules_out means the unfused path may run the call instead. */
+ * error from clattn__flash_rules_out means the unfused path may run the call instead. rope
+ * (checked; NULL for none): the queries are rotated at their positions among the keys
+ * (query_pos), as the KV cache's attention needs. */
 clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                  const clattn_tensor *V, const clattn_tensor *O,
-                                 const clattn_sdpa_params *params, const clattn_flash_split *split);
+                                 const clattn_sdpa_params *params, const clattn_flash_split *split,
+                                 const clattn_rope_params *rope);
 /* Whether a status from clattn__flash_plan is a fact about the call and the device (its shape,
  * layout, dtype, what the kernel builds to), as opposed to a resource or runtime failure: only
  * such facts let an automatic choice take another path. */

@@ -145,6 +145,16 @@ clattn_status clattn__workspace_check(const clattn_context *ctx, cl_mem buffer, 
     return st;
 }
 
+bool clattn__views_apart(const clattn_tensor *a, const clattn_tensor *b)
+{
+    if (a->buffer != b->buffer || clattn__view_empty(a) || clattn__view_empty(b))
+        return true;
+    size_t ab, ae, bb, be;
+    byte_span(a, &ab, &ae);
+    byte_span(b, &bb, &be);
+    return ae <= bb || be <= ab;
+}
+
 clattn_tensor clattn__lengths_view(const clattn_mask_params *m, size_t batch)
 {
     /* int32 like float: 4 bytes an element */

@@ -62,6 +62,10 @@ static inline size_t clattn__stride(const clattn_tensor *t, int dim)
 clattn_status clattn__workspace_check(const clattn_context *ctx, cl_mem buffer, size_t offset,
                                       size_t bytes, const clattn_tensor *const *views, size_t n);
 
+/* Whether two (checked) views reach no common byte: different buffers, or byte spans from the
+ * first element to the last that do not meet. */
+bool clattn__views_apart(const clattn_tensor *a, const clattn_tensor *b);
+
 /* The key lengths of mask params as a view (int32 [batch]; buffer NULL when there are none),
  * for the overlap checks above. */
 clattn_tensor clattn__lengths_view(const clattn_mask_params *m, size_t batch);

@@ -621,6 +621,51 @@ CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queu
                                       cl_event *event_out);
 
 /* ------------------------------------------------------------------------------------------------
+ * Rotary position embedding (RoPE)
+ * ----------------------------------------------------------------------------------------------*/
+
+typedef enum clattn_rope_layout {
+    /* Rotate-half (GPT-NeoX; Llama, Mistral, Qwen in Hugging Face's layout): dim d < R/2 turns
+     * with dim d + R/2, at frequency index d. */
+    CLATTN_ROPE_NEOX = 0,
+    /* Interleaved (GPT-J; Meta's Llama checkpoints): dim 2i turns with dim 2i + 1, at index i. */
+    CLATTN_ROPE_GPTJ = 1,
+} clattn_rope_layout;
+
+/*
+ * The rotation of each head vector x at position p, over its first R dims (the rest are left as
+ * they are): a pair (a, b) of dims at frequency index i (its layout says which) becomes
+ *   a' = a·cos(p·f_i) − b·sin(p·f_i),   b' = b·cos(p·f_i) + a·sin(p·f_i),
+ * with f_i = theta^(−2i/R), or inv_freq[i] when a table is given (Llama 3.1's and YaRN's scaled
+ * frequencies; YaRN's attention factor multiplies both q and k, so it goes into the attention's
+ * scale as its square). Angles are taken in float as p·f_i, as PyTorch's implementations do.
+ */
+typedef struct clattn_rope_params {
+    clattn_rope_layout layout;
+    size_t rotary_dim;   /* R: even, at most the head dim; 0 = the whole head dim (then even) */
+    float theta;         /* the base (default 10000); finite and > 0 unless inv_freq is given */
+    cl_mem inv_freq;     /* float [R/2] on the device, or NULL: frequencies from theta */
+    size_t inv_freq_offset;
+    /* int32 [B] on the device, or NULL: token t of sequence b is at position positions[b] + t
+     * (a chunk that continues a sequence, attention over a slice of a longer one); NULL: t. */
+    cl_mem positions;
+    size_t positions_offset;
+    void *reserved[8];   /* must be zero */
+} clattn_rope_params;
+
+CLATTN_API clattn_rope_params clattn_rope_params_default(void);
+
+/*
+ * Y = RoPE(X) per head vector: X, Y [B, H, T, D], both CLATTN_F32 or both CLATTN_F16 (rotated in
+ * float). Y may be X itself (the same view) for in place; other overlaps are not allowed.
+ * params may be NULL (defaults).
+ */
+CLATTN_API clattn_status clattn_rope(clattn_context *ctx, cl_command_queue queue,
+                                     const clattn_tensor *X, const clattn_tensor *Y,
+                                     const clattn_rope_params *params, cl_uint num_wait,
+                                     const cl_event *wait_list, cl_event *event_out);
+
+/* ------------------------------------------------------------------------------------------------
  * Multi-head attention block
  * ----------------------------------------------------------------------------------------------*/
 
@@ -755,6 +800,12 @@ typedef struct clattn_kv_cache_params {
                           * CLATTN_ERROR_UNSUPPORTED_PATH beyond it) */
     size_t capacity;     /* tokens each sequence can hold */
     clattn_dtype dtype;  /* storage: CLATTN_F32 or CLATTN_F16 (computed in float either way) */
+    /* RoPE applied by the cache (NULL: none; copied at create): appends rotate the new keys at
+     * their positions, attention rotates the queries at theirs, so decoding needs no pass of its
+     * own. A token's position is its index in the cache (positions must be NULL); the queries of
+     * attention are its Lq newest tokens. The context must outlive the cache; inv_freq's buffer
+     * is retained. */
+    const clattn_rope_params *rope;
     void *reserved[8];   /* must be zero */
 } clattn_kv_cache_params;
 

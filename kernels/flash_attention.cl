@@ -28,7 +28,8 @@
  * Specialised with HEAD_DIM, VALUE_DIM (any, 1 to 512), BLOCK_K, VARIANT, WG (variant 1), VEC and
  * ROWS (variant 0: the vector width along the value dim, 1 for odd dims, and the query rows per
  * weighted-sum pass), PACK, CAUSAL, HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HAS_WINDOW, HAS_SOFTCAP,
- * HAS_ALIBI, HAS_SINKS, HALF_QO and HALF_KV (fp16 storage).
+ * HAS_ALIBI, HAS_SINKS, HAS_ROPE and ROPE_GPTJ (queries rotated as they are loaded, at their
+ * positions among the keys: KV-cache attention), HALF_QO and HALF_KV (fp16 storage).
  *
  * Split keys (flash-decoding): get_global_id(2) picks a split that covers keys
  * [split * split_keys, (split + 1) * split_keys) (split_keys a multiple of BLOCK_K; 0: all keys,
@@ -137,7 +138,8 @@
     VIEW(float, lse), VIEW(const float, mask), __global const int *len, ulong len_off, ulong H,    \
     ulong group, ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,              \
     ulong l_split, long wl, long wr, long keep, float cap, float inv_cap,                          \
-    __global const float *slopes, ulong slopes_off, __global const float *sinks, ulong sinks_off
+    __global const float *slopes, ulong slopes_off, __global const float *sinks, ulong sinks_off,  \
+    ROPE_PARAMS
 
 /* Where the key loop goes next: past the kept first keys' blocks (those below keep_end) it
  * jumps to the window's first block, lo. Both are multiples of BLOCK_K, as every split's start
@@ -245,10 +247,21 @@ void flash_attention(FLASH_PARAMS)
     {
         __private float *qtf = (__private float *)qt;
         for (int r = 0; r < BQ; r++) {
-            const __global T_QO *qr = q + AT(q, b, h0 + r % PACK, min(i0 + r / PACK, i_last), 0);
+            const long ir = min(i0 + r / PACK, i_last);
+            const __global T_QO *qr = q + AT(q, b, h0 + r % PACK, ir, 0);
+#if HAS_ROPE /* queries rotated at their positions among the keys (KV-cache attention) */
+#define Q_DIM(j) LOAD_QO(qr, j)
+            const long qpos = query_pos(ir, lk, Lq);
+            for (int d = 0; d < HEAD_DIM; d++)
+                qtf[d * BQ + r] = ROPE_AT(Q_DIM, d, qpos) * qscale;
+#else
             for (int d = 0; d < HEAD_DIM; d++)
                 qtf[d * BQ + r] = LOAD_QO(qr, d) * qscale;
+#endif
         }
+#if !HAS_ROPE
+        ROPE_UNUSED;
+#endif
     }
 
     floatV acc[BQ][NV];
@@ -387,8 +400,15 @@ void flash_attention(FLASH_PARAMS)
     (void)inv_cap;
 
     float qr[HEAD_DIM];
+#if HAS_ROPE
+#define Q_DIM(j) LOAD_QO(q, AT(q, b, h, ic, j))
+    for (int d = 0; d < HEAD_DIM; d++)
+        qr[d] = ROPE_AT(Q_DIM, d, query_pos(ic, lk, Lq)) * qscale;
+#else
+    ROPE_UNUSED;
     for (int d = 0; d < HEAD_DIM; d++)
         qr[d] = LOAD_QO(q, AT(q, b, h, ic, d)) * qscale;
+#endif
     float acc[VALUE_DIM];
     for (int d = 0; d < VALUE_DIM; d++)
         acc[d] = 0.0f;

@@ -4,13 +4,24 @@
  *              NDRange (D, T, B * Hkv); work-items past n_b do nothing. No barriers.
  *   kv_advance then adds n_b to len[b]. NDRange (B).
  * n_b is counts[b] (HAS_COUNTS) or `count` for every sequence. Elements are copied as they are
- * stored: ELEM float, or ushort for fp16 bits. */
+ * stored: ELEM float, or ushort for fp16 bits. HAS_ROPE: keys are rotated at their positions in
+ * the cache (prelude: ROPE_AT), in float (HALF: fp16 storage, ELEM half). */
 
 #ifndef ELEM
 #define ELEM float
 #endif
 #ifndef HAS_COUNTS
 #define HAS_COUNTS 0
+#endif
+#ifndef HALF
+#define HALF 0
+#endif
+#if HALF
+#define LOAD_E(p, i) vload_half((i), (p))
+#define STORE_E(x, p, i) vstore_half((x), (i), (p))
+#else
+#define LOAD_E(p, i) ((p)[i])
+#define STORE_E(x, p, i) ((p)[i] = (x))
 #endif
 
 inline uint new_tokens(__global const int *counts, ulong b, uint count)
@@ -26,15 +37,22 @@ inline uint new_tokens(__global const int *counts, ulong b, uint count)
 }
 
 __kernel void kv_append(VIEW(const ELEM, k), VIEW(const ELEM, v), VIEW(ELEM, ck), VIEW(ELEM, cv),
-                        ulong Hkv, __global const int *len, __global const int *counts, uint count)
+                        ulong Hkv, __global const int *len, __global const int *counts, uint count,
+                        ROPE_PARAMS)
 {
     const ulong d = get_global_id(0), t = get_global_id(1), z = get_global_id(2);
     const ulong b = z / Hkv, h = z % Hkv;
     if (t >= new_tokens(counts, b, count))
         return;
     const ulong at = (ulong)len[b] + t;
-    ck[AT(ck, b, h, at, d)] = k[AT(k, b, h, t, d)];
-    cv[AT(cv, b, h, at, d)] = v[AT(v, b, h, t, d)];
+#if HAS_ROPE
+#define KEY_DIM(j) LOAD_E(k, AT(k, b, h, t, (ulong)(j)))
+    STORE_E(ROPE_AT(KEY_DIM, (int)d, (long)at), ck, AT(ck, b, h, at, d));
+#else
+    ROPE_UNUSED;
+    STORE_E(LOAD_E(k, AT(k, b, h, t, d)), ck, AT(ck, b, h, at, d));
+#endif
+    STORE_E(LOAD_E(v, AT(v, b, h, t, d)), cv, AT(cv, b, h, at, d));
 }
 
 __kernel void kv_advance(__global int *len, __global const int *counts, uint count)

@@ -38,6 +38,12 @@
 #ifndef HAS_SINKS
 #define HAS_SINKS 0
 #endif
+#ifndef HAS_ROPE
+#define HAS_ROPE 0 /* 1: rotary position embedding (the rope_* rules below) */
+#endif
+#ifndef ROPE_GPTJ
+#define ROPE_GPTJ 0 /* the pairs' layout: 0 rotate-half (NeoX), 1 interleaved (GPT-J) */
+#endif
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
@@ -149,6 +155,52 @@ inline float max_nan(float a, float b)
  * sink adds no value and never makes a row that saw no key anything but 0. */
 #define INV_SUM_SINK(l, m, sk) select(1.0f / ((l) + exp2((sk) - fmax((m), -FLT_MAX))), 0.0f * (l), \
                                       (l) == 0.0f)
+
+/* ---- rotary position embedding (include/clattn.h, clattn_rope_params) ------------------------ */
+
+/* The dim that dim d (< R, the rotary dim) turns with, and d's frequency index. */
+inline int rope_partner(int d, int R)
+{
+    return ROPE_GPTJ ? d ^ 1 : (d < R / 2 ? d + R / 2 : d - R / 2);
+}
+
+inline int rope_index(int d, int R)
+{
+    return ROPE_GPTJ ? d / 2 : d % (R / 2);
+}
+
+/* The angle of dim d at position pos: pos * f_i, f_i = theta^(-2i/R) or table[toff + i] (when
+ * use_table), in float as PyTorch takes it. */
+inline float rope_angle(long pos, int d, int R, float theta, __global const float *table,
+                        ulong toff, int use_table)
+{
+    const int i = rope_index(d, R);
+    const float f = use_table ? table[toff + i] : pow(theta, -(float)(2 * i) / (float)R);
+    return (float)pos * f;
+}
+
+/* Dim d's rotated value, given its value x, its partner's xp and the angle: the pair's first dim
+ * (d < its partner) becomes x cos - xp sin, the second x cos + xp sin. */
+inline float rope_value(float x, float xp, int d, int R, float angle)
+{
+    float c;
+    const float s = sincos(angle, &c);
+    return d < rope_partner(d, R) ? x * c - xp * s : x * c + xp * s;
+}
+
+/* The arguments that carry a rotation's values to a kernel (host: clattn__arg_rope). */
+#define ROPE_PARAMS int rope_dim, float rope_theta, __global const float *rope_table,                \
+                    ulong rope_table_off, int rope_use_table
+#define ROPE_ARGS rope_dim, rope_theta, rope_table, rope_table_off, rope_use_table
+#define ROPE_UNUSED                                                                                \
+    ((void)rope_dim, (void)rope_theta, (void)rope_table, (void)rope_table_off,                     \
+     (void)rope_use_table)
+/* Dim d of a head vector whose dim j reads as LOAD(j), at position pos, rotated when d < R. */
+#define ROPE_AT(LOAD, d, pos)                                                                      \
+    ((d) < rope_dim ? rope_value(LOAD(d), LOAD(rope_partner((d), rope_dim)), (d), rope_dim,        \
+                                 rope_angle((pos), (d), rope_dim, rope_theta, rope_table,          \
+                                            rope_table_off, rope_use_table))                      \
+                    : LOAD(d))
 
 /* ---- what shapes the scores (include/clattn.h, clattn_logit_params) ------------------------------ */
 

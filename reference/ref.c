@@ -2,6 +2,7 @@
 #include "ref.h"
 
 #include <math.h>
+#include <string.h>
 #include <stdlib.h>
 
 void ref_linear(size_t rows, size_t K, size_t N, const double *X, const double *W, const double *b,
@@ -220,6 +221,30 @@ void ref_sdpa_variant(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, siz
             }
     }
     free(s);
+}
+
+void ref_rope(size_t B, size_t H, size_t T, size_t D, size_t R, int gptj, double theta,
+              const double *inv_freq, const int *positions, const double *X, double *Y)
+{
+    double *row = malloc((D ? D : 1) * sizeof *row);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < H; h++)
+            for (size_t t = 0; t < T; t++) {
+                const double *x = X + ((b * H + h) * T + t) * D;
+                double *y = Y + ((b * H + h) * T + t) * D;
+                const double pos = (double)t + (positions ? positions[b] : 0);
+                memcpy(row, x, D * sizeof *row);
+                for (size_t i = 0; i < R / 2; i++) {
+                    const double f = inv_freq ? inv_freq[i] : pow(theta, -2.0 * (double)i / (double)R);
+                    const size_t a = gptj ? 2 * i : i, c = gptj ? 2 * i + 1 : i + R / 2;
+                    const double cs = cos(pos * f), sn = sin(pos * f);
+                    y[a] = row[a] * cs - row[c] * sn;
+                    y[c] = row[c] * cs + row[a] * sn;
+                }
+                for (size_t d = R; d < D; d++)
+                    y[d] = row[d];
+            }
+    free(row);
 }
 
 /* [B, T, heads*D] -> [B, heads, T, D] and back. */

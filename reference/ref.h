@@ -57,6 +57,12 @@ void ref_sdpa_variant(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, siz
                       const ref_variant *var, const double *Q, const double *K, const double *V,
                       double *O, double *P, double *lse);
 
+/* Rotary position embedding of X into Y (dense [B, H, T, D]; Y may be X): the first R dims of
+ * each head vector turn in pairs ((d, d + R/2) with gptj 0, (2i, 2i + 1) with gptj 1) by the
+ * angle pos * f_i, f_i = theta^(-2i/R) or inv_freq[i]; pos = t + (positions ? positions[b] : 0). */
+void ref_rope(size_t B, size_t H, size_t T, size_t D, size_t R, int gptj, double theta,
+              const double *inv_freq, const int *positions, const double *X, double *Y);
+
 /* A multi-head attention layer in PyTorch's layout (weights [out, in]). KV = Hkv * (E / H). */
 typedef struct ref_mha_layer {
     size_t E, H, Hkv, kdim, vdim;

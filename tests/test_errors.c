@@ -199,6 +199,81 @@ static bool variant_errors(void)
     return ok;
 }
 
+/* clattn_rope and a KV cache's RoPE: each bad parameter has its status; S (the output) is
+ * unchanged and no event comes back. */
+static bool rope_errors(void)
+{
+    bool ok = true;
+    cl_event ev = EVENT_SENTINEL;
+    const clattn_rope_params d = clattn_rope_params_default();
+    cl_mem small = buf_new(&E, 4 * sizeof(float));
+    float zeros[4] = {0};
+    buf_write(&E, small, 0, zeros, sizeof zeros);
+    struct {
+        const char *what;
+        clattn_rope_params p;
+        clattn_status want;
+    } bad[12];
+    size_t n = 0;
+#define BAD(w, st, ...)                                                                            \
+    do {                                                                                           \
+        bad[n].what = w, bad[n].p = d, bad[n].want = st;                                           \
+        clattn_rope_params *p = &bad[n++].p;                                                       \
+        __VA_ARGS__;                                                                               \
+    } while (0)
+    BAD("layout 7", CLATTN_ERROR_INVALID_ARGUMENT, p->layout = (clattn_rope_layout)7);
+    BAD("odd rotary dim", CLATTN_ERROR_INVALID_ARGUMENT, p->rotary_dim = 5);
+    BAD("rotary dim past the head dim", CLATTN_ERROR_INVALID_ARGUMENT, p->rotary_dim = 12);
+    BAD("theta 0", CLATTN_ERROR_INVALID_ARGUMENT, p->theta = 0.0f);
+    BAD("theta NaN", CLATTN_ERROR_INVALID_ARGUMENT, p->theta = NAN);
+    BAD("frequency table too short", CLATTN_ERROR_VIEW_OUT_OF_BOUNDS, p->inv_freq = small);
+    BAD("positions past the buffer", CLATTN_ERROR_VIEW_OUT_OF_BOUNDS, p->positions = small;
+        p->positions_offset = 3);
+    BAD("reserved set", CLATTN_ERROR_INVALID_ARGUMENT, p->reserved[2] = p);
+#undef BAD
+    /* X: Q's first 10 dims; Y: S's (S is the output untouched() watches). */
+    clattn_tensor X = Q.t, Y = S.t;
+    X.dims[3] = Y.dims[3] = 10;
+    X.dims[2] = 9;
+    for (size_t i = 0; i < n; i++) {
+        ev = EVENT_SENTINEL;
+        clattn_status st = clattn_rope(E.cc, E.queue, &X, &Y, &bad[i].p, 0, NULL, &ev);
+        printf("%-40s -> %s\n", bad[i].what, clattn_status_name(st));
+        EXPECT(st == bad[i].want);
+        EXPECT(ev == EVENT_SENTINEL);
+    }
+    clattn_tensor odd = Q.t, oddY = S.t;
+    odd.dims[3] = oddY.dims[3] = 11;
+    EXPECT_STATUS(clattn_rope(E.cc, E.queue, &odd, &oddY, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT); /* a head dim of 11 has no whole-dim rotation */
+    clattn_tensor shifted = S.t; /* out of place over S itself, one element along */
+    shifted.offset += 1;
+    shifted.dims[3] = 10;
+    EXPECT_STATUS(clattn_rope(E.cc, E.queue, &Y, &shifted, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    clattn_tensor half = Y;
+    half.dtype = CLATTN_F16;
+    EXPECT_STATUS(clattn_rope(E.cc, E.queue, &X, &half, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    EXPECT(ev == EVENT_SENTINEL);
+
+    /* A cache's RoPE is checked at create; positions there are the cache's own. */
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = 2, kp.num_kv_heads = 2, kp.head_dim = 16, kp.capacity = 8;
+    clattn_rope_params rp = d;
+    rp.positions = small;
+    kp.rope = &rp;
+    clattn_kv_cache *kv = NULL;
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_ERROR_INVALID_ARGUMENT);
+    rp = d;
+    rp.rotary_dim = 18;
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(kv == NULL);
+    EXPECT(untouched());
+    clReleaseMemObject(small);
+    return ok;
+}
+
 static bool sdpa_invalid_shapes(void)
 {
     bool ok = true;
@@ -648,6 +723,7 @@ int main(int argc, char **argv)
         CASE(sdpa_invalid_arguments),
         CASE(sdpa_invalid_shapes),
         CASE(variant_errors),
+        CASE(rope_errors),
         CASE(sdpa_head_mismatch),
         CASE(sdpa_out_of_bounds),
         CASE(sdpa_other_errors),

@@ -59,7 +59,7 @@ static bool controls(void)
 enum buf_id {
     /* inputs */
     IN_Q, IN_K, IN_V, IN_KX, IN_VX, IN_X, IN_XK, IN_W, IN_BIAS, IN_WQKV, IN_BQKV, IN_WO, IN_BO,
-    IN_O1, IN_L1, IN_O2, IN_L2, IN_KN, IN_VN, IN_QD,
+    IN_O1, IN_L1, IN_O2, IN_L2, IN_KN, IN_VN, IN_QD, IN_SLOPES, IN_SINKS,
     /* outputs */
     OUT_O, OUT_LSE, OUT_P, OUT_Y, OUT_XO, OUT_HW, OUT_M, OUT_ML,
     NBUF
@@ -71,7 +71,8 @@ static const size_t buf_elems[NBUF] = {
     [IN_WQKV] = 3 * E * E,      [IN_BQKV] = 3 * E,         [IN_WO] = E * E,
     [IN_BO] = E,                [IN_O1] = B * H * T * D,   [IN_L1] = B * H * T,
     [IN_O2] = B * H * T * D,    [IN_L2] = B * H * T,       [IN_KN] = B * HKV * 3 * D,
-    [IN_VN] = B * HKV * 3 * D,  [IN_QD] = B * H * 3 * D,
+    [IN_VN] = B * HKV * 3 * D,  [IN_QD] = B * H * 3 * D,    [IN_SLOPES] = H,
+    [IN_SINKS] = H,
     [OUT_O] = B * H * T * D,    [OUT_LSE] = B * H * T,     [OUT_P] = B * H * T * TK,
     [OUT_Y] = B * T * E,        [OUT_XO] = B * T * E,      [OUT_HW] = B * H * T * TK,
     [OUT_M] = B * H * T * D,    [OUT_ML] = B * H * T,
@@ -126,6 +127,47 @@ static clattn_status op_sdpa(sweep *s, cl_event *ev, clattn_path path)
 }
 static clattn_status op_fused(sweep *s, cl_event *ev) { return op_sdpa(s, ev, CLATTN_PATH_FUSED); }
 static clattn_status op_unfused(sweep *s, cl_event *ev) { return op_sdpa(s, ev, CLATTN_PATH_UNFUSED); }
+
+/* Every model variant at once: a window with kept keys, soft-capping, ALiBi and sinks. */
+static clattn_logit_params variant_logits(const sweep *s)
+{
+    clattn_logit_params lp = clattn_logit_params_default();
+    lp.softcap = 3.0f;
+    lp.alibi_slopes = s->buf[IN_SLOPES];
+    lp.sinks = s->buf[IN_SINKS];
+    return lp;
+}
+static clattn_status op_variants(sweep *s, cl_event *ev, clattn_path path)
+{
+    const clattn_tensor Q = view(s, IN_Q, B, H, T, D), K = view(s, IN_KX, B, HKV, TK, D),
+                        V = view(s, IN_VX, B, HKV, TK, D), O = view(s, OUT_O, B, H, T, D),
+                        L = view(s, OUT_LSE, B, H, T, 1);
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.path = path;
+    p.mask.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    p.mask.window_left = 4;
+    p.mask.window_keep_first = 1;
+    p.logits = variant_logits(s);
+    p.lse = &L;
+    return clattn_sdpa(s->cc, s->e.queue, &Q, &K, &V, &O, &p, 0, NULL, ev);
+}
+static clattn_status op_variants_fused(sweep *s, cl_event *ev)
+{
+    return op_variants(s, ev, CLATTN_PATH_FUSED);
+}
+static clattn_status op_variants_unfused(sweep *s, cl_event *ev)
+{
+    return op_variants(s, ev, CLATTN_PATH_UNFUSED);
+}
+
+static clattn_status op_rope(sweep *s, cl_event *ev)
+{
+    const clattn_tensor X = view(s, IN_Q, B, H, T, D), Y = view(s, OUT_O, B, H, T, D);
+    clattn_rope_params rp = clattn_rope_params_default();
+    rp.rotary_dim = D / 2;
+    rp.positions = s->buf[IN_SINKS]; /* any int32 [B]: the bits of its floats */
+    return clattn_rope(s->cc, s->e.queue, &X, &Y, &rp, 0, NULL, ev);
+}
 
 static clattn_status op_linear(sweep *s, cl_event *ev)
 {
@@ -238,6 +280,31 @@ static clattn_status op_kv_create(sweep *s, cl_event *ev)
     }
     s->kv = keep;
     s->appended = appended;
+    return st;
+}
+
+/* A cache with RoPE created, a prompt appended, three tokens appended and attended with split
+ * keys and sinks (the merge adds them), destroyed. */
+static clattn_status op_kv_rope(sweep *s, cl_event *ev)
+{
+    clattn_rope_params rp = clattn_rope_params_default();
+    rp.layout = CLATTN_ROPE_GPTJ;
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = B, kp.num_kv_heads = HKV, kp.head_dim = D, kp.capacity = 64, kp.rope = &rp;
+    clattn_kv_cache *kv = NULL;
+    clattn_status st = clattn_kv_cache_create(s->cc, &kp, &kv);
+    if (st == CL_SUCCESS) {
+        const clattn_tensor K = view(s, IN_K, B, HKV, T, D), V = view(s, IN_V, B, HKV, T, D),
+                            QD = view(s, IN_QD, B, H, 3, D), O = view(s, OUT_M, B, H, 3, D);
+        st = clattn_kv_cache_append(kv, s->e.queue, &K, &V, NULL, 0, NULL, NULL);
+        clattn_kv_attend_params ap = clattn_kv_attend_params_default();
+        ap.splits = 2;
+        ap.logits = variant_logits(s);
+        if (st == CL_SUCCESS)
+            st = clattn_kv_cache_attend(kv, s->e.queue, &QD, &O, &ap, 0, NULL, ev);
+        clFinish(s->e.queue); /* the cache may go only when its work has */
+        clattn_kv_cache_destroy(&kv);
+    }
     return st;
 }
 
@@ -523,6 +590,26 @@ static bool merge(void)
     static const int outs[] = {OUT_M, OUT_ML};
     return sweep_op(op_merge, NULL, outs, 2, false);
 }
+static bool sdpa_variants_fused(void)
+{
+    static const int outs[] = {OUT_O, OUT_LSE};
+    return sweep_op(op_variants_fused, NULL, outs, 2, false);
+}
+static bool sdpa_variants_unfused(void)
+{
+    static const int outs[] = {OUT_O, OUT_LSE};
+    return sweep_op(op_variants_unfused, NULL, outs, 2, false);
+}
+static bool rope(void)
+{
+    static const int outs[] = {OUT_O};
+    return sweep_op(op_rope, NULL, outs, 1, false);
+}
+static bool kv_rope_create(void)
+{
+    static const int outs[] = {OUT_M};
+    return sweep_op(op_kv_rope, NULL, outs, 1, false);
+}
 static bool cold_context(void)
 {
     static const int outs[] = {OUT_O, OUT_LSE, OUT_P};
@@ -542,6 +629,10 @@ int main(int argc, char **argv)
         CASE_IN(kv_create, "auto-clattn"),
         CASE_IN(merge, "auto-clattn"),
         CASE(cold_context),
+        CASE_IN(sdpa_variants_fused, "auto-clattn"),
+        CASE(sdpa_variants_unfused),
+        CASE_IN(rope, "auto-clattn"),
+        CASE_IN(kv_rope_create, "auto-clattn"),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -238,7 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             SNAP[b][i] = (float)(i % 97) * 0.25f - 7.0f;
         clEnqueueWriteBuffer(Q, BUF[b], CL_TRUE, 0, buf_elems[b] * 4, SNAP[b], 0, NULL, NULL);
     }
-    const uint8_t op = u8(&r) % 8;
+    const uint8_t op = u8(&r) % 9;
     clattn_tensor t[6];
     for (int i = 0; i < 6; i++)
         t[i] = tensor(&r);
@@ -350,6 +350,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             judge(st, ev, outs, 2);
         }
         break;
+    case 8: { /* RoPE: out of place, or in place when flagged */
+        clattn_rope_params rp = clattn_rope_params_default();
+        rp.layout = (clattn_rope_layout)(u8(&r) % 3); /* 2 is not a valid value */
+        rp.rotary_dim = u8(&r) % 20;
+        const uint8_t th = u8(&r);
+        rp.theta = th == 255 ? NAN : (float)th * 100.0f; /* 0 is invalid */
+        const uint8_t tb = u8(&r);
+        if (tb & 1) {
+            rp.inv_freq = (tb & 2) ? FOREIGN : BUF[(tb >> 2) & 3];
+            rp.inv_freq_offset = (size_t)(tb >> 4) * 300;
+        }
+        if (tb & 64) {
+            rp.positions = (tb & 128) ? LENS : BUF[(tb >> 2) & 3];
+            rp.positions_offset = u8(&r) % 12;
+        }
+        if (runnable) {
+            const clattn_tensor *Y = (flags & 4) ? &t[0] : &t[1];
+            st = clattn_rope(CC, Q, &t[0], Y, (flags & 32) ? NULL : &rp, 0, NULL, evp);
+            const clattn_tensor *outs[] = {Y};
+            judge(st, ev, outs, 1);
+        }
+        break;
+    }
     default: { /* the multi-head layer: create, size query, forward */
         clattn_mha_params mp2 = clattn_mha_params_default();
         mp2.embed_dim = u8(&r) % 20;

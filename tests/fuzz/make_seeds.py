@@ -59,6 +59,10 @@ seeds = {
     'sdpa_variants': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4) + bhtd(60, 1, 2, 3, 4)
     + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4) + bhtd(9, 1, 2, 3, 1, buf=4)
     + bytes([8, 1, 0, 1 | 4 | 8 | 16, 2, 1, 72, 1, 1, 2, 0]),
+    # rope: X [1,2,3,4] into Y [1,2,3,4]; then flags, causal, len offset, variants, layout 0,
+    # rotary 0 (the head dim), theta 100 * 100, no table, no positions
+    'rope': bytes([8]) + bhtd(0, 1, 2, 3, 4) + bhtd(0, 1, 2, 3, 4, buf=2)
+    + bhtd(0, 1, 1, 1, 1) * 4 + bytes([0, 0, 0, 0, 0, 0, 100, 0]),
     'sdpa_head_mismatch': bytes([0]) + bhtd(0, 1, 3, 3, 4) + bhtd(40, 1, 2, 3, 4)
     + bhtd(0, 1, 2, 3, 4, buf=3) + bhtd(2, 1, 3, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1) * 2 + bytes([0] * 6),
     'sdpa_overflow': bytes([0]) + bytes([0, 0, 0, 250, 127, 1, 3, 4, 250, 127, 0, 4, 1]) + bhtd(30, 1, 2, 3, 4)
@@ -71,4 +75,5 @@ print(f'{len(seeds)} seeds in {out}')
 # Inputs the fuzzer once found failing are kept beside these seeds as regress-* files (written by
 # libFuzzer, not by this script): regress-value-dim-1, a value dim of 1 on a CPU device, divided
 # by zero while choosing the fused kernel's rows per pass (a zero byte, no variants, was inserted
-# at offset 70 when the variants byte joined the format).
+# at offset 70 when the variants byte joined the format, and its first byte, 8, which
+# selected sdpa as 8 % 8, became 0 when 8 came to select RoPE).
