@@ -1,5 +1,6 @@
 /* Merging partial attention results over disjoint key sets by their log-sum-exp: two parts in
- * any views (clattn_merge), or the split parts of flash-decoding in one launch. */
+ * any views (clattn_merge), or the split parts of flash-decoding in one launch; and attention
+ * sinks added once to a merged result (clattn_add_sinks). */
 #include "steps.h"
 #include "tensor.h"
 
@@ -73,4 +74,44 @@ clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const cl
 {
     CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
                           merge_plan(&plan_, O1, lse1, O2, lse2, O, lse));
+}
+
+static clattn_status add_sinks_plan(clattn_plan *p, const clattn_tensor *O,
+                                    const clattn_tensor *lse, cl_mem sinks, size_t sinks_offset)
+{
+    clattn_context *ctx = p->ctx;
+    clattn_status st;
+    if ((st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check(ctx, lse, CLATTN_VIEW_INPUT)) != CL_SUCCESS)
+        return st;
+    if (!clattn__view_empty(O) && (st = clattn__buffer_readable(O->buffer)) != CL_SUCCESS)
+        return st; /* scaled in place: read, then written */
+    const size_t B = O->dims[0], H = O->dims[1], Lq = O->dims[2];
+    if (!dims_are(lse, B, H, Lq, 1))
+        return CLATTN_ERROR_INVALID_SHAPE;
+    const clattn_logit_params lp = {0.0f, NULL, 0, sinks, sinks_offset};
+    if (!sinks)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if ((st = clattn__logits_check(ctx, &lp, H)) != CL_SUCCESS)
+        return st;
+    if (!clattn__views_apart(O, lse))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (clattn__view_empty(O))
+        return CL_SUCCESS;
+    clattn_kargs args = {0};
+    clattn__arg_view(&args, O);
+    clattn__arg_view(&args, lse);
+    clattn__arg_ulong(&args, H);
+    clattn__arg_ulong(&args, O->dims[3]);
+    clattn__arg_vector(&args, sinks, sinks_offset);
+    const size_t global[2] = {Lq, B * H};
+    return clattn__plan_kernel(p, "merge", "-DHAS_LSE=0", "add_sinks", &args, 2, global, NULL);
+}
+
+clattn_status clattn_add_sinks(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *O,
+                               const clattn_tensor *lse, cl_mem sinks, size_t sinks_offset,
+                               cl_uint num_wait, const cl_event *wait_list, cl_event *event_out)
+{
+    CLATTN_RETURN_PLANNED(ctx, queue, num_wait, wait_list, event_out,
+                          add_sinks_plan(&plan_, O, lse, sinks, sinks_offset));
 }

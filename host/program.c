@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -254,7 +255,10 @@ static clattn_status build(clattn_context *ctx, const char *file, const char *op
 
     /* The disk cache first; on any miss, compile from source and store the binary. */
     cl_int err = CL_SUCCESS;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     cl_program prog = clattn__disk_cache_load(ctx, src, len, all, kernels_of(file));
+    const bool cached = prog != NULL;
     if (!prog) {
         const char *srcs[1] = {src};
         prog = clCreateProgramWithSource(ctx->context, 1, srcs, &len, &err);
@@ -269,6 +273,11 @@ static clattn_status build(clattn_context *ctx, const char *file, const char *op
             }
         }
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (err == CL_SUCCESS) /* what a cold start costs, program by program (clattn-bench) */
+        clattn__log(ctx, CLATTN_LOG_DEBUG, "clattn: program %s [%s] %s in %.1f ms", file, options,
+                    cached ? "loaded from the disk cache" : "built",
+                    1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec));
     free(all);
     free(src);
     if (err != CL_SUCCESS)

@@ -620,6 +620,20 @@ CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queu
                                       cl_uint num_wait, const cl_event *wait_list,
                                       cl_event *event_out);
 
+/*
+ * Adds attention sinks (clattn_logit_params) to a result computed without them, once: each row
+ * of O is scaled by 1 / (1 + exp(sink_h − lse)), lse being the row's log-sum-exp without the sink
+ * (as clattn_sdpa and clattn_merge return it). Attention split over keys (several devices, your
+ * own split) computes its parts without sinks, merges them with clattn_merge, then calls this.
+ * In place on O; lse is read only (it still excludes the sink). A row with lse = −inf (no key)
+ * keeps its 0.
+ *   O [B, H, Lq, Dv]   lse [B, H, Lq, 1]   sinks: float [H] from element sinks_offset
+ */
+CLATTN_API clattn_status clattn_add_sinks(clattn_context *ctx, cl_command_queue queue,
+                                          const clattn_tensor *O, const clattn_tensor *lse,
+                                          cl_mem sinks, size_t sinks_offset, cl_uint num_wait,
+                                          const cl_event *wait_list, cl_event *event_out);
+
 /* ------------------------------------------------------------------------------------------------
  * Rotary position embedding (RoPE)
  * ----------------------------------------------------------------------------------------------*/

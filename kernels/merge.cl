@@ -5,7 +5,7 @@
  * (prelude: WEIGHTED_ADD); when every part is, O = 0 and lse = -inf. A NaN lse stays NaN.
  * One work-item per query row. NDRange: (Lq, B * H). No barriers. HAS_LSE: write the merged lse.
  * HAS_SINKS (merge_parts): head h's sink logit joins the merged denominator, once; the merged lse
- * excludes it. */
+ * excludes it. add_sinks (at the end) does the same for a result merged without them. */
 
 /* A part's weight exp(lse_s - mx) / sum, given the largest part lse mx and the sum of
  * exp(lse_t - mx) over all parts; 0 when no part saw a key. */
@@ -86,4 +86,17 @@ __kernel void merge_parts(VIEW(const float, part), VIEW(const float, part_lse), 
 #else
     UNUSED_VIEW(l);
 #endif
+}
+
+/* Sinks added to a finished result (clattn_add_sinks): row (b, h, i) of O is scaled by
+ * 1 / (1 + exp(sink_h - lse)), 0 where lse is -inf (its O is 0 already). NDRange (Lq, B * H). */
+__kernel void add_sinks(VIEW(float, o), VIEW(const float, l), ulong H, ulong Dv,
+                        __global const float *sinks, ulong sinks_off)
+{
+    const ulong i = get_global_id(0);
+    const ulong z = get_global_id(1), b = z / H, h = z % H;
+    const float lse = l[AT(l, b, h, i, 0)];
+    const float f = lse == -INFINITY ? 0.0f : 1.0f / (1.0f + exp(sinks[sinks_off + h] - lse));
+    for (ulong d = 0; d < Dv; d++)
+        o[AT(o, b, h, i, d)] = WEIGHTED_ADD(float, 0.0f, f, o[AT(o, b, h, i, d)]);
 }

@@ -127,8 +127,13 @@ inline long key_first(long i, long lk, long Lq, long wl)
 }
 
 /* Whether key j is seen by a query whose bounds are first and limit, keys below keep being kept
- * visible by the window (StreamingLLM). Scalars (true/false) or integer vectors (-1/0 lanes). */
+ * visible by the window (StreamingLLM). Scalars (true/false) or integer vectors (-1/0 lanes).
+ * Without a window, first is 0: one comparison, as the causal mask's blocks had before. */
+#if HAS_WINDOW
 #define KEY_VISIBLE(j, first, limit, keep) ((j) < (limit) && ((j) >= (first) || (j) < (keep)))
+#else
+#define KEY_VISIBLE(j, first, limit, keep) ((void)(first), (void)(keep), (j) < (limit))
+#endif
 
 /* ---- scores, weights and empty rows --------------------------------------------------------------- */
 

@@ -190,6 +190,24 @@ static bool variant_errors(void)
     EXPECT(clattn_kv_cache_length(kv, 0) == 0);
     clattn_kv_cache_destroy(&kv);
 
+    /* clattn_add_sinks on O: no sinks, an lse of the wrong shape, an lse inside O. */
+    uint64_t seed = 5;
+    view_buf lse = vb_new(&E, LAYOUT_BHTD, 2, 4, 9, 1, 0, 0, &seed, true);
+    clattn_tensor lse_inside = O.t;
+    lse_inside.dims[3] = 1;
+    clattn_tensor lse_short = lse.t;
+    lse_short.dims[2] = 8;
+    EXPECT_STATUS(clattn_add_sinks(E.cc, E.queue, &O.t, &lse.t, NULL, 0, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_add_sinks(E.cc, E.queue, &O.t, &lse_short, slopes, 0, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_SHAPE);
+    EXPECT_STATUS(clattn_add_sinks(E.cc, E.queue, &O.t, &lse_inside, slopes, 0, 0, NULL, &ev),
+                  CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_add_sinks(E.cc, E.queue, &O.t, &lse.t, one, 0, 0, NULL, &ev),
+                  CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);
+    EXPECT(ev == EVENT_SENTINEL);
+    vb_free(&lse);
+
     EXPECT_STATUS(clattn_alibi_slopes(3, NULL), CLATTN_ERROR_INVALID_ARGUMENT);
     EXPECT_STATUS(clattn_alibi_slopes(0, NULL), CLATTN_SUCCESS);
     EXPECT(untouched());

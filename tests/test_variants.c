@@ -314,6 +314,52 @@ static bool kv_odd_head_dims(void)
     return ok;
 }
 
+/* Your own split over keys: each half attended without sinks (with its lse), clattn_merge, then
+ * clattn_add_sinks once, against the reference with sinks over all keys. */
+static bool split_merge_add_sinks(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    var_case c = base(7, 90);
+    c.sinks = true;
+    var_inputs in;
+    inputs_new(&e, &c, &in);
+    uint64_t seed = 8;
+    view_buf O1 = vb_new(&e, LAYOUT_BHTD, c.B, c.Hq, c.Lq, c.D, 0, 0, &seed, false);
+    view_buf O2 = vb_new(&e, LAYOUT_BHTD, c.B, c.Hq, c.Lq, c.D, 0, 0, &seed, false);
+    view_buf L1 = vb_new(&e, LAYOUT_BHTD, c.B, c.Hq, c.Lq, 1, 0, 0, &seed, false);
+    view_buf L2 = vb_new(&e, LAYOUT_BHTD, c.B, c.Hq, c.Lq, 1, 0, 0, &seed, false);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, c.B, c.Hq, c.Lq, c.D, 3, 11, &seed, false);
+    view_buf L = vb_new(&e, LAYOUT_BHTD, c.B, c.Hq, c.Lq, 1, 3, 11, &seed, false);
+    const size_t half = 41;
+    clattn_tensor K1 = in.K.t, V1 = in.V.t, K2 = in.K.t, V2 = in.V.t;
+    K1.dims[2] = V1.dims[2] = half;
+    K2.dims[2] = V2.dims[2] = c.Lk - half;
+    K2.offset += half * K2.strides[2];
+    V2.offset += half * V2.strides[2];
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.path = test_path();
+    p.lse = &L1.t;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &in.Q.t, &K1, &V1, &O1.t, &p, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    p.lse = &L2.t;
+    EXPECT_STATUS(clattn_sdpa(e.cc, e.queue, &in.Q.t, &K2, &V2, &O2.t, &p, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_merge(e.cc, e.queue, &O1.t, &L1.t, &O2.t, &L2.t, &O.t, &L.t, 0, NULL,
+                               NULL),
+                  CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_add_sinks(e.cc, e.queue, &O.t, &L.t, in.lp.sinks, in.lp.sinks_offset, 0,
+                                   NULL, NULL),
+                  CLATTN_SUCCESS);
+    CL_OK(clFinish(e.queue));
+    ok &= compare(&e, &c, &in, &O, &L);
+    vb_free(&O1), vb_free(&O2), vb_free(&L1), vb_free(&L2), vb_free(&O), vb_free(&L);
+    inputs_free(&in);
+    env_close(&e);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -337,6 +383,7 @@ int main(int argc, char **argv)
         CASE(alibi_causal_lengths),
         CASE(everything),
         CASE(variants_odd_head_dim),
+        CASE(split_merge_add_sinks),
         CASE_IN(kv_window_sinks_split, "fused fused-gpu"),
         CASE_IN(kv_alibi_softcap_chunk, "fused fused-gpu"),
         CASE_IN(kv_sinks_split, "fused fused-gpu"),

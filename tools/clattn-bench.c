@@ -646,6 +646,70 @@ static double measure_peak(const clattn_device_info *info, bool verbose)
     return best;
 }
 
+/* --- a model's cold start ---------------------------------------------------------------------- */
+
+static void count_programs(void *user, clattn_log_level level, const char *msg)
+{
+    (void)level;
+    if (strncmp(msg, "clattn: program ", 16) == 0) {
+        ++*(int *)user;
+        printf("  %s\n", msg + 8);
+    }
+}
+
+/* From nothing to every kernel a Llama-style decoder runs (Llama 3 8B's dims: E = 4096, 32
+ * query heads over 8 kv heads of 128, RoPE in the KV cache) ready: its projections for a prompt
+ * chunk and for single tokens, the cache's appends and attention for both. Run with empty
+ * CLATTN_CACHE_DIR and POCL_CACHE_DIR for a cold start, then again for a warm one. */
+static int startup_llama(void)
+{
+    int programs = 0;
+    const double t0 = tool_now();
+    clattn_context_params cp = clattn_context_params_default();
+    cp.log = count_programs;
+    cp.log_user = &programs;
+    cp.log_level = CLATTN_LOG_DEBUG;
+    clattn_context *cc = NULL;
+    clattn_status st = clattn_context_create(&cp, &cc);
+    if (st != CL_SUCCESS)
+        die("clattn_context_create", st);
+    const double t1 = tool_now();
+    enum { E = 4096, HQ = 32, HKV = 8, D = 128, CHUNK = 512 };
+    cl_int err;
+    cl_mem any = clCreateBuffer(clattn_context_cl_context(cc), CL_MEM_READ_WRITE,
+                                (size_t)E * E * sizeof(float), NULL, &err);
+    if (err != CL_SUCCESS)
+        die("clCreateBuffer", err);
+    clattn_rope_params rp = clattn_rope_params_default();
+    rp.theta = 500000.0f;
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = 1, kp.num_kv_heads = HKV, kp.head_dim = D, kp.capacity = 8192, kp.rope = &rp;
+    clattn_kv_cache *kv = NULL;
+    st = clattn_kv_cache_create(cc, &kp, &kv);
+    for (size_t t = 1; st == CL_SUCCESS && t <= CHUNK; t += CHUNK - 1) {
+        const clattn_tensor X = clattn_tensor_bhtd(any, 0, 1, 1, t, E);
+        const clattn_tensor Wq = clattn_tensor_bhtd(any, 0, 1, 1, E, E);
+        const clattn_tensor Wkv = clattn_tensor_bhtd(any, 0, 1, 1, HKV * D, E);
+        const clattn_tensor Yq = clattn_tensor_bhtd(any, 0, 1, 1, t, E);
+        const clattn_tensor Ykv = clattn_tensor_bhtd(any, 0, 1, 1, t, HKV * D);
+        const clattn_tensor Q = clattn_tensor_bthd(any, 0, 1, t, HQ, D);
+        if ((st = clattn_linear_prepare(cc, &X, &Wq, NULL, &Yq)) == CL_SUCCESS &&
+            (st = clattn_linear_prepare(cc, &X, &Wkv, NULL, &Ykv)) == CL_SUCCESS)
+            st = clattn_kv_cache_prepare(kv, &Q, &Q, NULL);
+    }
+    const double t2 = tool_now();
+    if (st != CL_SUCCESS)
+        die("prepare", st);
+    const char *cache = getenv("CLATTN_CACHE_DIR");
+    printf("startup-llama: context %.1f ms; %d programs ready %.1f ms after it; %.1f ms in all "
+           "(CLATTN_CACHE_DIR=%s)\n", 1e3 * (t1 - t0), programs, 1e3 * (t2 - t1), 1e3 * (t2 - t0),
+           cache ? cache : "(default)");
+    clattn_kv_cache_destroy(&kv);
+    clReleaseMemObject(any);
+    clattn_context_destroy(&cc);
+    return 0;
+}
+
 /* --- main ------------------------------------------------------------------------------------ */
 
 static void usage(void)
@@ -681,6 +745,9 @@ static void usage(void)
         "                         report every row as a share of it\n"
         "      --startup          time a new context until every kernel is ready (run twice:\n"
         "                         cold, then warm from the disk cache)\n"
+        "      --startup-llama    time a new context until everything a Llama-style decoder\n"
+        "                         runs is ready (causal, RoPE, GQA, a KV cache; 8B's dims),\n"
+        "                         and count the programs built\n"
         "      --decode           decode-step time over a KV cache of 1k..32k tokens, split-KV\n"
         "                         off and automatic\n"
         "      --host-time        time each call only until it returns (its work enqueued):\n"
@@ -698,7 +765,7 @@ int main(int argc, char **argv)
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
            O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_HOST_TIME,
-           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS };
+           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -714,6 +781,7 @@ int main(int argc, char **argv)
         {"host-time", no_argument, 0, O_HOST_TIME}, {"layer-scratch", no_argument, 0, O_LAYER_SCRATCH},
         {"window", required_argument, 0, O_WINDOW}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"alibi", no_argument, 0, O_ALIBI},         {"sinks", no_argument, 0, O_SINKS},
+        {"startup-llama", no_argument, 0, O_STARTUP_LLAMA},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -752,6 +820,7 @@ int main(int argc, char **argv)
         case O_SOFTCAP: custom.softcap = strtof(optarg, NULL); have_shape = true; break;
         case O_ALIBI: custom.alibi = true; have_shape = true; break;
         case O_SINKS: custom.sinks = true; have_shape = true; break;
+        case O_STARTUP_LLAMA: return startup_llama();
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
