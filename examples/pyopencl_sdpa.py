@@ -35,14 +35,21 @@ class ContextParams(ctypes.Structure):
 class MaskParams(ctypes.Structure):
     _fields_ = [('causal', ctypes.c_int), ('additive', ctypes.POINTER(Tensor)),
                 ('key_lengths', ctypes.c_void_p), ('key_lengths_offset', ctypes.c_size_t),
-                ('reserved', ctypes.c_void_p * 4)]
+                ('window_left', ctypes.c_int64), ('window_right', ctypes.c_int64),
+                ('window_keep_first', ctypes.c_size_t), ('reserved', ctypes.c_void_p * 4)]
+
+
+class LogitParams(ctypes.Structure):
+    _fields_ = [('softcap', ctypes.c_float), ('alibi_slopes', ctypes.c_void_p),
+                ('alibi_slopes_offset', ctypes.c_size_t), ('sinks', ctypes.c_void_p),
+                ('sinks_offset', ctypes.c_size_t)]
 
 
 class SdpaParams(ctypes.Structure):
     _fields_ = [('scale', ctypes.c_float), ('mask', MaskParams), ('path', ctypes.c_int),
                 ('probs', ctypes.POINTER(Tensor)), ('lse', ctypes.POINTER(Tensor)),
                 ('workspace', ctypes.c_void_p), ('workspace_offset', ctypes.c_size_t),
-                ('reserved', ctypes.c_void_p * 8)]
+                ('logits', LogitParams), ('reserved', ctypes.c_void_p * 8)]
 
 
 CLATTN_F32, CAUSAL_TOP_LEFT = 1, 1

@@ -393,9 +393,11 @@ static clattn_status attend_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
             const clattn_tensor slopes = clattn__vector_view(lp->alibi_slopes,
                                                              lp->alibi_slopes_offset, Hq);
             const clattn_tensor sinks = clattn__vector_view(lp->sinks, lp->sinks_offset, Hq);
-            const clattn_tensor *views[] = {Q, O, a.ap.lse, &slopes, &sinks};
+            const clattn_tensor freq = clattn__vector_view(c->has_rope ? c->rope.inv_freq : NULL,
+                                                           c->rope.inv_freq_offset, c->rotary / 2);
+            const clattn_tensor *views[] = {Q, O, a.ap.lse, &slopes, &sinks, &freq};
             st = clattn__workspace_check(c->ctx, a.ap.workspace, a.ap.workspace_offset, a.bytes,
-                                         views, 5);
+                                         views, 6);
             scratch = a.ap.workspace;
             off = a.ap.workspace_offset / sizeof(float);
         } else if (a.bytes > c->scratch_bytes &&
@@ -443,7 +445,9 @@ clattn_status clattn_kv_cache_prepare(clattn_kv_cache *c, const clattn_tensor *Q
         append_options(c, has_counts, opts, sizeof opts);
         st = clattn__program_build(c->ctx, "kv_append", opts);
     }
-    /* Attention in one pass and split (the split count only changes a kernel argument). */
+    /* Attention in one pass and split: two builds of the fused kernel (the split one writes
+     * partial results and their lse, without sinks) and the merge; the split count itself is
+     * only an argument. */
     for (size_t splits = 1; st == CL_SUCCESS && splits <= 2; splits++) {
         a.splits = splits;
         a.per = clattn__flash_block_k(c->ctx, c->D, c->D);

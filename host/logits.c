@@ -23,7 +23,7 @@ clattn_status clattn_alibi_slopes(size_t num_heads, float *slopes)
     if (num_heads > 0 && !slopes)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     size_t n = 1; /* the largest power of two <= num_heads */
-    while (n * 2 <= num_heads)
+    while (n <= num_heads / 2)
         n *= 2;
     for (size_t h = 0; h < num_heads && h < n; h++)
         slopes[h] = (float)exp2(-8.0 * (double)(h + 1) / (double)n);
@@ -46,7 +46,10 @@ static clattn_status vector_check(const clattn_context *ctx, cl_mem buf, size_t 
 clattn_status clattn__logits_check(const clattn_context *ctx, const clattn_logit_params *lp,
                                    size_t heads)
 {
-    if (!(lp->softcap == 0.0f || (isfinite(lp->softcap) && lp->softcap > 0.0f)))
+    /* 0 (off), or a cap whose kernel forms (times log2(e), and its inverse) are finite too. */
+    const float cap = lp->softcap;
+    if (!(cap == 0.0f || (cap > 0.0f && isfinite(cap * 1.4426950408889634f) &&
+                          isfinite(1.0f / cap))))
         return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_status st = CL_SUCCESS;
     if (lp->alibi_slopes)

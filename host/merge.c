@@ -94,8 +94,9 @@ static clattn_status add_sinks_plan(clattn_plan *p, const clattn_tensor *O,
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if ((st = clattn__logits_check(ctx, &lp, H)) != CL_SUCCESS)
         return st;
-    if (!clattn__views_apart(O, lse))
-        return CLATTN_ERROR_INVALID_ARGUMENT;
+    const clattn_tensor sv = clattn__vector_view(sinks, sinks_offset, H);
+    if (!clattn__views_apart(O, lse) || !clattn__views_apart(O, &sv))
+        return CLATTN_ERROR_INVALID_ARGUMENT; /* O is written while they are read */
     if (clattn__view_empty(O))
         return CL_SUCCESS;
     clattn_kargs args = {0};

@@ -72,12 +72,11 @@ static clattn_status rope_plan(clattn_plan *p, const clattn_tensor *X, const cla
         if (X->dims[d] != Y->dims[d])
             return CLATTN_ERROR_INVALID_SHAPE;
     const size_t B = X->dims[0], H = X->dims[1], T = X->dims[2], D = X->dims[3];
-    if (clattn__view_empty(X))
-        return r->layout == CLATTN_ROPE_NEOX || r->layout == CLATTN_ROPE_GPTJ
-                   ? CL_SUCCESS
-                   : CLATTN_ERROR_INVALID_ARGUMENT;
+    /* The params are checked whatever the view; an empty one (D = 0 too) rotates nothing. */
     size_t R;
-    if ((st = clattn__rope_check(ctx, r, D, B, &R)) != CL_SUCCESS)
+    const size_t D_check = D ? D : (r->rotary_dim ? r->rotary_dim : 2);
+    if ((st = clattn__rope_check(ctx, r, D_check, B, &R)) != CL_SUCCESS ||
+        clattn__view_empty(X))
         return st;
     /* In place takes the same view; any other overlap would read what another item wrote. */
     const bool same = X->buffer == Y->buffer && X->offset == Y->offset &&

@@ -530,7 +530,8 @@ CLATTN_API clattn_status clattn_weighted_sum(clattn_context *ctx, cl_command_que
  * still gets 0 and −inf.
  */
 typedef struct clattn_logit_params {
-    float softcap; /* 0: off; otherwise finite and > 0 */
+    float softcap; /* 0: off; otherwise > 0 and below 2.3e38 (softcap·log2(e) and 1/softcap
+                    * finite) */
     /* float [H] (query heads) on the device, or NULL: ALiBi slopes, e.g. from
      * clattn_alibi_slopes. Offsets in elements. */
     cl_mem alibi_slopes;
@@ -652,7 +653,9 @@ typedef enum clattn_rope_layout {
  *   a' = a·cos(p·f_i) − b·sin(p·f_i),   b' = b·cos(p·f_i) + a·sin(p·f_i),
  * with f_i = theta^(−2i/R), or inv_freq[i] when a table is given (Llama 3.1's and YaRN's scaled
  * frequencies; YaRN's attention factor multiplies both q and k, so it goes into the attention's
- * scale as its square). Angles are taken in float as p·f_i, as PyTorch's implementations do.
+ * scale as its square). Angles are taken in float as p·f_i, as PyTorch's implementations do; f_i
+ * from theta is computed by the kernel with OpenCL's pow (within 16 ulp), so at positions in the
+ * hundreds of thousands give inv_freq for frequencies exact to the last bit.
  */
 typedef struct clattn_rope_params {
     clattn_rope_layout layout;

@@ -298,8 +298,12 @@ void flash_attention(FLASH_PARAMS)
                 p[j + t] = a[t];
         }
 #if HAS_SOFTCAP
-        for (int j = 0; j < BLOCK_K; j++)
-            p[j] = SOFTCAP(p[j], cap, inv_cap);
+        if (SOFTCAP_IS_FAST(inv_cap)) /* uniform: one loop or the other for the whole call */
+            for (int j = 0; j < BLOCK_K; j++)
+                p[j] = cap * softcap_fast16(p[j] * inv_cap);
+        else
+            for (int j = 0; j < BLOCK_K; j++)
+                p[j] = cap * softcap_exact16(p[j] * inv_cap);
 #endif
 #if HAS_ADDITIVE
         for (int j = 0; j < BLOCK_K; j++) {

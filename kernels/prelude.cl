@@ -211,11 +211,36 @@ inline float rope_value(float x, float xp, int d, int R, float angle)
 
 /* Logit soft-capping of score s: cap * tanh(s / cap), given inv_cap = 1 / cap. A kernel that
  * keeps scores in base 2 passes cap * log2(e) as cap (s stays in natural units until then).
- * tanh(x) is taken as 1 - 2 / (e^2x + 1), one exp2 and a division: with PoCL's tanh, soft-capping
- * cost the fused CPU kernel 28 % at D = 64, with this form 19 % (BENCHMARKS.md). Its error is an
- * absolute 1e-7 or so near 0 (where tanh(x) ~ x, relative error larger), exact limits at +-inf. */
+ * tanh(x), x = s / cap, two ways (T float or float16; "16" names the CPU variant's lanes):
+ *   fast:  (1 - e) / (1 + e), e = 2^(-2 log2(e) |x|), signed as x: one exp2 and a division,
+ *          no overflow, exactly +-1 at +-inf; near 0 its error is absolute, about 1.2e-7, so the
+ *          logit's is the cap times that;
+ *   exact: the same above |x| = 1/4, below it tanh's odd Taylor polynomial to x^7 (the next term
+ *          is under 1e-7 relative there): a few ulp relative everywhere, four fma more.
+ * Caps up to 128 (Gemma 2's 50 among them) take the fast form, whose logit error stays under
+ * 2e-5 there; larger caps, which leave scores almost as they are, the exact one. The choice is
+ * the same for the whole call. With PoCL's tanh, soft-capping cost the fused CPU kernel 28 % at
+ * D = 64; BENCHMARKS.md has both forms' cost. */
+#define DEFINE_SOFTCAP_TANH(fast, exact, T)                                                        \
+    inline T fast(T x)                                                                             \
+    {                                                                                              \
+        const T e = exp2(-2.0f * LOG2E * fabs(x));                                                 \
+        return copysign((1.0f - e) / (1.0f + e), x);                                               \
+    }                                                                                              \
+    inline T exact(T x)                                                                            \
+    {                                                                                              \
+        const T ax = fabs(x), x2 = x * x;                                                          \
+        const T small = ax * fma(x2, fma(x2, fma(x2, (T)(-17.0f / 315.0f), (T)(2.0f / 15.0f)),     \
+                                         (T)(-1.0f / 3.0f)),                                       \
+                                 (T)1.0f);                                                         \
+        return select(fast(x), copysign(small, x), ax < 0.25f);                                    \
+    }
+DEFINE_SOFTCAP_TANH(softcap_fast, softcap_exact, float)
+DEFINE_SOFTCAP_TANH(softcap_fast16, softcap_exact16, float16)
+#define SOFTCAP_IS_FAST(inv_cap) ((inv_cap) >= 1.0f / 128.0f)
 #define SOFTCAP(s, cap, inv_cap)                                                                   \
-    ((cap) * (1.0f - 2.0f / (exp2((s) * (inv_cap) * (2.0f * LOG2E)) + 1.0f)))
+    ((cap) * (SOFTCAP_IS_FAST(inv_cap) ? softcap_fast((s) * (inv_cap))                             \
+                                       : softcap_exact((s) * (inv_cap))))
 
 /* ALiBi's bias of key j for a query at position ip (query_pos): -slope * |ip - j|. Positions as
  * floats (exact below 2^24). T is float or a float vector type. */

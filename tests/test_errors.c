@@ -133,8 +133,9 @@ static bool variant_errors(void)
         r.mask.window_right = INT64_MIN;
         ok &= sdpa_fails("window_right INT64_MIN", &Q.t, &K.t, &V.t, &O.t, &r,
                          CLATTN_ERROR_INVALID_ARGUMENT);
-        const float caps[] = {-1.0f, NAN, INFINITY, -0.0f - 1e-30f};
-        for (int c = 0; c < 4; c++) {
+        /* negative, NaN, infinite, a cap whose cap·log2(e) overflows, one whose inverse does */
+        const float caps[] = {-1.0f, NAN, INFINITY, -0.0f - 1e-30f, 3e38f, 1e-39f};
+        for (int c = 0; c < 6; c++) {
             r = p;
             r.path = (clattn_path)path;
             r.logits.softcap = caps[c];

@@ -136,7 +136,8 @@ static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long 
     bool ok = true;
     test_env e;
     env_open(&e, false);
-    const size_t B = 2, Hq = 8, Hkv = 2, D = 32, P = 37, steps = 3, N = P + steps;
+    /* A prompt of three key blocks (64 keys each here), so that splits really split. */
+    const size_t B = 2, Hq = 8, Hkv = 2, D = 32, P = 150, steps = 3, N = P + steps;
     uint64_t seed = 21 + R + (size_t)gptj;
     view_buf K = vb_new(&e, LAYOUT_BHTD, B, Hkv, N, D, 0, 0, &seed, true);
     view_buf V = vb_new(&e, LAYOUT_BHTD, B, Hkv, N, D, 0, 0, &seed, true);
@@ -180,6 +181,9 @@ static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long 
         clattn_kv_attend_params ap = clattn_kv_attend_params_default();
         ap.splits = splits;
         ap.window_left = window;
+        size_t scratch = 0; /* partial results exist only when the keys really split */
+        EXPECT_STATUS(clattn_kv_cache_workspace_size(kv, &qn, &on, &ap, &scratch), CLATTN_SUCCESS);
+        EXPECT((scratch > 0) == (splits > 1));
         EXPECT_STATUS(clattn_kv_cache_attend(kv, e.queue, &qn, &on, &ap, 0, NULL, NULL),
                       CLATTN_SUCCESS);
         CL_OK(clFinish(e.queue));

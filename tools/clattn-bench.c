@@ -905,6 +905,7 @@ int main(int argc, char **argv)
             v.name = "alibi", v.alibi = true, rows[n++] = v, v.alibi = false;
             v.name = "sinks", v.sinks = true, rows[n++] = v, v.sinks = false;
             v.name = "softcap-50", v.softcap = 50.0f, rows[n++] = v;
+            v.name = "softcap-1000", v.softcap = 1000.0f, rows[n++] = v; /* the exact tanh */
         }
         shape longer = {"causal", "sdpa", 1, 4, 4, 16384, 16384, 64, 1, CLATTN_PATH_FUSED, NO_VARIANT};
         rows[n++] = longer;

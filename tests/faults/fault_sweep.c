@@ -283,20 +283,22 @@ static clattn_status op_kv_create(sweep *s, cl_event *ev)
     return st;
 }
 
-/* A cache with RoPE created, a prompt appended, three tokens appended and attended with split
- * keys and sinks (the merge adds them), destroyed. */
+/* A cache with RoPE created, a prompt appended four times (76 keys: two key blocks, so that the
+ * keys really split), three tokens attended with split keys and sinks (the merge adds them),
+ * destroyed. */
 static clattn_status op_kv_rope(sweep *s, cl_event *ev)
 {
     clattn_rope_params rp = clattn_rope_params_default();
     rp.layout = CLATTN_ROPE_GPTJ;
     clattn_kv_cache_params kp = clattn_kv_cache_params_default();
-    kp.batch = B, kp.num_kv_heads = HKV, kp.head_dim = D, kp.capacity = 64, kp.rope = &rp;
+    kp.batch = B, kp.num_kv_heads = HKV, kp.head_dim = D, kp.capacity = 96, kp.rope = &rp;
     clattn_kv_cache *kv = NULL;
     clattn_status st = clattn_kv_cache_create(s->cc, &kp, &kv);
     if (st == CL_SUCCESS) {
         const clattn_tensor K = view(s, IN_K, B, HKV, T, D), V = view(s, IN_V, B, HKV, T, D),
                             QD = view(s, IN_QD, B, H, 3, D), O = view(s, OUT_M, B, H, 3, D);
-        st = clattn_kv_cache_append(kv, s->e.queue, &K, &V, NULL, 0, NULL, NULL);
+        for (int i = 0; i < 4 && st == CL_SUCCESS; i++)
+            st = clattn_kv_cache_append(kv, s->e.queue, &K, &V, NULL, 0, NULL, NULL);
         clattn_kv_attend_params ap = clattn_kv_attend_params_default();
         ap.splits = 2;
         ap.logits = variant_logits(s);
