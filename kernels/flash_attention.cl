@@ -293,18 +293,22 @@ void flash_attention(FLASH_PARAMS)
                 for (int t = 0; t < JB; t++)
                     a[t] = fma(qv, (float16)LOAD_KV(kr[t], d), a[t]);
             }
+#if HAS_SOFTCAP /* capped while the scores are in registers; the form is the call's */
+            if (SOFTCAP_IS_FAST(inv_cap)) {
+                #pragma unroll
+                for (int t = 0; t < JB; t++)
+                    p[j + t] = cap * softcap_fast16(a[t] * inv_cap);
+            } else {
+                #pragma unroll
+                for (int t = 0; t < JB; t++)
+                    p[j + t] = cap * softcap_exact16(a[t] * inv_cap);
+            }
+#else
             #pragma unroll
             for (int t = 0; t < JB; t++)
                 p[j + t] = a[t];
-        }
-#if HAS_SOFTCAP
-        if (SOFTCAP_IS_FAST(inv_cap)) /* uniform: one loop or the other for the whole call */
-            for (int j = 0; j < BLOCK_K; j++)
-                p[j] = cap * softcap_fast16(p[j] * inv_cap);
-        else
-            for (int j = 0; j < BLOCK_K; j++)
-                p[j] = cap * softcap_exact16(p[j] * inv_cap);
 #endif
+        }
 #if HAS_ADDITIVE
         for (int j = 0; j < BLOCK_K; j++) {
             float tmp[BQ];

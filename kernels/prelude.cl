@@ -212,9 +212,9 @@ inline float rope_value(float x, float xp, int d, int R, float angle)
 /* Logit soft-capping of score s: cap * tanh(s / cap), given inv_cap = 1 / cap. A kernel that
  * keeps scores in base 2 passes cap * log2(e) as cap (s stays in natural units until then).
  * tanh(x), x = s / cap, two ways (T float or float16; "16" names the CPU variant's lanes):
- *   fast:  (1 - e) / (1 + e), e = 2^(-2 log2(e) |x|), signed as x: one exp2 and a division,
- *          no overflow, exactly +-1 at +-inf; near 0 its error is absolute, about 1.2e-7, so the
- *          logit's is the cap times that;
+ *   fast:  1 - 2 / (e^2x + 1), one exp2 and a division: exactly +-1 at +-inf (e^2x overflowing
+ *          to inf is fine); near 0 its error is absolute, about 1.2e-7, so the logit's is the cap
+ *          times that;
  *   exact: the same above |x| = 1/4, below it tanh's odd Taylor polynomial to x^7 (the next term
  *          is under 1e-7 relative there): a few ulp relative everywhere, four fma more.
  * Caps up to 128 (Gemma 2's 50 among them) take the fast form, whose logit error stays under
@@ -224,8 +224,7 @@ inline float rope_value(float x, float xp, int d, int R, float angle)
 #define DEFINE_SOFTCAP_TANH(fast, exact, T)                                                        \
     inline T fast(T x)                                                                             \
     {                                                                                              \
-        const T e = exp2(-2.0f * LOG2E * fabs(x));                                                 \
-        return copysign((1.0f - e) / (1.0f + e), x);                                               \
+        return 1.0f - 2.0f / (exp2(x * (2.0f * LOG2E)) + 1.0f);                                    \
     }                                                                                              \
     inline T exact(T x)                                                                            \
     {                                                                                              \
