@@ -344,7 +344,7 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     K.dtype = V.dtype = c->dtype;
     clattn_sdpa_params sp = clattn_sdpa_params_default();
     sp.scale = a->ap.scale;
-    sp.mask.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    sp.mask.causal = a->ap.cross ? CLATTN_CAUSAL_NONE : CLATTN_CAUSAL_BOTTOM_RIGHT;
     sp.mask.key_lengths = c->lengths;
     sp.mask.window_left = a->ap.window_left;
     sp.mask.window_keep_first = a->ap.window_keep_first;

@@ -875,6 +875,10 @@ typedef struct clattn_kv_attend_params {
     int64_t window_left;
     size_t window_keep_first;
     clattn_logit_params logits; /* soft-capping, ALiBi, sinks (added after the split merge) */
+    /* Nonzero: no causal mask, every query sees every key its sequence holds (cross attention
+     * over K/V appended once, e.g. an encoder's, at every decoder step: Whisper, T5). The
+     * queries still sit at the newest keys for a window and ALiBi. 0: bottom-right causal. */
+    int cross;
     void *reserved[8];         /* must be zero */
 } clattn_kv_attend_params;
 
@@ -883,7 +887,7 @@ CLATTN_API clattn_kv_attend_params clattn_kv_attend_params_default(void);
 /*
  * Attention of the Lq newest tokens' queries over everything each sequence holds, bottom-right
  * causal (query i of sequence b sees keys j <= i + length_b - Lq): decoding (Lq = 1) or a chunk
- * of a prompt whose K/V were just appended.
+ * of a prompt whose K/V were just appended; with params->cross, without the causal mask.
  *   Q [B, Hq, Lq, D]   O [B, Hq, Lq, D], both CLATTN_F32; Hq a multiple of the cache's Hkv.
  */
 CLATTN_API clattn_status clattn_kv_cache_attend(clattn_kv_cache *cache, cl_command_queue queue,

@@ -184,7 +184,8 @@ static bool run_sdpa(const var_case *c)
 }
 
 /* The same attention through a KV cache: the keys appended in two steps (prompt, then the rest),
- * the queries attending bottom-right, in one pass (splits 1) or split over `splits`. */
+ * the queries attending bottom-right (c->causal 2) or with no causal mask (c->causal 0: the
+ * cache's cross attention), in one pass (splits 1) or split over `splits`. */
 static bool run_kv(const var_case *c, size_t splits)
 {
     bool ok = true;
@@ -218,6 +219,7 @@ static bool run_kv(const var_case *c, size_t splits)
     ap.window_left = c->wl;
     ap.window_keep_first = c->keep;
     ap.logits = in.lp;
+    ap.cross = c->causal == 0;
     ap.lse = &L.t;
     size_t scratch = 0; /* partial results exist only when the keys really split */
     EXPECT_STATUS(clattn_kv_cache_workspace_size(kv, &in.Q.t, &O.t, &ap, &scratch), CLATTN_SUCCESS);
@@ -226,7 +228,7 @@ static bool run_kv(const var_case *c, size_t splits)
                   CLATTN_SUCCESS);
     CL_OK(clFinish(e.queue));
     var_case rc = *c;
-    rc.causal = 2; /* what the cache does */
+    rc.causal = c->causal == 0 ? 0 : 2; /* what the cache does: cross, or bottom-right causal */
     ok &= compare(&e, &rc, &in, &O, &L);
     clattn_kv_cache_destroy(&kv);
     vb_free(&O), vb_free(&L);
@@ -287,6 +289,7 @@ VAR_CASE(variants_odd_head_dim, c.D = 7; c.causal = 1; c.wl = 5; c.alibi = true;
 static bool kv_window_sinks_split(void)
 {
     var_case c = base(1, 300);
+    c.causal = 2;
     c.Hq = 8;
     c.Hkv = 2;
     c.wl = 100;
@@ -297,6 +300,7 @@ static bool kv_window_sinks_split(void)
 static bool kv_alibi_softcap_chunk(void)
 {
     var_case c = base(6, 150);
+    c.causal = 2;
     c.alibi = true;
     c.softcap = 1.0f;
     return run_kv(&c, 1) && run_kv(&c, 3);
@@ -304,15 +308,27 @@ static bool kv_alibi_softcap_chunk(void)
 static bool kv_sinks_split(void)
 {
     var_case c = base(2, 260);
+    c.causal = 2;
     c.sinks = true;
     return run_kv(&c, 1) && run_kv(&c, 5);
 }
+/* Cross attention over a cache written once (an encoder's K/V): decoder queries, no causal
+ * mask, one pass and split. */
+static bool kv_cross_attention(void)
+{
+    var_case c = base(3, 140);
+    c.causal = 0;
+    c.sinks = true;
+    return run_kv(&c, 1) && run_kv(&c, 3);
+}
+
 static bool kv_odd_head_dims(void)
 {
     static const size_t Ds[] = {1, 3, 63, 257, 320};
     bool ok = true;
     for (size_t i = 0; i < sizeof Ds / sizeof Ds[0]; i++) {
         var_case c = base(2, 150); /* three key blocks: the split run splits */
+        c.causal = 2;
         c.D = Ds[i];
         printf("-- head_dim %zu\n", Ds[i]);
         ok &= run_kv(&c, 1) && run_kv(&c, 2);
@@ -395,6 +411,7 @@ int main(int argc, char **argv)
         CASE_IN(kv_alibi_softcap_chunk, "fused fused-gpu"),
         CASE_IN(kv_sinks_split, "fused fused-gpu"),
         CASE_IN(kv_odd_head_dims, "fused fused-gpu"),
+        CASE_IN(kv_cross_attention, "fused fused-gpu"),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
