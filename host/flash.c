@@ -86,7 +86,7 @@ size_t clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv)
 clattn_status clattn__flash_supports(const clattn_context *ctx, size_t D, size_t Dv,
                                      clattn_dtype dtype)
 {
-    if (dtype != CLATTN_F32 && dtype != CLATTN_F16)
+    if (dtype != CLATTN_F32 && dtype != CLATTN_F16 && dtype != CLATTN_BF16)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     (void)ctx;
     return D == 0 || D > FLASH_MAX_DIM || Dv == 0 || Dv > FLASH_MAX_DIM
@@ -125,12 +125,13 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     char opts[400];
     snprintf(opts, sizeof opts,
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
-             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DHALF_KV=%d "
+             "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DKV_FMT=%d "
              "-DPACK=%zu -DHAS_WINDOW=%d -DHAS_SOFTCAP=%d -DHAS_ALIBI=%d -DHAS_SINKS=%d "
              "-DHAS_ROPE=%d -DROPE_GPTJ=%d",
              D, Dv, c.variant, c.block_k, c.wg ? c.wg : 1, c.vec ? c.vec : 16,
              c.rows ? c.rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
-             params->lse != NULL, Q->dtype == CLATTN_F16, V->dtype == CLATTN_F16, pack,
+             params->lse != NULL, Q->dtype == CLATTN_F16,
+             V->dtype == CLATTN_BF16 ? 2 : V->dtype == CLATTN_F16, pack,
              clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
              lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ);
 

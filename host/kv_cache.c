@@ -75,7 +75,7 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (!CLATTN_RESERVED_ZERO(p))
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16)
+    if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16 && p->dtype != CLATTN_BF16)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (p->batch == 0 || p->num_kv_heads == 0 || p->head_dim == 0 || p->capacity == 0 ||
         p->capacity > 0x7fffffff)
@@ -144,9 +144,10 @@ static clattn_status check_new(const clattn_kv_cache *c, const clattn_tensor *t)
 {
     if (!t)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (t->dtype != c->dtype)
-        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
-    clattn_status st = clattn__view_check_f16(c->ctx, t, CLATTN_VIEW_INPUT);
+    /* The cache's dtype; a bfloat16 cache also takes float (rounded as it is stored). */
+    const unsigned takes = CLATTN_DTYPE_BIT(c->dtype) |
+                           (c->dtype == CLATTN_BF16 ? CLATTN_DTYPE_BIT(CLATTN_F32) : 0u);
+    clattn_status st = clattn__view_check_dtypes(c->ctx, t, CLATTN_VIEW_INPUT, takes);
     if (st != CL_SUCCESS)
         return st;
     return (t->dims[0] == c->B && t->dims[1] == c->Hkv && t->dims[3] == c->D)
@@ -154,14 +155,19 @@ static clattn_status check_new(const clattn_kv_cache *c, const clattn_tensor *t)
                : CLATTN_ERROR_INVALID_SHAPE;
 }
 
-/* The -D options of the append kernels. */
-static void append_options(const clattn_kv_cache *c, bool has_counts, char *buf, size_t cap)
+/* A storage format as kv_append.cl and flash_attention.cl take it (prelude: FMT_*). */
+static int format_of(clattn_dtype d)
 {
-    /* fp16 keys are rotated in float (half and vload_half); without RoPE, bits are copied. */
-    const bool f16 = c->dtype == CLATTN_F16;
-    snprintf(buf, cap, "-DELEM=%s -DHALF=%d -DHAS_COUNTS=%d -DHAS_ROPE=%d -DROPE_GPTJ=%d",
-             !f16 ? "float" : c->has_rope ? "half" : "ushort", f16 && c->has_rope, has_counts,
-             c->has_rope, c->has_rope && c->rope.layout == CLATTN_ROPE_GPTJ);
+    return d == CLATTN_BF16 ? 2 : d == CLATTN_F16 ? 1 : 0;
+}
+
+/* The -D options of the append kernels, for new tokens of dtype `src`. */
+static void append_options(const clattn_kv_cache *c, clattn_dtype src, bool has_counts, char *buf,
+                           size_t cap)
+{
+    snprintf(buf, cap, "-DSRC_FMT=%d -DC_FMT=%d -DHAS_COUNTS=%d -DHAS_ROPE=%d -DROPE_GPTJ=%d",
+             format_of(src), format_of(c->dtype), has_counts, c->has_rope,
+             c->has_rope && c->rope.layout == CLATTN_ROPE_GPTJ);
 }
 
 /* The host lengths advance with the device's: only once the whole append is enqueued. */
@@ -185,6 +191,8 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
     const size_t T = K->dims[2];
     if (V->dims[2] != T)
         return CLATTN_ERROR_INVALID_SHAPE;
+    if (V->dtype != K->dtype)
+        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     size_t most = 0;
     bool uniform = true;
     for (size_t b = 0; b < c->B; b++) {
@@ -216,7 +224,7 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
             return st;
     }
     char opts[96];
-    append_options(c, !uniform, opts, sizeof opts);
+    append_options(c, K->dtype, !uniform, opts, sizeof opts);
     clattn_tensor ck = clattn_tensor_bhtd(c->k, 0, c->B, c->Hkv, c->cap, c->D);
     clattn_tensor cv = clattn_tensor_bhtd(c->v, 0, c->B, c->Hkv, c->cap, c->D);
     ck.dtype = cv.dtype = c->dtype;
@@ -441,10 +449,12 @@ clattn_status clattn_kv_cache_prepare(clattn_kv_cache *c, const clattn_tensor *Q
     attend_call a;
     clattn_status st = attend_check(c, Q, O, params, &a);
     char opts[96];
-    for (int has_counts = 0; st == CL_SUCCESS && has_counts < 2; has_counts++) {
-        append_options(c, has_counts, opts, sizeof opts);
-        st = clattn__program_build(c->ctx, "kv_append", opts);
-    }
+    /* Appends of the cache's dtype, and of float into a bfloat16 cache. */
+    for (int has_counts = 0; st == CL_SUCCESS && has_counts < 2; has_counts++)
+        for (int f32 = 0; st == CL_SUCCESS && f32 <= (c->dtype == CLATTN_BF16); f32++) {
+            append_options(c, f32 ? CLATTN_F32 : c->dtype, has_counts, opts, sizeof opts);
+            st = clattn__program_build(c->ctx, "kv_append", opts);
+        }
     /* Attention in one pass and split: two builds of the fused kernel (the split one writes
      * partial results and their lse, without sinks) and the merge; the split count itself is
      * only an argument. */

@@ -6,6 +6,7 @@ size_t clattn_dtype_size(clattn_dtype dtype)
     switch (dtype) {
     case CLATTN_F32: return 4;
     case CLATTN_F16: return 2;
+    case CLATTN_BF16: return 2;
     }
     return 0;
 }
@@ -32,12 +33,13 @@ clattn_status clattn__buffer_flags(cl_mem buf, cl_mem_flags *flags)
 }
 
 static clattn_status check(const clattn_context *ctx, const clattn_tensor *t,
-                           clattn_view_role role, bool f16_ok)
+                           clattn_view_role role, unsigned dtypes)
 {
     if (!t)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (t->dtype != CLATTN_F32 && !(f16_ok && t->dtype == CLATTN_F16))
-        return t->dtype == CLATTN_F16 ? CLATTN_ERROR_UNSUPPORTED_DTYPE : CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!(dtypes & CLATTN_DTYPE_BIT(t->dtype))) /* a dtype this call does not take, or none */
+        return clattn_dtype_size(t->dtype) ? CLATTN_ERROR_UNSUPPORTED_DTYPE
+                                           : CLATTN_ERROR_INVALID_ARGUMENT;
     size_t count = 1;
     for (int d = 0; d < 4; d++)
         if (!clattn__mul(count, t->dims[d], &count))
@@ -80,13 +82,19 @@ clattn_status clattn__buffer_readable(cl_mem buf)
 clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor *t,
                                  clattn_view_role role)
 {
-    return check(ctx, t, role, false);
+    return check(ctx, t, role, CLATTN_DTYPE_BIT(CLATTN_F32));
 }
 
 clattn_status clattn__view_check_f16(const clattn_context *ctx, const clattn_tensor *t,
                                      clattn_view_role role)
 {
-    return check(ctx, t, role, true);
+    return check(ctx, t, role, CLATTN_DTYPE_BIT(CLATTN_F32) | CLATTN_DTYPE_BIT(CLATTN_F16));
+}
+
+clattn_status clattn__view_check_dtypes(const clattn_context *ctx, const clattn_tensor *t,
+                                        clattn_view_role role, unsigned dtypes)
+{
+    return check(ctx, t, role, dtypes);
 }
 
 bool clattn__view_rows_flat(const clattn_tensor *t, size_t *step)

@@ -34,6 +34,11 @@ clattn_status clattn__view_check(const clattn_context *ctx, const clattn_tensor 
 /* The same, but CLATTN_F16 passes too (for the calls that can store fp16). */
 clattn_status clattn__view_check_f16(const clattn_context *ctx, const clattn_tensor *t,
                                      clattn_view_role role);
+/* The same for the dtypes in the mask `dtypes` (CLATTN_DTYPE_BIT of each). A known dtype outside
+ * it is CLATTN_ERROR_UNSUPPORTED_DTYPE, an unknown one CLATTN_ERROR_INVALID_ARGUMENT. */
+#define CLATTN_DTYPE_BIT(d) ((unsigned)(d) < 16u ? 1u << (unsigned)(d) : 0u)
+clattn_status clattn__view_check_dtypes(const clattn_context *ctx, const clattn_tensor *t,
+                                        clattn_view_role role, unsigned dtypes);
 
 static inline bool clattn__view_empty(const clattn_tensor *t)
 {

@@ -155,6 +155,9 @@ typedef enum clattn_dtype {
     CLATTN_F16 = 2, /* IEEE binary16 storage, arithmetic in float: clattn_sdpa's Q, K, V and O
                      * (all four together, fused path), an fp16 MHA layer, an fp16 KV cache;
                      * the step operations take CLATTN_F32 */
+    CLATTN_BF16 = 3, /* bfloat16 (the upper half of a binary32) storage, arithmetic in float: a
+                      * KV cache's storage (appends take CLATTN_BF16, or CLATTN_F32 rounded to
+                      * nearest even) */
 } clattn_dtype;
 
 /* Bytes per element of a dtype, 0 for an unknown one. */
@@ -816,7 +819,8 @@ typedef struct clattn_kv_cache_params {
     size_t head_dim;     /* D, of keys and values alike: 1 to 512 (the fused attention's range;
                           * CLATTN_ERROR_UNSUPPORTED_PATH beyond it) */
     size_t capacity;     /* tokens each sequence can hold */
-    clattn_dtype dtype;  /* storage: CLATTN_F32 or CLATTN_F16 (computed in float either way) */
+    clattn_dtype dtype;  /* storage: CLATTN_F32, CLATTN_F16 or CLATTN_BF16 (computed in float
+                          * whatever it is) */
     /* RoPE applied by the cache (NULL: none; copied at create): appends rotate the new keys at
      * their positions, attention rotates the queries at theirs, so decoding needs no pass of its
      * own. A token's position is its index in the cache (positions must be NULL); the queries of
@@ -849,7 +853,8 @@ CLATTN_API size_t clattn_kv_cache_length(const clattn_kv_cache *cache, size_t b)
 
 /*
  * Appends new tokens' keys and values, e.g. straight from a projection's output (no host round
- * trip): K_new, V_new [B, Hkv, T, D] of the cache's dtype; sequence b gains counts[b] <= T tokens
+ * trip): K_new, V_new [B, Hkv, T, D] of the cache's dtype (a CLATTN_BF16 cache also takes
+ * CLATTN_F32, rounded to nearest even; K_new and V_new of one dtype); sequence b gains counts[b] <= T tokens
  * (counts NULL: T each), taken from the first counts[b] positions. Appending past the capacity
  * is CLATTN_ERROR_CACHE_FULL, checked before anything is enqueued: the cache is unchanged.
  */

@@ -29,7 +29,7 @@
  * ROWS (variant 0: the vector width along the value dim, 1 for odd dims, and the query rows per
  * weighted-sum pass), PACK, CAUSAL, HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HAS_WINDOW, HAS_SOFTCAP,
  * HAS_ALIBI, HAS_SINKS, HAS_ROPE and ROPE_GPTJ (queries rotated as they are loaded, at their
- * positions among the keys: KV-cache attention), HALF_QO and HALF_KV (fp16 storage).
+ * positions among the keys: KV-cache attention), HALF_QO and KV_FMT (fp16 and bfloat16 storage).
  *
  * Split keys (flash-decoding): get_global_id(2) picks a split that covers keys
  * [split * split_keys, (split + 1) * split_keys) (split_keys a multiple of BLOCK_K; 0: all keys,
@@ -64,12 +64,12 @@
 #ifndef PACK
 #define PACK 1
 #endif
-#ifndef HALF_KV
-#define HALF_KV 0
+#ifndef KV_FMT
+#define KV_FMT 0 /* K and V stored as float, half or bfloat16 (prelude: FMT_*) */
 #endif
 
-/* Q and O (HALF_QO), K and V (HALF_KV) are float, or half read and written with
- * vload_half/vstore_half (core OpenCL: no cl_khr_fp16 needed); arithmetic is float either way. */
+/* Q and O are float or (HALF_QO) half read and written with vload_half/vstore_half (core OpenCL:
+ * no cl_khr_fp16 needed); K and V are stored as KV_FMT says; arithmetic is float either way. */
 #if HALF_QO
 #define T_QO half
 #define LOAD_QO(p, i) vload_half((i), (p))
@@ -89,22 +89,17 @@
 #define STOREV(x, i, p) CAT(vstore, VEC)((x), (i), (p))
 #endif
 #endif
-#if HALF_KV
-#define T_KV half
-#define LOAD_KV(p, i) vload_half((i), (p))
+#define T_KV FMT_TYPE(KV_FMT)
+#define LOAD_KV(p, i) FMT_LOAD(KV_FMT, p, i)
+/* VEC values of a K or V row as a float vector. */
 #if VEC == 1
-#define LOADV(i, p) vload_half((i), (p))
-#else
+#define LOADV(i, p) LOAD_KV(p, i)
+#elif KV_FMT == 1
 #define LOADV(i, p) CAT(vload_half, VEC)((i), (p))
-#endif
-#else
-#define T_KV float
-#define LOAD_KV(p, i) ((p)[i])
-#if VEC == 1
-#define LOADV(i, p) ((p)[i])
+#elif KV_FMT == 2
+#define LOADV(i, p) CAT(as_float, VEC)(CAT(convert_uint, VEC)(CAT(vload, VEC)((i), (p))) << 16)
 #else
 #define LOADV(i, p) CAT(vload, VEC)((i), (p))
-#endif
 #endif
 
 /* ---- shared by both variants ---------------------------------------------------------------- */

@@ -3,26 +3,24 @@
  *   kv_append  copies them: sequence b gains n_b tokens at its present length len[b].
  *              NDRange (D, T, B * Hkv); work-items past n_b do nothing. No barriers.
  *   kv_advance then adds n_b to len[b]. NDRange (B).
- * n_b is counts[b] (HAS_COUNTS) or `count` for every sequence. Elements are copied as they are
- * stored: ELEM float, or ushort for fp16 bits. HAS_ROPE: keys are rotated at their positions in
- * the cache (prelude: ROPE_AT), in float (HALF: fp16 storage, ELEM half). */
+ * n_b is counts[b] (HAS_COUNTS) or `count` for every sequence. Elements go through float: the new
+ * tokens' format SRC_FMT, the cache's C_FMT (prelude: FMT_*; a bfloat16 cache takes float input,
+ * rounded). HAS_ROPE: keys are rotated at their positions in the cache (prelude: ROPE_AT) before
+ * they are stored. */
 
-#ifndef ELEM
-#define ELEM float
-#endif
 #ifndef HAS_COUNTS
 #define HAS_COUNTS 0
 #endif
-#ifndef HALF
-#define HALF 0
+#ifndef SRC_FMT
+#define SRC_FMT 0
 #endif
-#if HALF
-#define LOAD_E(p, i) vload_half((i), (p))
-#define STORE_E(x, p, i) vstore_half((x), (i), (p))
-#else
-#define LOAD_E(p, i) ((p)[i])
-#define STORE_E(x, p, i) ((p)[i] = (x))
+#ifndef C_FMT
+#define C_FMT SRC_FMT
 #endif
+#define T_SRC FMT_TYPE(SRC_FMT)
+#define T_C FMT_TYPE(C_FMT)
+#define LOAD_E(p, i) FMT_LOAD(SRC_FMT, p, i)
+#define STORE_E(x, p, i) FMT_STORE(C_FMT, x, p, i)
 
 inline uint new_tokens(__global const int *counts, ulong b, uint count)
 {
@@ -36,7 +34,7 @@ inline uint new_tokens(__global const int *counts, ulong b, uint count)
 #endif
 }
 
-__kernel void kv_append(VIEW(const ELEM, k), VIEW(const ELEM, v), VIEW(ELEM, ck), VIEW(ELEM, cv),
+__kernel void kv_append(VIEW(const T_SRC, k), VIEW(const T_SRC, v), VIEW(T_C, ck), VIEW(T_C, cv),
                         ulong Hkv, __global const int *len, __global const int *counts, uint count,
                         ROPE_PARAMS)
 {

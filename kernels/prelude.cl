@@ -45,11 +45,41 @@
 #define ROPE_GPTJ 0 /* the pairs' layout: 0 rotate-half (NeoX), 1 interleaved (GPT-J) */
 #endif
 
-#define CAT2(a, b) a##b
-#define CAT(a, b) CAT2(a, b)
 
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
+
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+
+/* ---- storage formats ------------------------------------------------------------------------- */
+
+/* Elements stored as 0 float, 1 half (vload_half / vstore_half: core OpenCL, no cl_khr_fp16),
+ * 2 bfloat16 (ushort bits: the upper half of a float, stored rounded to nearest even, NaN kept
+ * NaN). Arithmetic is float whatever the format. FMT_* take the format as a -D value. */
+inline float bf16_load(ushort b)
+{
+    return as_float((uint)b << 16);
+}
+
+inline ushort bf16_store(float x)
+{
+    const uint u = as_uint(x);
+    return isnan(x) ? (ushort)((u >> 16) | 0x40u) : (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#define FMT_TYPE_0 float
+#define FMT_TYPE_1 half
+#define FMT_TYPE_2 ushort
+#define FMT_TYPE(f) CAT(FMT_TYPE_, f)
+#define FMT_LOAD_0(p, i) ((p)[i])
+#define FMT_LOAD_1(p, i) vload_half((i), (p))
+#define FMT_LOAD_2(p, i) bf16_load((p)[i])
+#define FMT_LOAD(f, p, i) CAT(FMT_LOAD_, f)(p, i)
+#define FMT_STORE_0(x, p, i) ((p)[i] = (x))
+#define FMT_STORE_1(x, p, i) vstore_half((x), (i), (p))
+#define FMT_STORE_2(x, p, i) ((p)[i] = bf16_store(x))
+#define FMT_STORE(f, x, p, i) CAT(FMT_STORE_, f)(x, p, i)
 
 /* ---- views ------------------------------------------------------------------------------------ */
 

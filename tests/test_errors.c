@@ -191,6 +191,23 @@ static bool variant_errors(void)
     EXPECT(clattn_kv_cache_length(kv, 0) == 0);
     clattn_kv_cache_destroy(&kv);
 
+    /* bfloat16 is KV-cache storage only: sdpa refuses it; a bfloat16 cache takes bfloat16 or
+     * float tokens, not fp16, and K and V of one dtype. */
+    clattn_tensor qb = Q.t, kf = K.t, vh = V.t;
+    qb.dtype = CLATTN_BF16;
+    ok &= sdpa_fails("bfloat16 Q", &qb, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    kp.dtype = CLATTN_BF16;
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_SUCCESS);
+    kf.dims[2] = vh.dims[2] = 3;
+    vh.dtype = CLATTN_F16;
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &vh, &vh, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kf, &vh, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(clattn_kv_cache_length(kv, 0) == 0);
+    clattn_kv_cache_destroy(&kv);
+
     /* clattn_add_sinks on O: no sinks, an lse of the wrong shape, an lse inside O. */
     uint64_t seed = 5;
     view_buf lse = vb_new(&E, LAYOUT_BHTD, 2, 4, 9, 1, 0, 0, &seed, true);

@@ -131,7 +131,19 @@ static bool rope_fp16(void)
 /* A cache with RoPE: a prompt of P tokens appended at once, then `steps` single tokens; after
  * each append the newest Lq queries attend (split or not). Reference: every key rotated at its
  * position, the queries at theirs, bottom-right causal attention. */
-static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long window)
+/* bfloat16 of x, rounded to nearest even (the test's own conversion). */
+static float bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* rope false: the same cache without RoPE. A bfloat16 cache gets float K/V whose values are
+ * already bfloat16 (so that only what the cache computes, the rotated keys, is rounded). */
+static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long window, bool rope)
 {
     bool ok = true;
     test_env e;
@@ -143,6 +155,12 @@ static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long 
     view_buf V = vb_new(&e, LAYOUT_BHTD, B, Hkv, N, D, 0, 0, &seed, true);
     view_buf Q = vb_new(&e, LAYOUT_BHTD, B, Hq, N, D, 0, 0, &seed, true);
     const bool f16 = dtype == CLATTN_F16;
+    if (dtype == CLATTN_BF16) {
+        for (size_t i = 0; i < K.elems; i++)
+            K.host[i] = bf16_round(K.host[i]), V.host[i] = bf16_round(V.host[i]);
+        buf_write(&e, K.t.buffer, 0, K.host, K.elems * sizeof(float));
+        buf_write(&e, V.t.buffer, 0, V.host, V.elems * sizeof(float));
+    }
     if (f16) { /* the cache holds fp16: the test's K and V are fp16 copies */
         uint16_t *hk = malloc(K.elems * 2), *hv = malloc(V.elems * 2);
         for (size_t i = 0; i < K.elems; i++) {
@@ -161,14 +179,14 @@ static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long 
     rp.rotary_dim = R;
     clattn_kv_cache_params kp = clattn_kv_cache_params_default();
     kp.batch = B, kp.num_kv_heads = Hkv, kp.head_dim = D, kp.capacity = N, kp.dtype = dtype;
-    kp.rope = &rp;
+    kp.rope = rope ? &rp : NULL;
     clattn_kv_cache *kv = NULL;
     EXPECT_STATUS(clattn_kv_cache_create(e.cc, &kp, &kv), CLATTN_SUCCESS);
     double *k = vb_dense(&K, K.host), *v = vb_dense(&V, V.host), *q = vb_dense(&Q, Q.host);
     const size_t Rr = R ? R : D;
     double *kr = malloc(B * Hkv * N * D * sizeof *kr), *qr = malloc(B * Hq * N * D * sizeof *qr);
-    ref_rope(B, Hkv, N, D, Rr, gptj, 10000.0, NULL, NULL, k, kr);
-    ref_rope(B, Hq, N, D, Rr, gptj, 10000.0, NULL, NULL, q, qr);
+    ref_rope(B, Hkv, N, D, rope ? Rr : 0, gptj, 10000.0, NULL, NULL, k, kr);
+    ref_rope(B, Hq, N, D, rope ? Rr : 0, gptj, 10000.0, NULL, NULL, q, qr);
     uint64_t s2 = 4;
     view_buf O = vb_new(&e, LAYOUT_BHTD, B, Hq, P, D, 0, 0, &s2, false);
     for (size_t step = 0; step <= steps; step++) {
@@ -208,8 +226,10 @@ static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long 
                 got[bh * count * D + i] = all[bh * P * D + i];
         char what[32];
         snprintf(what, sizeof what, "O after %zu tokens", len);
-        /* fp16 keys are rotated, then rounded to fp16 once more */
-        ok &= check_close(what, got, ro, B * Hq * count * D, f16 ? 5e-4 : TOL);
+        /* fp16 keys are rotated, then rounded to fp16 once more; bfloat16 ones to 8 bits of
+         * mantissa (relative 2^-9): scores off by about that, outputs too */
+        const double tol = dtype == CLATTN_BF16 && rope ? 1e-3 : f16 ? 5e-4 : TOL;
+        ok &= check_close(what, got, ro, B * Hq * count * D, tol);
         free(kd), free(vd), free(qd), free(ro), free(all), free(got);
     }
     clattn_kv_cache_destroy(&kv);
@@ -218,9 +238,61 @@ static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long 
     env_close(&e);
     return ok;
 }
-static bool kv_rope_neox_gqa(void) { return kv_rope(0, 0, CLATTN_F32, 1, -1); }
-static bool kv_rope_gptj_partial_split(void) { return kv_rope(1, 16, CLATTN_F32, 3, -1); }
-static bool kv_rope_fp16_window(void) { return kv_rope(0, 0, CLATTN_F16, 2, 9); }
+static bool kv_rope_neox_gqa(void) { return kv_rope(0, 0, CLATTN_F32, 1, -1, true); }
+static bool kv_rope_gptj_partial_split(void) { return kv_rope(1, 16, CLATTN_F32, 3, -1, true); }
+static bool kv_rope_fp16_window(void) { return kv_rope(0, 0, CLATTN_F16, 2, 9, true); }
+/* bfloat16 storage: exact values stay exact (one pass and split), rotated keys are rounded. */
+static bool kv_bf16(void)
+{
+    return kv_rope(0, 0, CLATTN_BF16, 1, -1, false) && kv_rope(0, 0, CLATTN_BF16, 3, -1, false);
+}
+/* A bfloat16 cache rounds float input to nearest even: one key, so the output is its value as
+ * stored, compared bit for bit with the test's own rounding (ties among the values). */
+static bool kv_bf16_rounding(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    enum { D = 24 };
+    float v[D], k[D], q[D], o[D];
+    uint64_t seed = 31;
+    fill_uniform(v, D, &seed, -3.0f, 3.0f);
+    fill_uniform(k, D, &seed, -1.0f, 1.0f);
+    fill_uniform(q, D, &seed, -1.0f, 1.0f);
+    v[0] = 1.0f + 1.0f / 256.0f;        /* halfway between 1 and 1 + 2^-7: to 1 (even) */
+    v[1] = 1.0f + 3.0f / 256.0f;        /* halfway between 1 + 2^-7 and 1 + 2^-6: to 1 + 2^-6 */
+    v[2] = -(1.0f + 5.0f / 1024.0f);    /* below halfway: down in magnitude */
+    v[3] = 3.0e38f;                     /* rounds to a finite bfloat16 below FLT_MAX */
+    cl_mem bk = buf_new(&e, sizeof k), bv = buf_new(&e, sizeof v), bq = buf_new(&e, sizeof q),
+           bo = buf_new(&e, sizeof o);
+    buf_write(&e, bk, 0, k, sizeof k);
+    buf_write(&e, bv, 0, v, sizeof v);
+    buf_write(&e, bq, 0, q, sizeof q);
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = 1, kp.num_kv_heads = 1, kp.head_dim = D, kp.capacity = 4, kp.dtype = CLATTN_BF16;
+    clattn_kv_cache *kv = NULL;
+    EXPECT_STATUS(clattn_kv_cache_create(e.cc, &kp, &kv), CLATTN_SUCCESS);
+    const clattn_tensor K = clattn_tensor_bhtd(bk, 0, 1, 1, 1, D), V = clattn_tensor_bhtd(bv, 0, 1, 1, 1, D),
+                        Q = clattn_tensor_bhtd(bq, 0, 1, 1, 1, D), O = clattn_tensor_bhtd(bo, 0, 1, 1, 1, D);
+    EXPECT_STATUS(clattn_kv_cache_append(kv, e.queue, &K, &V, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_kv_cache_attend(kv, e.queue, &Q, &O, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+    buf_read(&e, bo, 0, o, sizeof o);
+    int wrong = 0;
+    for (int d = 0; d < D; d++)
+        if (memcmp(&o[d], &(float){bf16_round(v[d])}, sizeof(float)) != 0) {
+            fprintf(stderr, "dim %d: %.9g stored as %.9g, expected %.9g\n", d, v[d], o[d],
+                    bf16_round(v[d]));
+            wrong++;
+        }
+    EXPECT(wrong == 0);
+    EXPECT(o[0] == 1.0f && o[1] == 1.0f + 1.0f / 64.0f);
+    clattn_kv_cache_destroy(&kv);
+    clReleaseMemObject(bk), clReleaseMemObject(bv), clReleaseMemObject(bq), clReleaseMemObject(bo);
+    env_close(&e);
+    return ok;
+}
+
+static bool kv_bf16_rope(void) { return kv_rope(1, 0, CLATTN_BF16, 2, 20, true); }
 
 /* --- a small decoder ------------------------------------------------------------------------- */
 
@@ -358,6 +430,9 @@ int main(int argc, char **argv)
         CASE(kv_rope_neox_gqa),
         CASE(kv_rope_gptj_partial_split),
         CASE(kv_rope_fp16_window),
+        CASE(kv_bf16),
+        CASE(kv_bf16_rope),
+        CASE(kv_bf16_rounding),
         CASE(llama_decoder),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);

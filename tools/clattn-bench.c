@@ -527,17 +527,20 @@ static int run_gemm_suite(const options *o, const clattn_device_info *info)
 
 /* One decode step (one new query per head) over caches of 1k..32k tokens, split-KV off and
  * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128. */
-static int run_decode(const options *o, const clattn_device_info *info)
+static int run_decode(const options *o, const clattn_device_info *info, clattn_dtype kv_dtype)
 {
     const size_t Hq = 32, Hkv = 8, D = 128;
+    const size_t elem = clattn_dtype_size(kv_dtype);
     printf("decode step (attention of 1 new token over the cache), B = 1, Hq = %zu, Hkv = %zu, "
-           "D = %zu, fp32 cache, on %s\n", Hq, Hkv, D, info->name);
+           "D = %zu, %s cache, on %s\n", Hq, Hkv, D, kv_dtype == CLATTN_BF16 ? "bf16" : "fp32",
+           info->name);
     printf("%8s %14s %14s %14s %18s\n", "cache", "no split ms", "8 splits ms", "auto ms",
            "best K+V GB/s");
     int failures = 0;
     for (size_t len = 1024; len <= 32768; len *= 2) {
         clattn_kv_cache_params cp = clattn_kv_cache_params_default();
         cp.batch = 1, cp.num_kv_heads = Hkv, cp.head_dim = D, cp.capacity = len;
+        cp.dtype = kv_dtype; /* bfloat16 takes the float tokens, rounded */
         decode_state st = {0};
         clattn_status s = clattn_kv_cache_create(g_cc, &cp, &st.cache);
         const size_t nkv = Hkv * len * D;
@@ -565,7 +568,7 @@ static int run_decode(const options *o, const clattn_device_info *info)
         } else {
             double best = fmin(r[0].median_ms, fmin(r[1].median_ms, r[2].median_ms));
             printf("%8zu %14.3f %14.3f %14.3f %18.1f\n", len, r[0].median_ms, r[1].median_ms,
-                   r[2].median_ms, 2.0 * (double)nkv * 4 / (best * 1e-3) * 1e-9);
+                   r[2].median_ms, 2.0 * (double)nkv * (double)elem / (best * 1e-3) * 1e-9);
         }
         clattn_kv_cache_destroy(&st.cache);
         clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
@@ -750,6 +753,7 @@ static void usage(void)
         "                         and count the programs built\n"
         "      --decode           decode-step time over a KV cache of 1k..32k tokens, split-KV\n"
         "                         off and automatic\n"
+        "      --kv-dtype f32|bf16  the decode cache's storage (default f32)\n"
         "      --host-time        time each call only until it returns (its work enqueued):\n"
         "                         the host's cost per call, not the device's\n"
         "      --layer-scratch    mha forwards without a workspace (the layer's kept scratch)\n"
@@ -762,10 +766,11 @@ int main(int argc, char **argv)
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO, NO_VARIANT};
     bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false;
+    clattn_dtype kv_dtype = CLATTN_F32;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
            O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_HOST_TIME,
-           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA };
+           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA, O_KV_DTYPE };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -782,6 +787,7 @@ int main(int argc, char **argv)
         {"window", required_argument, 0, O_WINDOW}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"alibi", no_argument, 0, O_ALIBI},         {"sinks", no_argument, 0, O_SINKS},
         {"startup-llama", no_argument, 0, O_STARTUP_LLAMA},
+        {"kv-dtype", required_argument, 0, O_KV_DTYPE},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -814,6 +820,7 @@ int main(int argc, char **argv)
         case O_PEAK: do_peak = true; break;
         case O_STARTUP: do_startup = true; break;
         case O_DECODE: do_decode = true; break;
+        case O_KV_DTYPE: kv_dtype = strcmp(optarg, "bf16") == 0 ? CLATTN_BF16 : CLATTN_F32; break;
         case O_HOST_TIME: o.host_time = true; break;
         case O_LAYER_SCRATCH: o.layer_scratch = true; break;
         case O_WINDOW: custom.window = strtoul(optarg, NULL, 10); have_shape = true; break;
@@ -862,7 +869,7 @@ int main(int argc, char **argv)
     clattn_device_info info;
     clattn_context_device_info(g_cc, &info);
     if (do_decode) {
-        int rc = run_decode(&o, &info);
+        int rc = run_decode(&o, &info, kv_dtype);
         clReleaseCommandQueue(g_queue);
         clattn_context_destroy(&g_cc);
         return rc;
