@@ -108,7 +108,10 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     if (params->probs)
         return CLATTN_ERROR_UNSUPPORTED_PATH; /* the fused kernel never forms P */
     const size_t D = Q->dims[3], Dv = V->dims[3], Hq = Q->dims[1];
-    clattn_status st = clattn__flash_supports(p->ctx, D, Dv, Q->dtype);
+    /* K and V may be stored as bfloat16 (a KV cache); Q and O are float or half. */
+    if (Q->dtype == CLATTN_BF16 || O->dtype == CLATTN_BF16)
+        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
+    clattn_status st = clattn__flash_supports(p->ctx, D, Dv, V->dtype);
     if (st != CL_SUCCESS)
         return st;
     if (Q->dims[2] > INT_MAX || K->dims[2] > INT_MAX)

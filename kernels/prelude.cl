@@ -243,12 +243,12 @@ inline float rope_value(float x, float xp, int d, int R, float angle)
  * keeps scores in base 2 passes cap * log2(e) as cap (s stays in natural units until then).
  * tanh(x), x = s / cap, two ways (T float or float16; "16" names the CPU variant's lanes):
  *   fast:  1 - 2 / (e^2x + 1), one exp2 and a division: exactly +-1 at +-inf (e^2x overflowing
- *          to inf is fine); near 0 its error is absolute, about 1.2e-7, so the logit's is the cap
- *          times that;
+ *          to inf is fine); its error is absolute, about 1.2e-7 near 0 and up to about 2e-7
+ *          elsewhere (with a correctly rounded exp2), so the logit's is the cap times that;
  *   exact: the same above |x| = 1/4, below it tanh's odd Taylor polynomial to x^7 (the next term
- *          is under 1e-7 relative there): a few ulp relative everywhere, four fma more.
+ *          is under 4e-7 relative there): a few ulp relative everywhere, four fma more.
  * Caps up to 128 (Gemma 2's 50 among them) take the fast form, whose logit error stays under
- * 2e-5 there; larger caps, which leave scores almost as they are, the exact one. The choice is
+ * 3e-5 there; larger caps, which leave scores almost as they are, the exact one. The choice is
  * the same for the whole call. With PoCL's tanh, soft-capping cost the fused CPU kernel 28 % at
  * D = 64; BENCHMARKS.md has both forms' cost. */
 #define DEFINE_SOFTCAP_TANH(fast, exact, T)                                                        \

@@ -204,6 +204,10 @@ static bool variant_errors(void)
                   CLATTN_ERROR_UNSUPPORTED_DTYPE);
     EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kf, &vh, NULL, 0, NULL, &ev),
                   CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    clattn_tensor vb = vh; /* each taken alone, but K and V of different dtypes */
+    vb.dtype = CLATTN_BF16;
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kf, &vb, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_UNSUPPORTED_DTYPE);
     EXPECT(ev == EVENT_SENTINEL);
     EXPECT(clattn_kv_cache_length(kv, 0) == 0);
     clattn_kv_cache_destroy(&kv);

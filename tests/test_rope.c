@@ -6,6 +6,7 @@
 #include "harness.h"
 #include "ref.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,8 +227,8 @@ static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long 
                 got[bh * count * D + i] = all[bh * P * D + i];
         char what[32];
         snprintf(what, sizeof what, "O after %zu tokens", len);
-        /* fp16 keys are rotated, then rounded to fp16 once more; bfloat16 ones to 8 bits of
-         * mantissa (relative 2^-9): scores off by about that, outputs too */
+        /* fp16 keys are rotated, then rounded to fp16 once more; bfloat16 ones to 8 significant
+         * bits (relative 2^-8 at most): scores off by about that, outputs too */
         const double tol = dtype == CLATTN_BF16 && rope ? 1e-3 : f16 ? 5e-4 : TOL;
         ok &= check_close(what, got, ro, B * Hq * count * D, tol);
         free(kd), free(vd), free(qd), free(ro), free(all), free(got);
@@ -261,8 +262,11 @@ static bool kv_bf16_rounding(void)
     fill_uniform(q, D, &seed, -1.0f, 1.0f);
     v[0] = 1.0f + 1.0f / 256.0f;        /* halfway between 1 and 1 + 2^-7: to 1 (even) */
     v[1] = 1.0f + 3.0f / 256.0f;        /* halfway between 1 + 2^-7 and 1 + 2^-6: to 1 + 2^-6 */
-    v[2] = -(1.0f + 5.0f / 1024.0f);    /* below halfway: down in magnitude */
+    v[2] = -(1.0f + 1.0f / 1024.0f);    /* below halfway: down in magnitude, to -1 */
     v[3] = 3.0e38f;                     /* rounds to a finite bfloat16 below FLT_MAX */
+    v[4] = FLT_MAX;                     /* past the largest bfloat16's halfway: to +inf */
+    v[5] = -(1.0f + 1.0f / 256.0f);     /* a negative tie: to -1 (even) */
+    v[6] = NAN;                         /* stays NaN */
     cl_mem bk = buf_new(&e, sizeof k), bv = buf_new(&e, sizeof v), bq = buf_new(&e, sizeof q),
            bo = buf_new(&e, sizeof o);
     buf_write(&e, bk, 0, k, sizeof k);
@@ -279,16 +283,78 @@ static bool kv_bf16_rounding(void)
     buf_read(&e, bo, 0, o, sizeof o);
     int wrong = 0;
     for (int d = 0; d < D; d++)
-        if (memcmp(&o[d], &(float){bf16_round(v[d])}, sizeof(float)) != 0) {
+        if (isnan(v[d]) ? !isnan(o[d])
+                        : memcmp(&o[d], &(float){bf16_round(v[d])}, sizeof(float)) != 0) {
             fprintf(stderr, "dim %d: %.9g stored as %.9g, expected %.9g\n", d, v[d], o[d],
                     bf16_round(v[d]));
             wrong++;
         }
     EXPECT(wrong == 0);
-    EXPECT(o[0] == 1.0f && o[1] == 1.0f + 1.0f / 64.0f);
+    EXPECT(o[0] == 1.0f && o[1] == 1.0f + 1.0f / 64.0f && o[2] == -1.0f && o[4] == INFINITY &&
+           o[5] == -1.0f); /* what the rules give, written out */
     clattn_kv_cache_destroy(&kv);
     clReleaseMemObject(bk), clReleaseMemObject(bv), clReleaseMemObject(bq), clReleaseMemObject(bo);
     env_close(&e);
+    return ok;
+}
+
+/* bfloat16 tokens appended as they are (bits copied through float), for head dims whose value
+ * vectors are 1, 2 and 4 wide on the CPU variant; two key blocks, one pass and split. */
+static bool kv_bf16_tokens(void)
+{
+    bool ok = true;
+    static const size_t Ds[] = {1, 2, 4, 6};
+    for (size_t t = 0; t < sizeof Ds / sizeof Ds[0]; t++) {
+        test_env e;
+        env_open(&e, false);
+        const size_t B = 1, Hq = 4, Hkv = 2, Lq = 2, Lk = 70, D = Ds[t];
+        const size_t nk = B * Hkv * Lk * D, nq = B * Hq * Lq * D;
+        uint64_t seed = 40 + D;
+        float *f = malloc((2 * nk + nq) * sizeof *f);
+        fill_uniform(f, 2 * nk + nq, &seed, -1.5f, 1.5f);
+        uint16_t *bits = malloc(2 * nk * sizeof *bits);
+        double *k = malloc(nk * sizeof *k), *v = malloc(nk * sizeof *v), *q = malloc(nq * sizeof *q);
+        for (size_t i = 0; i < 2 * nk; i++) {
+            const float r = bf16_round(f[i]);
+            uint32_t u;
+            memcpy(&u, &r, sizeof u);
+            bits[i] = (uint16_t)(u >> 16);
+            (i < nk ? k : v)[i % nk] = r;
+        }
+        for (size_t i = 0; i < nq; i++)
+            q[i] = f[2 * nk + i];
+        cl_mem bk = buf_new(&e, 2 * nk * 2), bq = buf_new(&e, nq * 4), bo = buf_new(&e, nq * 4);
+        buf_write(&e, bk, 0, bits, 2 * nk * 2);
+        buf_write(&e, bq, 0, f + 2 * nk, nq * 4);
+        clattn_tensor K = clattn_tensor_bhtd(bk, 0, B, Hkv, Lk, D), V = clattn_tensor_bhtd(bk, nk, B, Hkv, Lk, D);
+        K.dtype = V.dtype = CLATTN_BF16;
+        const clattn_tensor Q = clattn_tensor_bhtd(bq, 0, B, Hq, Lq, D), O = clattn_tensor_bhtd(bo, 0, B, Hq, Lq, D);
+        clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+        kp.batch = B, kp.num_kv_heads = Hkv, kp.head_dim = D, kp.capacity = Lk, kp.dtype = CLATTN_BF16;
+        clattn_kv_cache *kv = NULL;
+        EXPECT_STATUS(clattn_kv_cache_create(e.cc, &kp, &kv), CLATTN_SUCCESS);
+        EXPECT_STATUS(clattn_kv_cache_prepare(kv, &Q, &O, NULL), CLATTN_SUCCESS);
+        EXPECT_STATUS(clattn_kv_cache_append(kv, e.queue, &K, &V, NULL, 0, NULL, NULL), CLATTN_SUCCESS);
+        double *ref = malloc(nq * sizeof *ref), *got = malloc(nq * sizeof *got);
+        ref_sdpa(B, Hq, Hkv, Lq, Lk, D, D, 1.0 / sqrt((double)D), 2, NULL, NULL, q, k, v, ref, NULL,
+                 NULL);
+        for (size_t splits = 1; splits <= 2; splits++) {
+            clattn_kv_attend_params ap = clattn_kv_attend_params_default();
+            ap.splits = splits;
+            EXPECT_STATUS(clattn_kv_cache_attend(kv, e.queue, &Q, &O, &ap, 0, NULL, NULL), CLATTN_SUCCESS);
+            float *o = malloc(nq * sizeof *o);
+            buf_read(&e, bo, 0, o, nq * 4);
+            for (size_t i = 0; i < nq; i++)
+                got[i] = o[i];
+            free(o);
+            printf("-- D=%zu splits=%zu\n", D, splits);
+            ok &= check_close("O", got, ref, nq, TOL);
+        }
+        clattn_kv_cache_destroy(&kv);
+        clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
+        free(f), free(bits), free(k), free(v), free(q), free(ref), free(got);
+        env_close(&e);
+    }
     return ok;
 }
 
@@ -433,6 +499,7 @@ int main(int argc, char **argv)
         CASE(kv_bf16),
         CASE(kv_bf16_rope),
         CASE(kv_bf16_rounding),
+        CASE(kv_bf16_tokens),
         CASE(llama_decoder),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);

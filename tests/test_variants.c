@@ -322,6 +322,17 @@ static bool kv_cross_attention(void)
     return run_kv(&c, 1) && run_kv(&c, 3);
 }
 
+/* Cross attention with most queries far from the newest key (where a causal mask would hide
+ * much), a window measured from the queries' positions, and ALiBi. */
+static bool kv_cross_window_alibi(void)
+{
+    var_case c = base(30, 40);
+    c.causal = 0;
+    c.wl = 10;
+    c.alibi = true;
+    return run_kv(&c, 1);
+}
+
 static bool kv_odd_head_dims(void)
 {
     static const size_t Ds[] = {1, 3, 63, 257, 320};
@@ -412,6 +423,7 @@ int main(int argc, char **argv)
         CASE_IN(kv_sinks_split, "fused fused-gpu"),
         CASE_IN(kv_odd_head_dims, "fused fused-gpu"),
         CASE_IN(kv_cross_attention, "fused fused-gpu"),
+        CASE_IN(kv_cross_window_alibi, "fused fused-gpu"),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -820,7 +820,13 @@ int main(int argc, char **argv)
         case O_PEAK: do_peak = true; break;
         case O_STARTUP: do_startup = true; break;
         case O_DECODE: do_decode = true; break;
-        case O_KV_DTYPE: kv_dtype = strcmp(optarg, "bf16") == 0 ? CLATTN_BF16 : CLATTN_F32; break;
+        case O_KV_DTYPE:
+            if (strcmp(optarg, "bf16") != 0 && strcmp(optarg, "f32") != 0) {
+                usage();
+                return 2;
+            }
+            kv_dtype = strcmp(optarg, "bf16") == 0 ? CLATTN_BF16 : CLATTN_F32;
+            break;
         case O_HOST_TIME: o.host_time = true; break;
         case O_LAYER_SCRATCH: o.layer_scratch = true; break;
         case O_WINDOW: custom.window = strtoul(optarg, NULL, 10); have_shape = true; break;
