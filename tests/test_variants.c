@@ -21,11 +21,12 @@ typedef struct var_case {
     size_t keep;    /* kept first keys */
     float softcap;  /* 0 off */
     bool alibi, sinks, lse;
+    float qmul; /* 0 or 1: Q as drawn; else Q times this (scores large enough for a cap to bite) */
 } var_case;
 
 static var_case base(size_t Lq, size_t Lk)
 {
-    var_case c = {2, 4, 2, Lq, Lk, 32, 0, false, false, -1, -1, 0, 0.0f, false, false, true};
+    var_case c = {2, 4, 2, Lq, Lk, 32, 0, false, false, -1, -1, 0, 0.0f, false, false, true, 0.0f};
     return c;
 }
 
@@ -59,6 +60,11 @@ static void inputs_new(test_env *e, const var_case *c, var_inputs *in)
     memset(in, 0, sizeof *in);
     uint64_t seed = 77 + c->Lq * 3 + c->Lk * 5 + (size_t)c->wl;
     in->Q = vb_new(e, LAYOUT_BHTD, c->B, c->Hq, c->Lq, c->D, 3, 11, &seed, true);
+    if (c->qmul != 0.0f && c->qmul != 1.0f) {
+        for (size_t i = 0; i < in->Q.elems; i++)
+            in->Q.host[i] *= c->qmul;
+        buf_write(e, in->Q.t.buffer, 0, in->Q.host, in->Q.elems * sizeof(float));
+    }
     in->K = vb_new(e, LAYOUT_BHTD, c->B, c->Hkv, c->Lk, c->D, 3, 11, &seed, true);
     in->V = vb_new(e, LAYOUT_BHTD, c->B, c->Hkv, c->Lk, c->D, 3, 11, &seed, true);
     in->q = vb_dense(&in->Q, in->Q.host);
@@ -270,6 +276,10 @@ VAR_CASE(softcap_with_mask, c.softcap = 2.0f; c.mask = true; c.lengths = true)
 /* A cap so large that capping barely changes a score: the exact tanh keeps it (the fast form's
  * absolute error times this cap would be 1e-2 in the logits). */
 VAR_CASE(softcap_huge, c.softcap = 1e5f; c.causal = 1; c.Lq = c.Lk = 70)
+/* Scores of some hundreds: a cap of 200 (the exact tanh) meets |s / cap| on both sides of 1/4,
+ * where it changes formula; a cap of 128, the largest the fast form takes, at its error bound. */
+VAR_CASE(softcap_exact_both_forms, c.softcap = 200.0f; c.qmul = 300.0f; c.causal = 1)
+VAR_CASE(softcap_fast_at_its_limit, c.softcap = 128.0f; c.qmul = 300.0f; c.causal = 1)
 /* Sinks (gpt-oss): a row that sees no key stays 0, lse excludes the sink. */
 VAR_CASE(sinks_causal, c.sinks = true; c.causal = 1; c.lengths = true)
 /* What models combine: Gemma 2 (soft-cap + window + sinks-like), gpt-oss (window + sinks, GQA),
@@ -411,6 +421,8 @@ int main(int argc, char **argv)
         CASE(softcap_small),
         CASE(softcap_with_mask),
         CASE(softcap_huge),
+        CASE(softcap_exact_both_forms),
+        CASE(softcap_fast_at_its_limit),
         CASE(sinks_causal),
         CASE(softcap_window_sinks),
         CASE(window_sinks_gqa),
