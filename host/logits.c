@@ -32,17 +32,6 @@ clattn_status clattn_alibi_slopes(size_t num_heads, float *slopes)
     return CL_SUCCESS;
 }
 
-/* A float [count] vector from element `offset` of `buf`, readable by kernels. */
-static clattn_status vector_check(const clattn_context *ctx, cl_mem buf, size_t offset,
-                                  size_t count)
-{
-    size_t bytes;
-    if (!clattn__add(offset, count, &bytes) || !clattn__mul(bytes, sizeof(float), &bytes))
-        return CLATTN_ERROR_SIZE_OVERFLOW;
-    clattn_status st = clattn__buffer_check(ctx, buf, bytes);
-    return st != CL_SUCCESS ? st : clattn__buffer_readable(buf);
-}
-
 clattn_status clattn__logits_check(const clattn_context *ctx, const clattn_logit_params *lp,
                                    size_t heads)
 {
@@ -53,9 +42,9 @@ clattn_status clattn__logits_check(const clattn_context *ctx, const clattn_logit
         return CLATTN_ERROR_INVALID_ARGUMENT;
     clattn_status st = CL_SUCCESS;
     if (lp->alibi_slopes)
-        st = vector_check(ctx, lp->alibi_slopes, lp->alibi_slopes_offset, heads);
+        st = clattn__vector_check(ctx, lp->alibi_slopes, lp->alibi_slopes_offset, heads);
     if (st == CL_SUCCESS && lp->sinks)
-        st = vector_check(ctx, lp->sinks, lp->sinks_offset, heads);
+        st = clattn__vector_check(ctx, lp->sinks, lp->sinks_offset, heads);
     return st;
 }
 

@@ -35,16 +35,9 @@ clattn_status clattn__mask_validate(const clattn_context *ctx, const size_t sdim
             if (m->additive->dims[d] != sdims[d] && m->additive->dims[d] != 1)
                 return CLATTN_ERROR_MASK_SHAPE;
     }
-    if (m->key_lengths) {
-        size_t bytes;
-        if (!clattn__add(m->key_lengths_offset, sdims[0], &bytes) ||
-            !clattn__mul(bytes, sizeof(cl_int), &bytes))
-            return CLATTN_ERROR_SIZE_OVERFLOW;
-        if ((st = clattn__buffer_check(ctx, m->key_lengths, bytes)) != CL_SUCCESS ||
-            (st = clattn__buffer_readable(m->key_lengths)) != CL_SUCCESS)
-            return st;
-    }
-    return CL_SUCCESS;
+    return m->key_lengths
+               ? clattn__vector_check(ctx, m->key_lengths, m->key_lengths_offset, sdims[0])
+               : CL_SUCCESS;
 }
 
 clattn_status clattn__mask_plan(clattn_plan *p, const clattn_tensor *S, const clattn_mask_params *m,

@@ -89,10 +89,9 @@ static clattn_status add_sinks_plan(clattn_plan *p, const clattn_tensor *O,
     const size_t B = O->dims[0], H = O->dims[1], Lq = O->dims[2];
     if (!dims_are(lse, B, H, Lq, 1))
         return CLATTN_ERROR_INVALID_SHAPE;
-    const clattn_logit_params lp = {0.0f, NULL, 0, sinks, sinks_offset};
     if (!sinks)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if ((st = clattn__logits_check(ctx, &lp, H)) != CL_SUCCESS)
+    if ((st = clattn__vector_check(ctx, sinks, sinks_offset, H)) != CL_SUCCESS)
         return st;
     const clattn_tensor sv = clattn__vector_view(sinks, sinks_offset, H);
     if (!clattn__views_apart(O, lse) || !clattn__views_apart(O, &sv))

@@ -28,24 +28,13 @@ clattn_status clattn__rope_check(const clattn_context *ctx, const clattn_rope_pa
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (!r->inv_freq && !(isfinite(r->theta) && r->theta > 0.0f))
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    size_t bytes;
     clattn_status st;
-    if (r->inv_freq) {
-        if (!clattn__add(r->inv_freq_offset, R / 2, &bytes) ||
-            !clattn__mul(bytes, sizeof(float), &bytes))
-            return CLATTN_ERROR_SIZE_OVERFLOW;
-        if ((st = clattn__buffer_check(ctx, r->inv_freq, bytes)) != CL_SUCCESS ||
-            (st = clattn__buffer_readable(r->inv_freq)) != CL_SUCCESS)
-            return st;
-    }
-    if (r->positions) {
-        if (!clattn__add(r->positions_offset, batch, &bytes) ||
-            !clattn__mul(bytes, sizeof(cl_int), &bytes))
-            return CLATTN_ERROR_SIZE_OVERFLOW;
-        if ((st = clattn__buffer_check(ctx, r->positions, bytes)) != CL_SUCCESS ||
-            (st = clattn__buffer_readable(r->positions)) != CL_SUCCESS)
-            return st;
-    }
+    if (r->inv_freq &&
+        (st = clattn__vector_check(ctx, r->inv_freq, r->inv_freq_offset, R / 2)) != CL_SUCCESS)
+        return st;
+    if (r->positions &&
+        (st = clattn__vector_check(ctx, r->positions, r->positions_offset, batch)) != CL_SUCCESS)
+        return st;
     *rotary = R;
     return CL_SUCCESS;
 }

@@ -27,6 +27,16 @@ clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t
     return bytes <= size ? CL_SUCCESS : CLATTN_ERROR_VIEW_OUT_OF_BOUNDS;
 }
 
+clattn_status clattn__vector_check(const clattn_context *ctx, cl_mem buf, size_t offset,
+                                   size_t count)
+{
+    size_t bytes;
+    if (!clattn__add(offset, count, &bytes) || !clattn__mul(bytes, 4, &bytes))
+        return CLATTN_ERROR_SIZE_OVERFLOW;
+    clattn_status st = clattn__buffer_check(ctx, buf, bytes);
+    return st != CL_SUCCESS ? st : clattn__buffer_readable(buf);
+}
+
 clattn_status clattn__buffer_flags(cl_mem buf, cl_mem_flags *flags)
 {
     return clGetMemObjectInfo(buf, CL_MEM_FLAGS, sizeof *flags, flags, NULL);

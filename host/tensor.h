@@ -53,6 +53,10 @@ clattn_status clattn__buffer_readable(cl_mem buf);
 
 /* Checks that `buf` belongs to the context and holds at least `bytes` bytes. */
 clattn_status clattn__buffer_check(const clattn_context *ctx, cl_mem buf, size_t bytes);
+/* A vector of `count` 4-byte elements (float or int32: key lengths, slopes, sinks, positions)
+ * from element `offset` of `buf`: inside it, and readable by kernels. */
+clattn_status clattn__vector_check(const clattn_context *ctx, cl_mem buf, size_t offset,
+                                   size_t count);
 
 /* The view's stride along `dim`, or 0 when the dim has size 1 (any stride reaches the same
  * element): kernels and the GEMM batching then see broadcast and size-1 dims alike. */
