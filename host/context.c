@@ -11,16 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *clattn_version(void)
-{
-    return CLATTN_VERSION_STRING;
-}
-
-int clattn_abi_version(void)
-{
-    return CLATTN_ABI_VERSION;
-}
-
 clattn_context_params clattn_context_params_default(void)
 {
     clattn_context_params p;

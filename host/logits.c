@@ -37,6 +37,8 @@ clattn_status clattn__logits_check(const clattn_context *ctx, const clattn_logit
 {
     /* 0 (off), or a cap whose kernel forms (times log2(e), and its inverse) are finite too. */
     const float cap = lp->softcap;
+    if (!CLATTN_RESERVED_ZERO(lp))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if (!(cap == 0.0f || (cap > 0.0f && isfinite(cap * 1.4426950408889634f) &&
                           isfinite(1.0f / cap))))
         return CLATTN_ERROR_INVALID_ARGUMENT;

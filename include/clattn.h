@@ -98,6 +98,10 @@ CLATTN_API const char *clattn_version(void);
 /* The ABI version of the library actually loaded: equal to CLATTN_ABI_VERSION when the program
  * runs with the library it was compiled for. */
 CLATTN_API int clattn_abi_version(void);
+/* sizeof the public struct named `name` ("clattn_sdpa_params", every struct this header defines
+ * whose members a caller sets or reads) in the library actually loaded; 0 for an unknown name or
+ * NULL. For bindings that mirror the structs (the Python package checks each one at import). */
+CLATTN_API size_t clattn_struct_size(const char *name);
 
 /* ------------------------------------------------------------------------------------------------
  * Status codes
@@ -542,6 +546,7 @@ typedef struct clattn_logit_params {
     /* float [H] on the device, or NULL: each query head's sink logit, in the units of s. */
     cl_mem sinks;
     size_t sinks_offset;
+    void *reserved[4]; /* must be zero */
 } clattn_logit_params;
 
 CLATTN_API clattn_logit_params clattn_logit_params_default(void);

@@ -143,6 +143,10 @@ static bool variant_errors(void)
         }
         r = p;
         r.path = (clattn_path)path;
+        r.logits.reserved[3] = &r;
+        ok &= sdpa_fails("logits reserved", &Q.t, &K.t, &V.t, &O.t, &r, CLATTN_ERROR_INVALID_ARGUMENT);
+        r = p;
+        r.path = (clattn_path)path;
         r.logits.alibi_slopes = one; /* 4 query heads need 4 slopes */
         ok &= sdpa_fails("ALiBi slopes too short", &Q.t, &K.t, &V.t, &O.t, &r,
                          CLATTN_ERROR_VIEW_OUT_OF_BOUNDS);

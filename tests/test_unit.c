@@ -35,6 +35,24 @@ static bool status_names(void)
              CLATTN_VERSION_PATCH);
     EXPECT(strcmp(clattn_version(), ver) == 0);
     EXPECT(clattn_dtype_size(CLATTN_F32) == 4 && clattn_dtype_size(CLATTN_F16) == 2);
+    /* The sizes a binding checks at load time are the ones this header compiles to. */
+#define EXPECT_SIZE(type) EXPECT(clattn_struct_size(#type) == sizeof(type))
+    EXPECT_SIZE(clattn_tensor);
+    EXPECT_SIZE(clattn_kernel_config);
+    EXPECT_SIZE(clattn_context_params);
+    EXPECT_SIZE(clattn_device_info);
+    EXPECT_SIZE(clattn_tuning);
+    EXPECT_SIZE(clattn_mask_params);
+    EXPECT_SIZE(clattn_logit_params);
+    EXPECT_SIZE(clattn_sdpa_params);
+    EXPECT_SIZE(clattn_rope_params);
+    EXPECT_SIZE(clattn_mha_params);
+    EXPECT_SIZE(clattn_mha_forward_params);
+    EXPECT_SIZE(clattn_kv_cache_params);
+    EXPECT_SIZE(clattn_kv_attend_params);
+#undef EXPECT_SIZE
+    EXPECT(clattn_struct_size("clattn_context") == 0); /* opaque */
+    EXPECT(clattn_struct_size("clattn_sdpa_param") == 0 && clattn_struct_size(NULL) == 0);
     return ok;
 }
 
