@@ -1,0 +1,117 @@
+"""clattn.KVCache: keys and values of B sequences kept on the device for decoding (clattn_kv_cache)."""
+import ctypes
+
+import numpy as np
+
+from . import _capi
+from ._errors import Error, check
+from ._ops import rope_params
+from ._params import logit_params
+from ._views import check_queue, dtype_value, new_array, tensor, wait_list, event
+
+_NAN = float('nan')
+
+
+class KVCache:
+    """B sequences × num_kv_heads heads of up to `capacity` tokens each, stored as dtype
+    (float32, float16 or 'bfloat16'). rope: a dict of RoPE keywords (layout, rotary_dim, theta,
+    inv_freq) to rotate keys as they are appended and queries as they attend.
+
+    Thread safety: none (as clattn_kv_cache): calls on one cache must not overlap; enqueue them in
+    order on one in-order queue or chain their events."""
+
+    def __init__(self, ctx, *, batch, num_kv_heads, head_dim, capacity, dtype=np.float32,
+                 rope=None):
+        self.ctx = ctx
+        keep = []
+        p = _capi.lib.clattn_kv_cache_params_default()
+        p.batch, p.num_kv_heads, p.head_dim, p.capacity = (int(batch), int(num_kv_heads),
+                                                           int(head_dim), int(capacity))
+        p.dtype = dtype_value(dtype)
+        self.batch, self.num_kv_heads, self.head_dim = p.batch, p.num_kv_heads, p.head_dim
+        self.capacity, self.dtype = p.capacity, p.dtype
+        if rope is not None:
+            r = rope_params(ctx, keep, **rope)
+            p.rope = ctypes.pointer(r)
+        handle = ctypes.c_void_p()
+        check(_capi.lib.clattn_kv_cache_create(ctx.handle, ctypes.byref(p), ctypes.byref(handle)),
+              'clattn_kv_cache_create')
+        self._handle = handle
+        ctx._adopt(self)
+
+    @property
+    def handle(self):
+        if not self._handle:
+            raise ValueError('clattn.KVCache is closed')
+        return self._handle
+
+    def lengths(self):
+        """Tokens each sequence holds."""
+        return [_capi.lib.clattn_kv_cache_length(self.handle, b) for b in range(self.batch)]
+
+    def _view(self, a):
+        # bfloat16 has no numpy dtype: a bfloat16 cache takes uint16 arrays as its bits
+        return tensor(a, dtype='bfloat16' if a.dtype == np.uint16 else None)
+
+    def append(self, k_new, v_new, counts=None, *, wait_for=None, queue=None):
+        """Appends k_new, v_new [B, Hkv, T, D]; sequence b gains counts[b] tokens (None: T each).
+        Past the capacity: clattn.Error CLATTN_ERROR_CACHE_FULL, the cache unchanged. Returns
+        the event."""
+        queue = check_queue(self.ctx, queue)
+        K, V = self._view(k_new), self._view(v_new)
+        c = None
+        if counts is not None:
+            if len(counts) != self.batch:
+                raise Error.of('CLATTN_ERROR_INVALID_SHAPE',
+                               f'{len(counts)} counts for {self.batch} sequences')
+            c = (ctypes.c_size_t * self.batch)(*[int(x) for x in counts])
+        n, waits = wait_list(wait_for)
+        ev = ctypes.c_void_p()
+        check(_capi.lib.clattn_kv_cache_append(self.handle, queue.int_ptr, ctypes.byref(K),
+                                               ctypes.byref(V), c, n, waits, ctypes.byref(ev)),
+              'clattn_kv_cache_append')
+        return event(ev)
+
+    def attend(self, q, *, out=None, scale=None, splits=0, lse=False, window_left=None,
+               window_keep_first=0, softcap=0.0, alibi=None, sinks=None, cross=False,
+               wait_for=None, queue=None):
+        """Attention of q [B, Hq, Lq, D] (the Lq newest tokens of each sequence, causally; every
+        key with cross=True) over the cache: out [B, Hq, Lq, D]. splits: key splits per query
+        block (0: chosen by the library). window_left: keys a query sees behind it (None: all).
+        Returns (out, event) or (out, lse, event) with lse=True."""
+        queue = check_queue(self.ctx, queue)
+        keep = []
+        Q = tensor(q)
+        if out is None:
+            out = new_array(queue, q.shape, q.dtype)
+        O = tensor(out)
+        ap = _capi.lib.clattn_kv_attend_params_default()
+        ap.scale = _NAN if scale is None else float(scale)
+        ap.splits = int(splits)
+        if window_left is not None:
+            if int(window_left) < 0:
+                raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT', 'window_left: None for no limit')
+            ap.window_left = int(window_left)
+        ap.window_keep_first = int(window_keep_first)
+        ap.logits = logit_params(self.ctx, keep, Q.dims[1], softcap=softcap, alibi=alibi,
+                                 sinks=sinks)
+        ap.cross = int(bool(cross))
+        if lse:
+            lse = new_array(queue, (Q.dims[0], Q.dims[1], Q.dims[2], 1), np.float32) \
+                if lse is True else lse
+            L = tensor(lse)
+            ap.lse = ctypes.pointer(L)
+        n, waits = wait_list(wait_for)
+        ev = ctypes.c_void_p()
+        check(_capi.lib.clattn_kv_cache_attend(self.handle, queue.int_ptr, ctypes.byref(Q),
+                                               ctypes.byref(O), ctypes.byref(ap), n, waits,
+                                               ctypes.byref(ev)), 'clattn_kv_cache_attend')
+        return (out, lse, event(ev)) if lse is not False else (out, event(ev))
+
+    def close(self):
+        if getattr(self, '_handle', None):
+            _capi.lib.clattn_kv_cache_destroy(ctypes.byref(self._handle))
+            self._handle = None
+
+    def __del__(self):
+        self.close()
