@@ -11,15 +11,15 @@ from ._params import logit_params, mask_params
 from ._views import check_queue, dtype_value, new_array, path_value, tensor, wait_list, event
 
 
-def host_array(value, dtype):
-    """A contiguous numpy array of `dtype` from numpy data or a torch tensor (torch is never
-    imported: a tensor is recognised by its detach() method)."""
+def to_numpy(value):
+    """numpy data from numpy data or a torch tensor (torch is never imported: a tensor is
+    recognised by its detach() method)."""
     if hasattr(value, 'detach'):
         value = value.detach().cpu()
         if str(value.dtype) == 'torch.bfloat16':  # numpy has no bfloat16
             value = value.float()
         value = value.numpy()
-    return np.ascontiguousarray(value, dtype=dtype)
+    return np.asarray(value)
 
 
 class MultiheadAttention:
@@ -55,7 +55,7 @@ class MultiheadAttention:
         for name, value in given.items():
             if value is None:
                 continue
-            host = host_array(value, wdt)
+            host = np.ascontiguousarray(to_numpy(value), dtype=wdt)
             host2 = host.reshape(1, -1) if host.ndim == 1 else host
             if host2.ndim != 2:
                 raise Error.of('CLATTN_ERROR_INVALID_SHAPE', f'{name}: shape {host.shape}')
@@ -79,7 +79,7 @@ class MultiheadAttention:
         """The layer of a PyTorch nn.MultiheadAttention's state_dict() (numpy arrays or torch
         tensors): in_proj_weight or q/k/v_proj_weight, in_proj_bias, out_proj.weight,
         out_proj.bias, under `prefix`. add_bias_kv layers (bias_k, bias_v) are refused."""
-        sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        sd = {k[len(prefix):]: to_numpy(v) for k, v in state_dict.items() if k.startswith(prefix)}
         if 'bias_k' in sd or 'bias_v' in sd:
             raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT', 'add_bias_kv is not supported')
         out_w = sd.get('out_proj.weight')
