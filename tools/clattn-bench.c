@@ -526,11 +526,20 @@ static int run_gemm_suite(const options *o, const clattn_device_info *info)
 }
 
 /* One decode step (one new query per head) over caches of 1k..32k tokens, split-KV off and
- * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128. */
-static int run_decode(const options *o, const clattn_device_info *info, clattn_dtype kv_dtype)
+ * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128. With `json`,
+ * also one row per cache length and split setting ("splits": 0 is the automatic choice). */
+static int run_decode(const options *o, const clattn_device_info *info, clattn_dtype kv_dtype,
+                      const char *json)
 {
     const size_t Hq = 32, Hkv = 8, D = 128;
     const size_t elem = clattn_dtype_size(kv_dtype);
+    FILE *jf = NULL;
+    if (json && !(jf = fopen(json, "w"))) {
+        fprintf(stderr, "clattn-bench: cannot write %s\n", json);
+        return 1;
+    }
+    if (jf)
+        fprintf(jf, "[\n");
     printf("decode step (attention of 1 new token over the cache), B = 1, Hq = %zu, Hkv = %zu, "
            "D = %zu, %s cache, on %s\n", Hq, Hkv, D, kv_dtype == CLATTN_BF16 ? "bf16" : "fp32",
            info->name);
@@ -570,9 +579,26 @@ static int run_decode(const options *o, const clattn_device_info *info, clattn_d
             printf("%8zu %14.3f %14.3f %14.3f %18.1f\n", len, r[0].median_ms, r[1].median_ms,
                    r[2].median_ms, 2.0 * (double)nkv * (double)elem / (best * 1e-3) * 1e-9);
         }
+        for (int k = 0; jf && k < 3; k++) {
+            fprintf(jf, "%s  {\"suite\": \"decode\", \"device\": \"%s\", \"batch\": 1, \"heads\": %zu, "
+                        "\"kv_heads\": %zu, \"head_dim\": %zu, \"kv_dtype\": \"%s\", \"cache_len\": %zu, "
+                        "\"splits\": %zu, \"status\": \"%s\", \"reps\": %zu, ",
+                    len == 1024 && k == 0 ? "" : ",\n", info->name, Hq, Hkv, D,
+                    kv_dtype == CLATTN_BF16 ? "bf16" : "f32", len, splits[k],
+                    clattn_status_name(r[k].status), r[k].reps);
+            /* kv_bytes: the K and V the step reads, for a bandwidth figure. */
+            if (r[k].status == CL_SUCCESS)
+                fprintf(jf, "\"median_ms\": %.6f, \"kv_bytes\": %zu}", r[k].median_ms, 2 * nkv * elem);
+            else
+                fprintf(jf, "\"median_ms\": null, \"kv_bytes\": %zu}", 2 * nkv * elem);
+        }
         clattn_kv_cache_destroy(&st.cache);
         clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
         free(h), free(hq);
+    }
+    if (jf) {
+        fprintf(jf, "\n]\n");
+        fclose(jf);
     }
     return failures ? 1 : 0;
 }
@@ -651,6 +677,28 @@ static double measure_peak(const clattn_device_info *info, bool verbose)
 
 /* --- a model's cold start ---------------------------------------------------------------------- */
 
+/* A start-up run as JSON (one row, in an array like the other modes'): `what` is the mode,
+ * `count` the kernel files (--startup) or programs (--startup-llama) made ready. Whether the
+ * caches were cold is up to the caller, who chose CLATTN_CACHE_DIR and POCL_CACHE_DIR. */
+static int startup_json(const char *json, const char *what, const clattn_context *cc,
+                        double ctx_s, double ready_s, int count)
+{
+    clattn_device_info info = {0};
+    FILE *f;
+    if (!json)
+        return 0;
+    clattn_context_device_info(cc, &info);
+    if (!(f = fopen(json, "w"))) {
+        fprintf(stderr, "clattn-bench: cannot write %s\n", json);
+        return 1;
+    }
+    fprintf(f, "[\n  {\"suite\": \"%s\", \"device\": \"%s\", \"context_ms\": %.3f, "
+               "\"ready_ms\": %.3f, \"total_ms\": %.3f, \"count\": %d}\n]\n",
+            what, info.name, 1e3 * ctx_s, 1e3 * ready_s, 1e3 * (ctx_s + ready_s), count);
+    fclose(f);
+    return 0;
+}
+
 static void count_programs(void *user, clattn_log_level level, const char *msg)
 {
     (void)level;
@@ -664,7 +712,7 @@ static void count_programs(void *user, clattn_log_level level, const char *msg)
  * query heads over 8 kv heads of 128, RoPE in the KV cache) ready: its projections for a prompt
  * chunk and for single tokens, the cache's appends and attention for both. Run with empty
  * CLATTN_CACHE_DIR and POCL_CACHE_DIR for a cold start, then again for a warm one. */
-static int startup_llama(void)
+static int startup_llama(const char *json)
 {
     int programs = 0;
     const double t0 = tool_now();
@@ -707,10 +755,11 @@ static int startup_llama(void)
     printf("startup-llama: context %.1f ms; %d programs ready %.1f ms after it; %.1f ms in all "
            "(CLATTN_CACHE_DIR=%s)\n", 1e3 * (t1 - t0), programs, 1e3 * (t2 - t1), 1e3 * (t2 - t0),
            cache ? cache : "(default)");
+    const int rc = startup_json(json, "startup-llama", cc, t1 - t0, t2 - t1, programs);
     clattn_kv_cache_destroy(&kv);
     clReleaseMemObject(any);
     clattn_context_destroy(&cc);
-    return 0;
+    return rc;
 }
 
 /* --- main ------------------------------------------------------------------------------------ */
@@ -736,7 +785,8 @@ static void usage(void)
         "      --reps N           timed runs, at least 3 (default 10; fewer past --max-seconds)\n"
         "      --max-seconds S    time budget per row (default 10)\n"
         "      --check            compare with the double-precision reference (batch item 0)\n"
-        "      --json FILE        also write the rows as JSON\n"
+        "      --json FILE        also write the rows as JSON (--decode, --startup and\n"
+        "                         --startup-llama too)\n"
         "      --device SPEC      as CLATTN_DEVICE: P:D indices or a piece of the device name\n"
         "      --suite models|flash|gemm|variants  models (default): GPT-2 small, BERT-base, a GQA\n"
         "                         decoder layer; gemm: their projections (clattn_linear_prepared);\n"
@@ -765,7 +815,8 @@ int main(int argc, char **argv)
     options o = {2, 10, 10.0, false, false, false};
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO, NO_VARIANT};
-    bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false;
+    bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false,
+         do_startup_llama = false;
     clattn_dtype kv_dtype = CLATTN_F32;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
@@ -833,7 +884,7 @@ int main(int argc, char **argv)
         case O_SOFTCAP: custom.softcap = strtof(optarg, NULL); have_shape = true; break;
         case O_ALIBI: custom.alibi = true; have_shape = true; break;
         case O_SINKS: custom.sinks = true; have_shape = true; break;
-        case O_STARTUP_LLAMA: return startup_llama();
+        case O_STARTUP_LLAMA: do_startup_llama = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -844,6 +895,8 @@ int main(int argc, char **argv)
     }
     if (custom.Hkv == 0)
         custom.Hkv = custom.H;
+    if (do_startup_llama)
+        return startup_llama(json);
 
     if (do_startup) {
         /* From nothing to every kernel ready: context, device queries, each kernel file built
@@ -860,8 +913,9 @@ int main(int argc, char **argv)
         printf("startup: context %.1f ms, all %zu kernels ready %.1f ms after it, %.1f ms in all "
                "(CLATTN_CACHE_DIR=%s)\n", 1e3 * (t1 - t0), clattn_kernel_count(), 1e3 * (t2 - t1),
                1e3 * (t2 - t0), cache ? cache : "(default)");
+        const int rc = startup_json(json, "startup", g_cc, t1 - t0, t2 - t1, (int)clattn_kernel_count());
         clattn_context_destroy(&g_cc);
-        return 0;
+        return rc;
     }
     clattn_status st = clattn_context_create(NULL, &g_cc);
     if (st != CL_SUCCESS)
@@ -875,7 +929,7 @@ int main(int argc, char **argv)
     clattn_device_info info;
     clattn_context_device_info(g_cc, &info);
     if (do_decode) {
-        int rc = run_decode(&o, &info, kv_dtype);
+        int rc = run_decode(&o, &info, kv_dtype, json);
         clReleaseCommandQueue(g_queue);
         clattn_context_destroy(&g_cc);
         return rc;
