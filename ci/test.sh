@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, configures and builds (warnings are errors), runs
-# the whole suite on the default OpenCL device (PoCL when there is no GPU), then the same tests
-# again in a build with AddressSanitizer and UBSan (leak checks included), then the fuzzer over
-# the validation layer for a bounded time, and ends with the line "N passed, N failed" counted
-# from meson's test logs of all three.
+# the whole suite on the default OpenCL device (PoCL when there is no GPU), then the Python
+# package's pytest suite over the installed library (ci/python.sh), then the C tests again in a
+# build with AddressSanitizer and UBSan (leak checks included), then the fuzzer over the
+# validation layer for a bounded time, and ends with the line "N passed, N failed" counted from
+# meson's test logs and pytest's report.
 #
 # Usage: ci/test.sh [meson test args]   e.g. ci/test.sh --suite sdpa (main build only)
-# env:   BUILD_DIR (default build), SANITIZE=0 to skip the sanitizer build, FUZZ_SECONDS
+# env:   BUILD_DIR (default build), PYTHON=0 to skip the Python package, SANITIZE=0 to skip the
+#        sanitizer build, FUZZ_SECONDS
 #        (default 60; 0 skips the fuzzer)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,13 @@ rm -f "$build/meson-logs/testlog.json"
 meson test -C "$build" --print-errorlogs "$@"
 rc=$?
 logs+=("$build/meson-logs/testlog.json")
+
+if [ $# -eq 0 ] && [ "${PYTHON:-1}" != 0 ]; then
+  echo "== the Python package (pytest), over the library as meson installs it"
+  rm -f "$build/meson-logs/pytest.xml"
+  BUILD_DIR=$build bash ci/python.sh || rc=1
+  logs+=("$build/meson-logs/pytest.xml")
+fi
 
 if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
   echo "== AddressSanitizer + UBSan build"
