@@ -148,6 +148,8 @@ _PROTOTYPES = {
     'clattn_alibi_slopes': (_S, [ctypes.c_size_t, _R(ctypes.c_float)]),
     'clattn_sdpa': (_S, [_P, _P, _TP, _TP, _TP, _TP, _R(SdpaParams)] + _WAIT),
     'clattn_sdpa_prepare': (_S, [_P, _TP, _TP, _TP, _TP, _R(SdpaParams)]),
+    'clattn_sdpa_workspace_size': (_S, [_P, _TP, _TP, _TP, _TP, _R(SdpaParams),
+                                        _R(ctypes.c_size_t)]),
     'clattn_merge': (_S, [_P, _P, _TP, _TP, _TP, _TP, _TP, _TP] + _WAIT),
     'clattn_add_sinks': (_S, [_P, _P, _TP, _TP, c_mem, ctypes.c_size_t] + _WAIT),
     'clattn_rope_params_default': (RopeParams, []),

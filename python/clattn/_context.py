@@ -18,7 +18,7 @@ class Context:
     for none). log: a function log(level, message) receiving build logs and warnings; log_level
     one of 'error', 'warn' (default), 'info', 'debug'.
 
-    Methods sdpa, merge, add_sinks and rope run attention and its helpers (see clattn.sdpa ...).
+    Methods sdpa (with sdpa_workspace_size, sdpa_prepare), merge, add_sinks and rope run attention and its helpers (see clattn.sdpa ...).
     Thread safety: as clattn_context (see include/clattn.h): calls may come from several threads.
     Objects made from it hold it alive; close() (or leaving a `with` block) destroys it and them.
     """
@@ -46,6 +46,8 @@ class Context:
         self._children = weakref.WeakSet()
 
     sdpa = _ops.sdpa
+    sdpa_workspace_size = _ops.sdpa_workspace_size
+    sdpa_prepare = _ops.sdpa_prepare
     merge = _ops.merge
     add_sinks = _ops.add_sinks
     rope = _ops.rope

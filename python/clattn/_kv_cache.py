@@ -5,7 +5,7 @@ import numpy as np
 
 from . import _capi
 from ._errors import Error, check
-from ._ops import rope_params
+from ._ops import rope_params, workspace_view
 from ._params import logit_params
 from ._views import check_queue, dtype_value, new_array, tensor, wait_list, event
 
@@ -74,10 +74,11 @@ class KVCache:
 
     def attend(self, q, *, out=None, scale=None, splits=0, lse=False, window_left=None,
                window_keep_first=0, softcap=0.0, alibi=None, sinks=None, cross=False,
-               wait_for=None, queue=None):
+               workspace=None, wait_for=None, queue=None):
         """Attention of q [B, Hq, Lq, D] (the Lq newest tokens of each sequence, causally; every
         key with cross=True) over the cache: out [B, Hq, Lq, D]. splits: key splits per query
         block (0: chosen by the library). window_left: keys a query sees behind it (None: all).
+        workspace: caller-owned scratch for split partial results (a pyopencl Buffer).
         Returns (out, event) or (out, lse, event) with lse=True."""
         queue = check_queue(self.ctx, queue)
         keep = []
@@ -88,6 +89,7 @@ class KVCache:
         ap = _capi.lib.clattn_kv_attend_params_default()
         ap.scale = _NAN if scale is None else float(scale)
         ap.splits = int(splits)
+        ap.workspace, ap.workspace_offset = workspace_view(workspace)
         if window_left is not None:
             if int(window_left) < 0:
                 raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT', 'window_left: None for no limit')

@@ -7,6 +7,7 @@ import pyopencl as cl
 
 from . import _capi
 from ._errors import Error, check
+from ._ops import workspace_view
 from ._params import logit_params, mask_params
 from ._views import check_queue, dtype_value, new_array, path_value, tensor, wait_list, event
 
@@ -108,12 +109,14 @@ class MultiheadAttention:
     def __call__(self, query, key=None, value=None, *, causal=False, attn_mask=None,
                  key_lengths=None, need_weights=False, average_attn_weights=True, out=None,
                  wait_for=None, queue=None, path='auto', window=None, window_keep_first=0,
-                 softcap=0.0, alibi=None, sinks=None):
+                 softcap=0.0, alibi=None, sinks=None, workspace=None):
         """The forward (clattn_mha_forward). key/value None: self attention on query.
         attn_mask: additive float device array broadcasting to [B, H, Lq, Lk]; key_lengths:
         valid keys per batch item (PyTorch's key_padding_mask as counts). need_weights: also
         the attention weights, [B, Lq, Lk] averaged over heads (average_attn_weights) or
-        [B, H, Lq, Lk]. Other keywords as sdpa. Returns (out, event) or (out, weights, event)."""
+        [B, H, Lq, Lk]. workspace: caller-owned scratch for the intermediates (a pyopencl
+        Buffer of clattn_mha_workspace_size bytes). Other keywords as sdpa.
+        Returns (out, event) or (out, weights, event)."""
         queue = check_queue(self.ctx, queue)
         keep = []
         Q = tensor(query, 1)
@@ -130,6 +133,7 @@ class MultiheadAttention:
                               key_lengths=key_lengths, window=window,
                               window_keep_first=window_keep_first)
         fp.path = path_value(path)
+        fp.workspace, fp.workspace_offset = workspace_view(workspace)
         fp.logits = logit_params(self.ctx, keep, self.num_heads, softcap=softcap, alibi=alibi,
                                  sinks=sinks)
         weights = None

@@ -3,6 +3,7 @@ method of clattn.Context (ctx.sdpa(q, k, v, ...))."""
 import ctypes
 
 import numpy as np
+import pyopencl as cl
 
 from . import _capi
 from ._errors import Error, check
@@ -32,32 +33,22 @@ def _call(fn, what, queue, args, wait_for):
     return _event(ev)
 
 
-def sdpa(ctx, q, k, v, *, causal=False, mask=None, key_lengths=None, scale=None, lse=False,
-         probs=False, out=None, wait_for=None, queue=None, path='auto', window=None,
-         window_keep_first=0, softcap=0.0, alibi=None, sinks=None, num_heads=None,
-         num_kv_heads=None):
-    """Scaled dot-product attention, O = softmax(scale·Q·Kᵀ + mask)·V, by clattn_sdpa.
+def workspace_view(workspace):
+    """(cl_mem, 0) of caller-owned scratch, or (None, 0). A whole pyopencl Buffer only: the
+    library checks the buffer's size, so a view into a larger buffer could not be held to its
+    own bounds."""
+    if workspace is None:
+        return None, 0
+    if isinstance(workspace, cl.Buffer):
+        return workspace.int_ptr, 0
+    raise TypeError(f'workspace: expected a pyopencl Buffer, got {type(workspace).__name__}')
 
-    q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (Hq a multiple of Hkv: GQA), or packed
-    [B, T, H·D] arrays with num_heads (and num_kv_heads for k and v when it differs); any view
-    pyopencl can make whose strides are non-negative, float32 or float16. Nothing is copied.
 
-    causal: False, True or 'top_left' (query i sees keys j <= i), 'bottom_right' (j <= i + Lk - Lq).
-    mask: additive float device array broadcasting to [B, Hq, Lq, Lk] (-inf hides).
-    key_lengths: valid keys per batch item (int32 device array, or host integers).
-    scale: None for 1/sqrt(D). path: 'auto', 'fused' or 'unfused'.
-    window: (left, right) sliding window, None for no limit on a side; window_keep_first.
-    softcap: logit soft-capping (0 off). alibi: True for the standard slopes, or per-head slopes.
-    sinks: per-head sink logits. Host values are copied into buffers of their own (no enqueue).
-    lse: True (or an array [B, Hq, Lq, 1] float32) for the log-sum-exp of each row; probs: True
-    (or an array [B, Hq, Lq, Lk]) for the probabilities (the unfused path). out: the output
-    array, laid out as q (new when None). wait_for: pyopencl events the call waits for.
-
-    Returns (out, event), or (out, lse, event), (out, probs, event), (out, lse, probs, event):
-    the arrays asked for, and the pyopencl event of the call's last command. Raises clattn.Error
-    with nothing enqueued when the library refuses the call."""
-    queue = check_queue(ctx, queue)
-    keep = []
+def _sdpa_args(ctx, queue, keep, q, k, v, *, causal=False, mask=None, key_lengths=None,
+               scale=None, lse=False, probs=False, out=None, path='auto', window=None,
+               window_keep_first=0, softcap=0.0, alibi=None, sinks=None, num_heads=None,
+               num_kv_heads=None, workspace=None):
+    """The views and clattn_sdpa_params of a call, and the arrays it returns."""
     Q = tensor(q, num_heads)
     kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
     K, V = tensor(k, kv_heads), tensor(v, kv_heads)
@@ -71,23 +62,67 @@ def sdpa(ctx, q, k, v, *, causal=False, mask=None, key_lengths=None, scale=None,
                          window=window, window_keep_first=window_keep_first)
     p.path = path_value(path)
     p.logits = logit_params(ctx, keep, Hq, softcap=softcap, alibi=alibi, sinks=sinks)
+    p.workspace, p.workspace_offset = workspace_view(workspace)
     extra = []
-    if lse is not False and lse is not None:
-        lse = new_array(queue, (B, Hq, Lq, 1), np.float32) if lse is True else lse
-        L = tensor(lse)
-        keep.append(L)
-        p.lse = ctypes.pointer(L)
-        extra.append(lse)
-    if probs is not False and probs is not None:
-        probs = new_array(queue, (B, Hq, Lq, Lk), np.float32) if probs is True else probs
-        P = tensor(probs)
-        keep.append(P)
-        p.probs = ctypes.pointer(P)
-        extra.append(probs)
-    ev = _call(_capi.lib.clattn_sdpa, 'clattn_sdpa', queue,
-               [ctx.handle, ctypes.byref(Q), ctypes.byref(K), ctypes.byref(V), ctypes.byref(O),
-                ctypes.byref(p)], wait_for)
+    for name, want, shape in (('lse', lse, (B, Hq, Lq, 1)), ('probs', probs, (B, Hq, Lq, Lk))):
+        if want is False or want is None:
+            continue
+        a = new_array(queue, shape, np.float32) if want is True else want
+        t = tensor(a)
+        keep.append(t)
+        setattr(p, name, ctypes.pointer(t))
+        extra.append(a)
+    keep += [Q, K, V, O, p, out] + extra  # new arrays too: their buffers must outlive the call
+    return [ctx.handle, ctypes.byref(Q), ctypes.byref(K), ctypes.byref(V), ctypes.byref(O),
+            ctypes.byref(p)], out, extra
+
+
+def sdpa(ctx, q, k, v, *, wait_for=None, queue=None, **kw):
+    """Scaled dot-product attention, O = softmax(scale·Q·Kᵀ + mask)·V, by clattn_sdpa.
+
+    q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] (Hq a multiple of Hkv: GQA), or packed
+    [B, T, H·D] arrays with num_heads (and num_kv_heads for k and v when it differs); any view
+    pyopencl can make whose strides are non-negative, float32 or float16. Nothing is copied.
+    Keywords:
+    causal: False, True or 'top_left' (query i sees keys j <= i), 'bottom_right' (j <= i + Lk - Lq).
+    mask: additive float device array broadcasting to [B, Hq, Lq, Lk] (-inf hides).
+    key_lengths: valid keys per batch item (int32 device array, or host integers).
+    scale: None for 1/sqrt(D). path: 'auto', 'fused' or 'unfused'.
+    window: (left, right) sliding window, None for no limit on a side; window_keep_first.
+    softcap: logit soft-capping (0 off). alibi: True for the standard slopes, or per-head slopes.
+    sinks: per-head sink logits. Host values are copied into buffers of their own (no enqueue).
+    lse: True (or an array [B, Hq, Lq, 1] float32) for the log-sum-exp of each row; probs: True
+    (or an array [B, Hq, Lq, Lk]) for the probabilities (the unfused path). out: the output
+    array, laid out as q (new when None). workspace: caller-owned scratch (a pyopencl Buffer of
+    at least ctx.sdpa_workspace_size(...) bytes) instead of the library's.
+    wait_for: pyopencl events the call waits for; queue: another queue of the context.
+
+    Returns (out, event), or (out, lse, event), (out, probs, event), (out, lse, probs, event):
+    the arrays asked for, and the pyopencl event of the call's last command. Raises clattn.Error
+    with nothing enqueued when the library refuses the call."""
+    queue = check_queue(ctx, queue)
+    keep = []
+    args, out, extra = _sdpa_args(ctx, queue, keep, q, k, v, **kw)
+    ev = _call(_capi.lib.clattn_sdpa, 'clattn_sdpa', queue, args, wait_for)
     return (out, *extra, ev)
+
+
+def sdpa_workspace_size(ctx, q, k, v, **kw):
+    """Bytes of workspace ctx.sdpa(q, k, v, **kw) needs (0: none), validated as the call is."""
+    keep = []
+    args, _, _ = _sdpa_args(ctx, check_queue(ctx, None), keep, q, k, v, **kw)
+    size = ctypes.c_size_t()
+    check(_capi.lib.clattn_sdpa_workspace_size(*args, ctypes.byref(size)),
+          'clattn_sdpa_workspace_size')
+    return size.value
+
+
+def sdpa_prepare(ctx, q, k, v, **kw):
+    """Builds every kernel ctx.sdpa(q, k, v, **kw) would run (clattn_sdpa_prepare); enqueues
+    nothing."""
+    keep = []
+    args, _, _ = _sdpa_args(ctx, check_queue(ctx, None), keep, q, k, v, **kw)
+    check(_capi.lib.clattn_sdpa_prepare(*args), 'clattn_sdpa_prepare')
 
 
 def merge(ctx, o1, lse1, o2, lse2, *, out=None, lse_out=None, wait_for=None, queue=None):

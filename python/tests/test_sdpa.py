@@ -177,3 +177,19 @@ def test_rope(ctx, queue, rng):
     y, ev = ctx.rope(dev(queue, x), out=cla.empty(queue, x.shape, np.float32), positions=[3])
     ev.wait()
     close(y.get(), ref.rope_neox(x, np.arange(3, 10)))
+
+
+def test_workspace_and_prepare(ctx, queue, rng):
+    q, k, v = qkv(rng)
+    args = [dev(queue, a) for a in (q, k, v)]
+    ctx.sdpa_prepare(*args, causal=True, path='unfused')
+    need = ctx.sdpa_workspace_size(*args, causal=True, path='unfused')
+    assert need >= q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4   # the score matrix
+    assert ctx.sdpa_workspace_size(*args, causal=True, path='fused') == 0
+    scratch = cl.Buffer(ctx.cl_context, cl.mem_flags.READ_WRITE, need)
+    out, ev = ctx.sdpa(*args, causal=True, path='unfused', workspace=scratch)
+    ev.wait()
+    close(out.get(), ref.sdpa(q, k, v, causal=True)[0])
+    with pytest.raises(clattn.Error) as e:
+        ctx.sdpa(*args, causal=True, path='unfused', workspace=cl.Buffer(ctx.cl_context, cl.mem_flags.READ_WRITE, need - 4))
+    assert e.value.name == 'CLATTN_ERROR_WORKSPACE_TOO_SMALL'
