@@ -149,3 +149,15 @@ def test_kv_cache_rope_window_and_close(queue, rng):
     ctx.close()                                   # closes the cache first
     with pytest.raises(ValueError):
         cache.lengths()
+
+
+def test_fp16_layer(ctx, queue, rng):
+    B, T, E, H = 2, 9, 32, 4
+    sd = mha_state_dict(rng, E)
+    layer = clattn.MultiheadAttention.from_state_dict(ctx, sd, num_heads=H, dtype=np.float16)
+    x = rng.standard_normal((B, T, E)).astype(np.float16)
+    out, ev = layer(dev(queue, x, np.float16), causal=True)
+    ev.wait()
+    assert out.dtype == np.float16
+    sd16 = {n: a.astype(np.float16) for n, a in sd.items()}
+    close(out.get(), ref.mha(x, x, x, sd16, H, causal=True)[0], tol=3e-3)
