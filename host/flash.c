@@ -86,12 +86,23 @@ size_t clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv)
 clattn_status clattn__flash_supports(const clattn_context *ctx, size_t D, size_t Dv,
                                      clattn_dtype dtype)
 {
-    if (dtype != CLATTN_F32 && dtype != CLATTN_F16 && dtype != CLATTN_BF16)
+    if (dtype != CLATTN_F32 && dtype != CLATTN_F16 && dtype != CLATTN_BF16 && dtype != CLATTN_Q8)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     (void)ctx;
     return D == 0 || D > FLASH_MAX_DIM || Dv == 0 || Dv > FLASH_MAX_DIM
                ? CLATTN_ERROR_UNSUPPORTED_PATH
                : CL_SUCCESS;
+}
+
+int clattn__kv_format(clattn_dtype dtype)
+{
+    return dtype == CLATTN_Q8 ? 3 : dtype == CLATTN_BF16 ? 2 : dtype == CLATTN_F16 ? 1 : 0;
+}
+
+size_t clattn__kv_row_bytes(clattn_dtype dtype, size_t n)
+{
+    /* prelude.cl's Q8_ROW_BYTES: the values padded to 4 bytes, then the float scale */
+    return dtype == CLATTN_Q8 ? (n + 3) / 4 * 4 + sizeof(float) : n * clattn_dtype_size(dtype);
 }
 
 bool clattn__flash_rules_out(clattn_status st)
@@ -108,8 +119,9 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     if (params->probs)
         return CLATTN_ERROR_UNSUPPORTED_PATH; /* the fused kernel never forms P */
     const size_t D = Q->dims[3], Dv = V->dims[3], Hq = Q->dims[1];
-    /* K and V may be stored as bfloat16 (a KV cache); Q and O are float or half. */
-    if (Q->dtype == CLATTN_BF16 || O->dtype == CLATTN_BF16)
+    /* K and V may be stored as bfloat16 or int8 rows (a KV cache); Q and O are float or half. */
+    if (Q->dtype == CLATTN_BF16 || O->dtype == CLATTN_BF16 || Q->dtype == CLATTN_Q8 ||
+        O->dtype == CLATTN_Q8)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     clattn_status st = clattn__flash_supports(p->ctx, D, Dv, V->dtype);
     if (st != CL_SUCCESS)
@@ -134,7 +146,7 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
              D, Dv, c.variant, c.block_k, c.wg ? c.wg : 1, c.vec ? c.vec : 16,
              c.rows ? c.rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
              params->lse != NULL, Q->dtype == CLATTN_F16,
-             V->dtype == CLATTN_BF16 ? 2 : V->dtype == CLATTN_F16, pack,
+             clattn__kv_format(V->dtype), pack,
              clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
              lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ);
 

@@ -75,7 +75,8 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (!CLATTN_RESERVED_ZERO(p))
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16 && p->dtype != CLATTN_BF16)
+    if (p->dtype != CLATTN_F32 && p->dtype != CLATTN_F16 && p->dtype != CLATTN_BF16 &&
+        p->dtype != CLATTN_Q8)
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (p->batch == 0 || p->num_kv_heads == 0 || p->head_dim == 0 || p->capacity == 0 ||
         p->capacity > 0x7fffffff)
@@ -89,9 +90,9 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
                     (st = clattn__rope_check(ctx, p->rope, p->head_dim, p->batch, &rotary)) !=
                         CL_SUCCESS))
         return p->rope->positions ? CLATTN_ERROR_INVALID_ARGUMENT : st;
-    size_t bytes = clattn_dtype_size(p->dtype);
+    size_t bytes = clattn__kv_row_bytes(p->dtype, p->head_dim);
     if (!clattn__mul(bytes, p->batch, &bytes) || !clattn__mul(bytes, p->num_kv_heads, &bytes) ||
-        !clattn__mul(bytes, p->capacity, &bytes) || !clattn__mul(bytes, p->head_dim, &bytes))
+        !clattn__mul(bytes, p->capacity, &bytes))
         return CLATTN_ERROR_SIZE_OVERFLOW;
     if (bytes > ctx->info.max_mem_alloc_size)
         return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
@@ -140,14 +141,22 @@ size_t clattn_kv_cache_length(const clattn_kv_cache *c, size_t b)
     return c && b < c->B ? c->len[b] : 0;
 }
 
+/* The dtypes appends take: the cache's own; float too into a bfloat16 cache (rounded as it is
+ * stored); float, half or bfloat16 into an int8 one (quantized). */
+static unsigned takes(clattn_dtype cache)
+{
+    const unsigned floats = CLATTN_DTYPE_BIT(CLATTN_F32) | CLATTN_DTYPE_BIT(CLATTN_F16) |
+                            CLATTN_DTYPE_BIT(CLATTN_BF16);
+    return cache == CLATTN_Q8     ? floats
+           : cache == CLATTN_BF16 ? CLATTN_DTYPE_BIT(CLATTN_BF16) | CLATTN_DTYPE_BIT(CLATTN_F32)
+                                  : CLATTN_DTYPE_BIT(cache);
+}
+
 static clattn_status check_new(const clattn_kv_cache *c, const clattn_tensor *t)
 {
     if (!t)
         return CLATTN_ERROR_INVALID_ARGUMENT;
-    /* The cache's dtype; a bfloat16 cache also takes float (rounded as it is stored). */
-    const unsigned takes = CLATTN_DTYPE_BIT(c->dtype) |
-                           (c->dtype == CLATTN_BF16 ? CLATTN_DTYPE_BIT(CLATTN_F32) : 0u);
-    clattn_status st = clattn__view_check_dtypes(c->ctx, t, CLATTN_VIEW_INPUT, takes);
+    clattn_status st = clattn__view_check_dtypes(c->ctx, t, CLATTN_VIEW_INPUT, takes(c->dtype));
     if (st != CL_SUCCESS)
         return st;
     return (t->dims[0] == c->B && t->dims[1] == c->Hkv && t->dims[3] == c->D)
@@ -155,19 +164,24 @@ static clattn_status check_new(const clattn_kv_cache *c, const clattn_tensor *t)
                : CLATTN_ERROR_INVALID_SHAPE;
 }
 
-/* A storage format as kv_append.cl and flash_attention.cl take it (prelude: FMT_*). */
-static int format_of(clattn_dtype d)
-{
-    return d == CLATTN_BF16 ? 2 : d == CLATTN_F16 ? 1 : 0;
-}
-
 /* The -D options of the append kernels, for new tokens of dtype `src`. */
 static void append_options(const clattn_kv_cache *c, clattn_dtype src, bool has_counts, char *buf,
                            size_t cap)
 {
-    snprintf(buf, cap, "-DSRC_FMT=%d -DC_FMT=%d -DHAS_COUNTS=%d -DHAS_ROPE=%d -DROPE_GPTJ=%d",
-             format_of(src), format_of(c->dtype), has_counts, c->has_rope,
-             c->has_rope && c->rope.layout == CLATTN_ROPE_GPTJ);
+    snprintf(buf, cap, "-DSRC_FMT=%d -DC_FMT=%d -DHAS_COUNTS=%d -DHAS_ROPE=%d -DROPE_GPTJ=%d "
+             "-DROW_DIM=%zu", clattn__kv_format(src), clattn__kv_format(c->dtype), has_counts,
+             c->has_rope, c->has_rope && c->rope.layout == CLATTN_ROPE_GPTJ,
+             c->dtype == CLATTN_Q8 ? c->D : 0);
+}
+
+/* The cache's K or V storage as a view [B, Hkv, cap, D] of its dtype (int8 rows: each row
+ * Q8_ROW_BYTES long, its scale after the values). */
+static clattn_tensor storage_view(const clattn_kv_cache *c, cl_mem buf)
+{
+    const size_t row = c->dtype == CLATTN_Q8 ? clattn__kv_row_bytes(c->dtype, c->D) : c->D;
+    clattn_tensor t = {buf, 0, c->dtype, {c->B, c->Hkv, c->cap, c->D},
+                       {c->Hkv * c->cap * row, c->cap * row, row, 1}};
+    return t;
 }
 
 /* The host lengths advance with the device's: only once the whole append is enqueued. */
@@ -223,11 +237,9 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
         if (st != CL_SUCCESS)
             return st;
     }
-    char opts[96];
+    char opts[128];
     append_options(c, K->dtype, !uniform, opts, sizeof opts);
-    clattn_tensor ck = clattn_tensor_bhtd(c->k, 0, c->B, c->Hkv, c->cap, c->D);
-    clattn_tensor cv = clattn_tensor_bhtd(c->v, 0, c->B, c->Hkv, c->cap, c->D);
-    ck.dtype = cv.dtype = c->dtype;
+    const clattn_tensor ck = storage_view(c, c->k), cv = storage_view(c, c->v);
     clattn_kargs args = {0};
     clattn__arg_view(&args, K);
     clattn__arg_view(&args, V);
@@ -238,7 +250,8 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
     clattn__arg_mem(&args, counts_buf);
     clattn__arg_uint(&args, (cl_uint)most);
     clattn__arg_rope(&args, c->has_rope ? &c->rope : NULL, c->rotary);
-    const size_t global[3] = {c->D, most, c->B * c->Hkv};
+    /* int8 rows: one work-item per row (it finds the row's scale) */
+    const size_t global[3] = {c->dtype == CLATTN_Q8 ? 1 : c->D, most, c->B * c->Hkv};
     if ((st = clattn__plan_kernel(p, "kv_append", opts, "kv_append", &args, 3, global, NULL)) != CL_SUCCESS)
         return st;
     clattn_kargs adv = {0};
@@ -347,9 +360,7 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2];
     if (Hq == 0 || Lq == 0)
         return CL_SUCCESS;
-    clattn_tensor K = clattn_tensor_bhtd(c->k, 0, c->B, c->Hkv, c->cap, c->D);
-    clattn_tensor V = clattn_tensor_bhtd(c->v, 0, c->B, c->Hkv, c->cap, c->D);
-    K.dtype = V.dtype = c->dtype;
+    const clattn_tensor K = storage_view(c, c->k), V = storage_view(c, c->v);
     clattn_sdpa_params sp = clattn_sdpa_params_default();
     sp.scale = a->ap.scale;
     sp.mask.causal = a->ap.cross ? CLATTN_CAUSAL_NONE : CLATTN_CAUSAL_BOTTOM_RIGHT;
@@ -448,13 +459,15 @@ clattn_status clattn_kv_cache_prepare(clattn_kv_cache *c, const clattn_tensor *Q
         return CLATTN_ERROR_INVALID_ARGUMENT;
     attend_call a;
     clattn_status st = attend_check(c, Q, O, params, &a);
-    char opts[96];
-    /* Appends of the cache's dtype, and of float into a bfloat16 cache. */
+    char opts[128];
+    /* Appends of every dtype the cache takes. */
+    const clattn_dtype srcs[] = {CLATTN_F32, CLATTN_F16, CLATTN_BF16};
     for (int has_counts = 0; st == CL_SUCCESS && has_counts < 2; has_counts++)
-        for (int f32 = 0; st == CL_SUCCESS && f32 <= (c->dtype == CLATTN_BF16); f32++) {
-            append_options(c, f32 ? CLATTN_F32 : c->dtype, has_counts, opts, sizeof opts);
-            st = clattn__program_build(c->ctx, "kv_append", opts);
-        }
+        for (int s = 0; st == CL_SUCCESS && s < 3; s++)
+            if (takes(c->dtype) & CLATTN_DTYPE_BIT(srcs[s])) {
+                append_options(c, srcs[s], has_counts, opts, sizeof opts);
+                st = clattn__program_build(c->ctx, "kv_append", opts);
+            }
     /* Attention in one pass and split: two builds of the fused kernel (the split one writes
      * partial results and their lse, without sinks) and the merge; the split count itself is
      * only an argument. */

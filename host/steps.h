@@ -96,6 +96,11 @@ typedef struct clattn_flash_split {
  * when not); nothing is built. */
 clattn_status clattn__flash_supports(const clattn_context *ctx, size_t D, size_t Dv,
                                      clattn_dtype dtype);
+/* A storage format as flash_attention.cl and kv_append.cl take it (-DKV_FMT, -DC_FMT; prelude:
+ * FMT_*): 0 float, 1 half, 2 bfloat16, 3 int8 rows. */
+int clattn__kv_format(clattn_dtype dtype);
+/* Bytes of one stored row of n values (int8 rows carry their scale). */
+size_t clattn__kv_row_bytes(clattn_dtype dtype, size_t n);
 /* Keys per block of the kernel these dims get on this context. */
 size_t clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv);
 /* Validates what the fused kernel needs beyond sdpa's own checks, and appends its launch. An

@@ -7,6 +7,7 @@ size_t clattn_dtype_size(clattn_dtype dtype)
     case CLATTN_F32: return 4;
     case CLATTN_F16: return 2;
     case CLATTN_BF16: return 2;
+    case CLATTN_Q8: return 1;
     }
     return 0;
 }

@@ -162,9 +162,17 @@ typedef enum clattn_dtype {
     CLATTN_BF16 = 3, /* bfloat16 (the upper half of a binary32) storage, arithmetic in float: a
                       * KV cache's storage (appends take CLATTN_BF16, or CLATTN_F32 rounded to
                       * nearest even) */
+    CLATTN_Q8 = 4,   /* int8 with one float scale per row: a KV cache's storage only. Each
+                      * (token, head) row of D values is kept as D int8 q_d and a scale
+                      * s = max_d |x_d| / 127 (x_d = s * q_d, q_d = x_d / s rounded to nearest
+                      * even; a row of zeros has s = 0); appends take CLATTN_F32, CLATTN_F16 or
+                      * CLATTN_BF16 and quantize (after RoPE, when the cache rotates keys);
+                      * attention dequantizes as it loads and computes in float. A non-finite
+                      * value makes its row's scale non-finite. */
 } clattn_dtype;
 
-/* Bytes per element of a dtype, 0 for an unknown one. */
+/* Bytes per element of a dtype, 0 for an unknown one (CLATTN_Q8: 1, the int8; each row also
+ * holds its 4-byte scale). */
 CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype);
 
 /*
@@ -824,8 +832,9 @@ typedef struct clattn_kv_cache_params {
     size_t head_dim;     /* D, of keys and values alike: 1 to 512 (the fused attention's range;
                           * CLATTN_ERROR_UNSUPPORTED_PATH beyond it) */
     size_t capacity;     /* tokens each sequence can hold */
-    clattn_dtype dtype;  /* storage: CLATTN_F32, CLATTN_F16 or CLATTN_BF16 (computed in float
-                          * whatever it is) */
+    clattn_dtype dtype;  /* storage: CLATTN_F32, CLATTN_F16, CLATTN_BF16 or CLATTN_Q8 (int8
+                          * rows with a scale each: D + 4 bytes a row, D rounded up to 4;
+                          * computed in float whatever it is) */
     /* RoPE applied by the cache (NULL: none; copied at create): appends rotate the new keys at
      * their positions, attention rotates the queries at theirs, so decoding needs no pass of its
      * own. A token's position is its index in the cache (positions must be NULL); the queries of
@@ -859,7 +868,8 @@ CLATTN_API size_t clattn_kv_cache_length(const clattn_kv_cache *cache, size_t b)
 /*
  * Appends new tokens' keys and values, e.g. straight from a projection's output (no host round
  * trip): K_new, V_new [B, Hkv, T, D] of the cache's dtype (a CLATTN_BF16 cache also takes
- * CLATTN_F32, rounded to nearest even; K_new and V_new of one dtype); sequence b gains counts[b] <= T tokens
+ * CLATTN_F32, rounded to nearest even; a CLATTN_Q8 cache takes CLATTN_F32, CLATTN_F16 or
+ * CLATTN_BF16 and quantizes each row; K_new and V_new of one dtype); sequence b gains counts[b] <= T tokens
  * (counts NULL: T each), taken from the first counts[b] positions. Appending past the capacity
  * is CLATTN_ERROR_CACHE_FULL, checked before anything is enqueued: the cache is unchanged.
  */

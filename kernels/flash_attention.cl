@@ -65,7 +65,7 @@
 #define PACK 1
 #endif
 #ifndef KV_FMT
-#define KV_FMT 0 /* K and V stored as float, half or bfloat16 (prelude: FMT_*) */
+#define KV_FMT 0 /* K and V stored as float, half, bfloat16 or int8 rows (prelude: FMT_*) */
 #endif
 
 /* Q and O are float or (HALF_QO) half read and written with vload_half/vstore_half (core OpenCL:
@@ -91,13 +91,18 @@
 #endif
 #define T_KV FMT_TYPE(KV_FMT)
 #define LOAD_KV(p, i) FMT_LOAD(KV_FMT, p, i)
-/* VEC values of a K or V row as a float vector. */
+/* x computed from the K or V row of n values at `row`, in real units (int8 rows: times the
+ * row's scale, applied once to a dot product or a loaded vector). */
+#define KV_SCALED(x, row, n) FMT_ROW_SCALED(KV_FMT, x, row, n)
+/* VEC values of a K or V row as a float vector (before KV_SCALED). */
 #if VEC == 1
 #define LOADV(i, p) LOAD_KV(p, i)
 #elif KV_FMT == 1
 #define LOADV(i, p) CAT(vload_half, VEC)((i), (p))
 #elif KV_FMT == 2
 #define LOADV(i, p) CAT(as_float, VEC)(CAT(convert_uint, VEC)(CAT(vload, VEC)((i), (p))) << 16)
+#elif KV_FMT == 3
+#define LOADV(i, p) CAT(convert_float, VEC)(CAT(vload, VEC)((i), (p)))
 #else
 #define LOADV(i, p) CAT(vload, VEC)((i), (p))
 #endif
@@ -179,7 +184,7 @@
             const __global T_KV *vr = vb0 + (ulong)(kb + j) * v_st.s2;                             \
             floatV vv[NV];                                                                         \
             _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                      \
-                vv[cc] = LOADV(cc, vr);                                                            \
+                vv[cc] = KV_SCALED(LOADV(cc, vr), vr, VALUE_DIM);                                  \
             _Pragma("unroll") for (int r = 0; r < ROWS; r++) {                                     \
                 const floatV pr = (floatV)pf[j * 16 + r0 + r];                                     \
                 _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                  \
@@ -288,6 +293,9 @@ void flash_attention(FLASH_PARAMS)
                 for (int t = 0; t < JB; t++)
                     a[t] = fma(qv, (float16)LOAD_KV(kr[t], d), a[t]);
             }
+            #pragma unroll
+            for (int t = 0; t < JB; t++)
+                a[t] = KV_SCALED(a[t], kr[t], HEAD_DIM);
 #if HAS_SOFTCAP /* capped while the scores are in registers; the form is the call's */
             if (SOFTCAP_IS_FAST(inv_cap)) {
                 #pragma unroll
@@ -426,11 +434,13 @@ void flash_attention(FLASH_PARAMS)
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous block is no longer read */
         for (int t = lid; t < BLOCK_K * HEAD_DIM; t += WG) {
             const long j = kb + t / HEAD_DIM;
-            ks[t] = j < hi_max ? LOAD_KV(kb0, (ulong)j * k_st.s2 + t % HEAD_DIM) : 0.0f;
+            const __global T_KV *kr = kb0 + (ulong)j * k_st.s2;
+            ks[t] = j < hi_max ? KV_SCALED(LOAD_KV(kr, t % HEAD_DIM), kr, HEAD_DIM) : 0.0f;
         }
         for (int t = lid; t < BLOCK_K * VALUE_DIM; t += WG) {
             const long j = kb + t / VALUE_DIM;
-            vs[t] = j < hi_max ? LOAD_KV(vb0, (ulong)j * v_st.s2 + t % VALUE_DIM) : 0.0f;
+            const __global T_KV *vr = vb0 + (ulong)j * v_st.s2;
+            vs[t] = j < hi_max ? KV_SCALED(LOAD_KV(vr, t % VALUE_DIM), vr, VALUE_DIM) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 

@@ -5,7 +5,7 @@
  *   kv_advance then adds n_b to len[b]. NDRange (B).
  * n_b is counts[b] (HAS_COUNTS) or `count` for every sequence. Elements go through float: the new
  * tokens' format SRC_FMT, the cache's C_FMT (prelude: FMT_*; a bfloat16 cache takes float input,
- * rounded). HAS_ROPE: keys are rotated at their positions in the cache (prelude: ROPE_AT) before
+ * rounded; an int8 one, C_FMT 3, quantizes rows of ROW_DIM values). HAS_ROPE: keys are rotated at their positions in the cache (prelude: ROPE_AT) before
  * they are stored. */
 
 #ifndef HAS_COUNTS
@@ -34,6 +34,48 @@ inline uint new_tokens(__global const int *counts, ulong b, uint count)
 #endif
 }
 
+#if C_FMT == 3
+/* int8 rows (prelude: Q8_*): a work-item quantizes one token's row of ROW_DIM values, keys after
+ * their rotation, against the row's largest magnitude. NDRange (1, T, B * Hkv). */
+#if HAS_ROPE
+#define KEY_DIM(j) LOAD_E(k, AT(k, b, h, t, (ulong)(j)))
+#define KEY_AT(d) ROPE_AT(KEY_DIM, (d), (long)at)
+#else
+#define KEY_AT(d) LOAD_E(k, AT(k, b, h, t, (ulong)(d)))
+#endif
+#define VALUE_AT(d) LOAD_E(v, AT(v, b, h, t, (ulong)(d)))
+
+/* Stores the row x(0 .. ROW_DIM) (a macro of d, evaluated twice) at `row`. */
+#define STORE_Q8_ROW(x, row)                                                                       \
+    do {                                                                                           \
+        float amax_ = 0.0f;                                                                        \
+        for (int d = 0; d < ROW_DIM; d++)                                                          \
+            {                                                                                      \
+                const float a_ = fabs(x(d)); /* a NaN stays: the row's scale becomes NaN */        \
+                amax_ = a_ > amax_ || isnan(a_) ? a_ : amax_;                                      \
+            }                                                                                      \
+        const float inv_ = amax_ > 0.0f ? 127.0f / amax_ : 0.0f;                                   \
+        for (int d = 0; d < ROW_DIM; d++)                                                          \
+            (row)[d] = convert_char_sat_rte(x(d) * inv_);                                          \
+        *(__global float *)((row) + Q8_SCALE_AT(ROW_DIM)) = amax_ / 127.0f;                        \
+    } while (0)
+
+__kernel void kv_append(VIEW(const T_SRC, k), VIEW(const T_SRC, v), VIEW(char, ck), VIEW(char, cv),
+                        ulong Hkv, __global const int *len, __global const int *counts, uint count,
+                        ROPE_PARAMS)
+{
+    const ulong t = get_global_id(1), z = get_global_id(2);
+    const ulong b = z / Hkv, h = z % Hkv;
+    if (t >= new_tokens(counts, b, count))
+        return;
+    const ulong at = (ulong)len[b] + t;
+#if !HAS_ROPE
+    ROPE_UNUSED;
+#endif
+    STORE_Q8_ROW(KEY_AT, ck + AT(ck, b, h, at, 0));
+    STORE_Q8_ROW(VALUE_AT, cv + AT(cv, b, h, at, 0));
+}
+#else
 __kernel void kv_append(VIEW(const T_SRC, k), VIEW(const T_SRC, v), VIEW(T_C, ck), VIEW(T_C, cv),
                         ulong Hkv, __global const int *len, __global const int *counts, uint count,
                         ROPE_PARAMS)
@@ -52,6 +94,7 @@ __kernel void kv_append(VIEW(const T_SRC, k), VIEW(const T_SRC, v), VIEW(T_C, ck
 #endif
     STORE_E(LOAD_E(v, AT(v, b, h, t, d)), cv, AT(cv, b, h, at, d));
 }
+#endif
 
 __kernel void kv_advance(__global int *len, __global const int *counts, uint count)
 {

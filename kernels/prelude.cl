@@ -56,7 +56,9 @@
 
 /* Elements stored as 0 float, 1 half (vload_half / vstore_half: core OpenCL, no cl_khr_fp16),
  * 2 bfloat16 (ushort bits: the upper half of a float, stored rounded to nearest even, NaN kept
- * NaN). Arithmetic is float whatever the format. FMT_* take the format as a -D value. */
+ * NaN), 3 int8 rows (a KV cache's CLATTN_Q8: a row of n values is n chars and then, at byte
+ * Q8_SCALE_AT(n), its float scale; the row stride is Q8_ROW_BYTES(n)). Arithmetic is float
+ * whatever the format. FMT_* take the format as a -D value. */
 inline float bf16_load(ushort b)
 {
     return as_float((uint)b << 16);
@@ -71,15 +73,28 @@ inline ushort bf16_store(float x)
 #define FMT_TYPE_0 float
 #define FMT_TYPE_1 half
 #define FMT_TYPE_2 ushort
+#define FMT_TYPE_3 char
 #define FMT_TYPE(f) CAT(FMT_TYPE_, f)
 #define FMT_LOAD_0(p, i) ((p)[i])
 #define FMT_LOAD_1(p, i) vload_half((i), (p))
 #define FMT_LOAD_2(p, i) bf16_load((p)[i])
+#define FMT_LOAD_3(p, i) convert_float((p)[i]) /* times its row's scale: Q8_SCALE */
 #define FMT_LOAD(f, p, i) CAT(FMT_LOAD_, f)(p, i)
 #define FMT_STORE_0(x, p, i) ((p)[i] = (x))
 #define FMT_STORE_1(x, p, i) vstore_half((x), (i), (p))
 #define FMT_STORE_2(x, p, i) ((p)[i] = bf16_store(x))
 #define FMT_STORE(f, x, p, i) CAT(FMT_STORE_, f)(x, p, i)
+#define Q8_SCALE_AT(n) (((n) + 3) / 4 * 4)
+#define Q8_ROW_BYTES(n) (Q8_SCALE_AT(n) + 4)
+/* The scale of the int8 row of n values starting at `row`. */
+#define Q8_SCALE(row, n) (*(const __global float *)((const __global char *)(row) + Q8_SCALE_AT(n)))
+/* x, a value (or a sum of values times others) of the row of n values at `row`, in real units:
+ * times the row's scale in format 3, unchanged in the others. */
+#define FMT_ROW_SCALED(f, x, row, n) CAT(FMT_ROW_SCALED_, f)(x, row, n)
+#define FMT_ROW_SCALED_0(x, row, n) (x)
+#define FMT_ROW_SCALED_1(x, row, n) (x)
+#define FMT_ROW_SCALED_2(x, row, n) (x)
+#define FMT_ROW_SCALED_3(x, row, n) ((x) * Q8_SCALE(row, n))
 
 /* ---- views ------------------------------------------------------------------------------------ */
 

@@ -311,3 +311,17 @@ void ref_mha_variant(const ref_mha_layer *m, const ref_variant *var, size_t B, s
             }
     free(q), free(qh), free(k), free(kh), free(v), free(vh), free(oh), free(o), free(p);
 }
+
+void ref_quantize_q8(size_t rows, size_t n, const double *x, double *out)
+{
+    for (size_t r = 0; r < rows; r++) {
+        float m = 0.0f;
+        for (size_t i = 0; i < n; i++)
+            m = fmaxf(m, fabsf((float)x[r * n + i]));
+        const float inv = m > 0.0f ? 127.0f / m : 0.0f, scale = m / 127.0f;
+        for (size_t i = 0; i < n; i++) {
+            const float q = rintf((float)x[r * n + i] * inv);
+            out[r * n + i] = (double)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q) * scale;
+        }
+    }
+}

@@ -48,6 +48,10 @@ ref_variant ref_variant_none(void);
 /* The standard ALiBi slopes, computed as BLOOM's paper and code describe them (independently of
  * clattn_alibi_slopes). */
 void ref_alibi_slopes(size_t heads, double *slopes);
+/* CLATTN_Q8 storage as include/clattn.h defines it, rows of n values: each value x (as float)
+ * becomes q = x · (127 / m) rounded to nearest even, in float (m = max |x| of its row), and is
+ * read back as q · (m / 127). out may be x. */
+void ref_quantize_q8(size_t rows, size_t n, const double *x, double *out);
 
 /* ref_sdpa with the variants: per (b, h, i) row, each key's scaled score is soft-capped, the
  * mask added, ALiBi's bias added, the keys the causal mask, key lengths and window hide dropped,

@@ -216,6 +216,22 @@ static bool variant_errors(void)
     EXPECT(clattn_kv_cache_length(kv, 0) == 0);
     clattn_kv_cache_destroy(&kv);
 
+    /* int8 rows are KV-cache storage only, filled by quantizing appends: no view of them is
+     * taken, by sdpa or by an append; a q8 cache takes float, fp16 or bfloat16 tokens. */
+    clattn_tensor q8 = Q.t, k8 = kf;
+    q8.dtype = k8.dtype = CLATTN_Q8;
+    ok &= sdpa_fails("int8 Q", &q8, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    ok &= sdpa_fails("int8 K", &Q.t, &q8, &V.t, &O.t, &p, CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    kp.dtype = CLATTN_Q8;
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &k8, &k8, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kf, &vb, NULL, 0, NULL, &ev),
+                  CLATTN_ERROR_UNSUPPORTED_DTYPE);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(clattn_kv_cache_length(kv, 0) == 0);
+    clattn_kv_cache_destroy(&kv);
+
     /* clattn_add_sinks on O: no sinks, an lse of the wrong shape, an lse inside O. */
     uint64_t seed = 5;
     view_buf lse = vb_new(&E, LAYOUT_BHTD, 2, 4, 9, 1, 0, 0, &seed, true);

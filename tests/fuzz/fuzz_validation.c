@@ -108,7 +108,12 @@ static clattn_tensor tensor(reader *r)
     t.buffer = buffer(r);
     t.offset = offset(r);
     uint8_t d = u8(r);
-    t.dtype = d < 240 ? CLATTN_F32 : d < 250 ? CLATTN_F16 : (clattn_dtype)d;
+    /* mostly float, then fp16, the storage-only dtypes (bfloat16, int8 rows), unknown values */
+    t.dtype = d < 240   ? CLATTN_F32
+              : d < 246 ? CLATTN_F16
+              : d < 248 ? CLATTN_BF16
+              : d < 250 ? CLATTN_Q8
+                        : (clattn_dtype)d;
     for (int i = 0; i < 4; i++)
         t.dims[i] = dim(r);
     for (int i = 0; i < 4; i++)
