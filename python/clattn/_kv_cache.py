@@ -14,7 +14,8 @@ _NAN = float('nan')
 
 class KVCache:
     """B sequences × num_kv_heads heads of up to `capacity` tokens each, stored as dtype
-    (float32, float16 or 'bfloat16'). rope: a dict of RoPE keywords (layout, rotary_dim, theta,
+    (float32, float16, 'bfloat16', or 'q8': int8 with a scale per token and head; a q8 cache
+    takes float32, float16 or bfloat16 (uint16) appends and quantizes them). rope: a dict of RoPE keywords (layout, rotary_dim, theta,
     inv_freq) to rotate keys as they are appended and queries as they attend.
 
     Thread safety: none (as clattn_kv_cache): calls on one cache must not overlap; enqueue them in

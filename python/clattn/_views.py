@@ -10,7 +10,7 @@ from . import _capi
 from ._errors import Error
 
 # clattn_dtype values (include/clattn.h)
-F32, F16, BF16 = 1, 2, 3
+F32, F16, BF16, Q8 = 1, 2, 3, 4
 _DTYPES = {np.dtype(np.float32): F32, np.dtype(np.float16): F16}
 _NUMPY = {F32: np.float32, F16: np.float16}
 
@@ -35,15 +35,19 @@ def path_value(path):
                        f"path={path!r}: use 'auto', 'fused' or 'unfused'") from None
 
 
+_NAMED = {'bfloat16': BF16, 'bf16': BF16, 'q8': Q8}
+
+
 def dtype_value(dtype):
-    """A clattn_dtype from a numpy dtype, or 'bfloat16' (numpy has none: such arrays are uint16)."""
-    if isinstance(dtype, str) and dtype in ('bfloat16', 'bf16'):
-        return BF16
+    """A clattn_dtype from a numpy dtype, or 'bfloat16' (numpy has none: such arrays are uint16)
+    or 'q8' (int8 rows with a scale each: KV-cache storage)."""
+    if isinstance(dtype, str) and dtype in _NAMED:
+        return _NAMED[dtype]
     try:
         return _DTYPES[np.dtype(dtype)]
     except (KeyError, TypeError):
         raise Error.of('CLATTN_ERROR_UNSUPPORTED_DTYPE',
-                       f'{dtype}: clattn stores float32, float16 or bfloat16') from None
+                       f'{dtype}: clattn stores float32, float16, bfloat16 or q8') from None
 
 
 def _elements(nbytes, itemsize, what):
