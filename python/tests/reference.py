@@ -95,3 +95,13 @@ def mha(query, key, value, sd, num_heads, **kw):
     o, _, p = sdpa(heads(query, wq, bq), heads(key, wk, bk), heads(value, wv, bv), **kw)
     o = o.transpose(0, 2, 1, 3).reshape(B, Lq, E)
     return o @ f['out_proj.weight'].T + f.get('out_proj.bias', 0), p
+
+
+def quantize_q8(x):
+    """CLATTN_Q8 as include/clattn.h defines it, over the last axis: q = x·(127/m) rounded to
+    nearest even in float32 (m = the row's max |x|), read back as q·(m/127)."""
+    x = np.asarray(x, np.float32)
+    m = np.abs(x).max(axis=-1, keepdims=True)
+    inv = np.where(m > 0, np.float32(127) / np.where(m > 0, m, 1), 0).astype(np.float32)
+    q = np.clip(np.rint((x * inv).astype(np.float32)), -127, 127)
+    return q.astype(np.float64) * (m / np.float32(127)).astype(np.float32)

@@ -89,7 +89,7 @@ def test_state_dict_of_tensor_like_values(ctx, queue, rng):
     assert e.value.name.startswith('CLATTN_ERROR_')
 
 
-@pytest.mark.parametrize('dtype', [np.float32, np.float16, 'bfloat16'])
+@pytest.mark.parametrize('dtype', [np.float32, np.float16, 'bfloat16', 'q8'])
 def test_kv_cache_decode(ctx, queue, rng, dtype):
     B, Hkv, Hq, D, cap = 2, 2, 4, 16, 40
     cache = clattn.KVCache(ctx, batch=B, num_kv_heads=Hkv, head_dim=D, capacity=cap, dtype=dtype)
@@ -103,6 +103,11 @@ def test_kv_cache_decode(ctx, queue, rng, dtype):
 
         def upload(a):
             return cla.to_device(queue, as_bits(a))
+    elif dtype == 'q8':        # float appends, quantized by the cache: the reference's too
+        keys, vals = keys.astype(np.float32), vals.astype(np.float32)
+
+        def upload(a):
+            return dev(queue, a)
     else:
         keys, vals = keys.astype(dtype), vals.astype(dtype)
 
@@ -120,9 +125,11 @@ def test_kv_cache_decode(ctx, queue, rng, dtype):
         q = rng.standard_normal((B, Hq, 1, D))
         out, lse, ev = cache.attend(dev(queue, q), lse=True)
         ev.wait()
+        held_k, held_v = (ref.quantize_q8(keys), ref.quantize_q8(vals)) if dtype == 'q8' \
+            else (keys, vals)
         for b in range(B):
-            want, want_lse, _ = ref.sdpa(q[b:b + 1], keys[b:b + 1, :, :held[b]],
-                                         vals[b:b + 1, :, :held[b]], causal='bottom_right')
+            want, want_lse, _ = ref.sdpa(q[b:b + 1], held_k[b:b + 1, :, :held[b]],
+                                         held_v[b:b + 1, :, :held[b]], causal='bottom_right')
             close(out.get()[b:b + 1], want, tol=2e-5)
             close(lse.get()[b:b + 1], want_lse, tol=2e-5)
     with pytest.raises(clattn.Error) as e:
