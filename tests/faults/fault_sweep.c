@@ -283,15 +283,16 @@ static clattn_status op_kv_create(sweep *s, cl_event *ev)
     return st;
 }
 
-/* A cache with RoPE created, a prompt appended four times (76 keys: two key blocks, so that the
- * keys really split), three tokens attended with split keys and sinks (the merge adds them),
- * destroyed. */
-static clattn_status op_kv_rope(sweep *s, cl_event *ev)
+/* A cache of `dtype` with RoPE created, a prompt appended four times (76 keys: two key blocks, so
+ * that the keys really split), three tokens attended with split keys and sinks (the merge adds
+ * them), destroyed. */
+static clattn_status kv_rope_run(sweep *s, cl_event *ev, clattn_dtype dtype)
 {
     clattn_rope_params rp = clattn_rope_params_default();
     rp.layout = CLATTN_ROPE_GPTJ;
     clattn_kv_cache_params kp = clattn_kv_cache_params_default();
     kp.batch = B, kp.num_kv_heads = HKV, kp.head_dim = D, kp.capacity = 96, kp.rope = &rp;
+    kp.dtype = dtype;
     clattn_kv_cache *kv = NULL;
     clattn_status st = clattn_kv_cache_create(s->cc, &kp, &kv);
     if (st == CL_SUCCESS) {
@@ -309,6 +310,9 @@ static clattn_status op_kv_rope(sweep *s, cl_event *ev)
     }
     return st;
 }
+static clattn_status op_kv_rope(sweep *s, cl_event *ev) { return kv_rope_run(s, ev, CLATTN_F32); }
+/* int8 rows: quantizing appends, dequantizing attention */
+static clattn_status op_kv_q8(sweep *s, cl_event *ev) { return kv_rope_run(s, ev, CLATTN_Q8); }
 
 /* Before each run: the state the call starts from. */
 static void reset_kv(sweep *s)
@@ -612,6 +616,11 @@ static bool kv_rope_create(void)
     static const int outs[] = {OUT_M};
     return sweep_op(op_kv_rope, NULL, outs, 1, false);
 }
+static bool kv_q8_create(void)
+{
+    static const int outs[] = {OUT_M};
+    return sweep_op(op_kv_q8, NULL, outs, 1, false);
+}
 static bool cold_context(void)
 {
     static const int outs[] = {OUT_O, OUT_LSE, OUT_P};
@@ -635,6 +644,7 @@ int main(int argc, char **argv)
         CASE(sdpa_variants_unfused),
         CASE_IN(rope, "auto-clattn"),
         CASE_IN(kv_rope_create, "auto-clattn"),
+        CASE_IN(kv_q8_create, "auto-clattn"),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
