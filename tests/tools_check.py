@@ -2,7 +2,8 @@
 """Runs clattn-bench on small shapes with --check --json and checks what it reports: every row
 succeeded, the error against the reference is within the fp32 tolerance, timings and GFLOP/s are
 positive, and the library's memory is what sdpa's score matrix needs. Also runs --demo and checks
-that each printed softmax row sums to 1 and hides later tokens.
+that each printed softmax row sums to 1 and hides later tokens, and --bandwidth for a positive
+read bandwidth.
 
 Then clattn-tune on small shapes in a cache directory of its own: it must finish within its budget,
 check and time candidates, and store a tune file that clattn-info then reports from.
@@ -58,6 +59,13 @@ for i, row in enumerate(grid):
     expect(all(v == 0.0 for v in vals[i + 1:]), f'demo row {i} attends to later tokens')
 masked = lines[[i for i, l in enumerate(lines) if l.startswith('After the causal mask')][0] + 2]
 expect(masked.split()[2:] == ['-inf'] * 7, f'first masked row: {masked}')
+
+# --bandwidth: one line per vector width, then the best, in GB/s.
+bw = subprocess.run([bench, '--bandwidth'], capture_output=True, text=True)
+print(bw.stdout)
+got = re.search(r'^read bandwidth: ([0-9.]+) GB/s$', bw.stdout, re.M)
+expect(bw.returncode == 0 and got is not None and float(got.group(1)) > 0,
+       f'--bandwidth exited {bw.returncode}: {bw.stdout[-300:]} {bw.stderr[-300:]}')
 
 # clattn-tune, in a cache directory of its own (the other tests' contexts must not read its file).
 tune_env = dict(os.environ, CLATTN_CACHE_DIR=os.path.join(out_dir, 'tune-cache'))

@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ typedef struct options {
 #define CHECK_BUDGET_FLOPS 4e10
 
 static double g_peak; /* measured fp32 GFLOP/s, 0 when not measured */
+static double g_bw;   /* measured global-memory read GB/s, 0 when not measured */
 static cl_context g_context;
 static cl_device_id g_device;
 static cl_command_queue g_queue;
@@ -59,18 +61,48 @@ static void die(const char *what, cl_int st)
     exit(1);
 }
 
-static cl_mem upload(const float *host, size_t n)
+static cl_mem upload_bytes(const void *host, size_t bytes)
 {
     cl_int err;
     cl_mem b = clCreateBuffer(g_context, CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0),
-                              (n ? n : 1) * sizeof(float), (void *)host, &err);
+                              bytes ? bytes : 1, (void *)host, &err);
     if (err != CL_SUCCESS)
         die("clCreateBuffer", err);
     return b;
 }
 
+static cl_mem upload(const float *host, size_t n)
+{
+    return upload_bytes(host, n * sizeof(float));
+}
+
+/* IEEE binary16 bits of f, rounded to nearest even (what an fp16 KV cache's appends take). */
+static uint16_t to_half(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    const uint32_t a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) /* NaN */
+        return sign | 0x7e00u;
+    if (a >= 0x477ff000u) /* 65520 and up round past 65504, the largest half: infinity */
+        return sign | 0x7c00u;
+    if (a < 0x38800000u) { /* below 2^-14: a multiple of 2^-24, exact scaling, lrintf ties to even */
+        float m;
+        memcpy(&m, &a, sizeof m);
+        return sign | (uint16_t)lrintf(m * 16777216.0f);
+    }
+    /* Rebias the exponent (127 - 15), drop 13 mantissa bits rounding to nearest even; a carry
+     * into the exponent is the right answer. */
+    uint32_t h = (a - 0x38000000u) >> 13, rest = a & 0x1fffu;
+    h += rest > 0x1000u || (rest == 0x1000u && (h & 1u));
+    return sign | (uint16_t)h;
+}
+
 /* Query-key pairs that survive the causal mask and a window of `window` keys (0: none), per
  * (batch, head). */
+static double measure_bandwidth(const clattn_device_info *info, bool verbose);
+
 static double visible_pairs(size_t Lq, size_t Lk, int causal, size_t window)
 {
     double n = 0;
@@ -373,6 +405,8 @@ static void json_row(FILE *f, const shape *s, const result *r, const char *devic
         fprintf(f, "\"median_ms\": null, \"gflops\": null, \"lib_bytes\": null, ");
     if (g_peak > 0 && r->status == CL_SUCCESS)
         fprintf(f, "\"peak_gflops\": %.4f, \"pct_peak\": %.3f, ", g_peak, 100.0 * r->gflops / g_peak);
+    if (g_bw > 0)
+        fprintf(f, "\"read_bw_gbs\": %.3f, ", g_bw);
     if (r->checked)
         fprintf(f, "\"max_err\": %.6g}", r->max_err);
     else
@@ -525,14 +559,21 @@ static int run_gemm_suite(const options *o, const clattn_device_info *info)
     return failures ? 1 : 0;
 }
 
+static const char *dtype_name(clattn_dtype t)
+{
+    return t == CLATTN_F16 ? "f16" : t == CLATTN_BF16 ? "bf16" : t == CLATTN_Q8 ? "q8" : "f32";
+}
+
 /* One decode step (one new query per head) over caches of 1k..32k tokens, split-KV off and
- * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128. With `json`,
- * also one row per cache length and split setting ("splits": 0 is the automatic choice). */
+ * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128, against the
+ * device's read bandwidth (measured first). With `json`, also one row per cache length and
+ * split setting ("splits": 0 is the automatic choice). */
 static int run_decode(const options *o, const clattn_device_info *info, clattn_dtype kv_dtype,
                       const char *json)
 {
     const size_t Hq = 32, Hkv = 8, D = 128;
-    const size_t elem = clattn_dtype_size(kv_dtype);
+    /* Bytes of one (token, head) row as stored: q8 keeps D int8 (rounded up to 4) and a scale. */
+    const size_t row_bytes = kv_dtype == CLATTN_Q8 ? (D + 3) / 4 * 4 + 4 : D * clattn_dtype_size(kv_dtype);
     FILE *jf = NULL;
     if (json && !(jf = fopen(json, "w"))) {
         fprintf(stderr, "clattn-bench: cannot write %s\n", json);
@@ -540,22 +581,34 @@ static int run_decode(const options *o, const clattn_device_info *info, clattn_d
     }
     if (jf)
         fprintf(jf, "[\n");
+    g_bw = measure_bandwidth(info, false);
     printf("decode step (attention of 1 new token over the cache), B = 1, Hq = %zu, Hkv = %zu, "
-           "D = %zu, %s cache, on %s\n", Hq, Hkv, D, kv_dtype == CLATTN_BF16 ? "bf16" : "fp32",
-           info->name);
-    printf("%8s %14s %14s %14s %18s\n", "cache", "no split ms", "8 splits ms", "auto ms",
-           "best K+V GB/s");
+           "D = %zu, %s cache, on %s; read bandwidth %.1f GB/s\n", Hq, Hkv, D, dtype_name(kv_dtype),
+           info->name, g_bw);
+    printf("%8s %14s %14s %14s %18s %14s\n", "cache", "no split ms", "8 splits ms", "auto ms",
+           "best K+V GB/s", "% of read bw");
     int failures = 0;
     for (size_t len = 1024; len <= 32768; len *= 2) {
         clattn_kv_cache_params cp = clattn_kv_cache_params_default();
         cp.batch = 1, cp.num_kv_heads = Hkv, cp.head_dim = D, cp.capacity = len;
-        cp.dtype = kv_dtype; /* bfloat16 takes the float tokens, rounded */
+        cp.dtype = kv_dtype;
         decode_state st = {0};
         clattn_status s = clattn_kv_cache_create(g_cc, &cp, &st.cache);
-        const size_t nkv = Hkv * len * D;
+        const size_t nkv = Hkv * len * D, kv_bytes = 2 * Hkv * len * row_bytes;
         float *h = tool_random_floats(nkv, (unsigned)len, 1.0f), *hq = tool_random_floats(Hq * D, 3, 1.0f);
-        cl_mem bk = upload(h, nkv), bq = upload(hq, Hq * D), bo = upload(hq, Hq * D);
+        cl_mem bk, bq = upload(hq, Hq * D), bo = upload(hq, Hq * D);
+        /* An fp16 cache takes fp16 tokens; bf16 rounds and q8 quantizes the float ones. */
+        if (kv_dtype == CLATTN_F16) {
+            uint16_t *h16 = malloc(nkv * sizeof *h16);
+            for (size_t i = 0; i < nkv; i++)
+                h16[i] = to_half(h[i]);
+            bk = upload_bytes(h16, nkv * sizeof *h16);
+            free(h16);
+        } else {
+            bk = upload(h, nkv);
+        }
         clattn_tensor K = clattn_tensor_bhtd(bk, 0, 1, Hkv, len, D);
+        K.dtype = kv_dtype == CLATTN_F16 ? CLATTN_F16 : CLATTN_F32;
         if (s == CL_SUCCESS)
             s = clattn_kv_cache_append(st.cache, g_queue, &K, &K, NULL, 0, NULL, NULL);
         clFinish(g_queue);
@@ -575,22 +628,26 @@ static int run_decode(const options *o, const clattn_device_info *info, clattn_d
                    clattn_status_name(r[0].status ? r[0].status : r[1].status ? r[1].status : r[2].status));
             failures++;
         } else {
-            double best = fmin(r[0].median_ms, fmin(r[1].median_ms, r[2].median_ms));
-            printf("%8zu %14.3f %14.3f %14.3f %18.1f\n", len, r[0].median_ms, r[1].median_ms,
-                   r[2].median_ms, 2.0 * (double)nkv * (double)elem / (best * 1e-3) * 1e-9);
+            const double best = fmin(r[0].median_ms, fmin(r[1].median_ms, r[2].median_ms)),
+                         gbs = (double)kv_bytes / (best * 1e-3) * 1e-9;
+            printf("%8zu %14.3f %14.3f %14.3f %18.1f", len, r[0].median_ms, r[1].median_ms,
+                   r[2].median_ms, gbs);
+            if (g_bw > 0)
+                printf(" %14.1f", 100.0 * gbs / g_bw);
+            printf("\n");
         }
         for (int k = 0; jf && k < 3; k++) {
             fprintf(jf, "%s  {\"suite\": \"decode\", \"device\": \"%s\", \"batch\": 1, \"heads\": %zu, "
                         "\"kv_heads\": %zu, \"head_dim\": %zu, \"kv_dtype\": \"%s\", \"cache_len\": %zu, "
                         "\"splits\": %zu, \"status\": \"%s\", \"reps\": %zu, ",
                     len == 1024 && k == 0 ? "" : ",\n", info->name, Hq, Hkv, D,
-                    kv_dtype == CLATTN_BF16 ? "bf16" : "f32", len, splits[k],
-                    clattn_status_name(r[k].status), r[k].reps);
-            /* kv_bytes: the K and V the step reads, for a bandwidth figure. */
+                    dtype_name(kv_dtype), len, splits[k], clattn_status_name(r[k].status), r[k].reps);
+            /* kv_bytes: the K and V the step reads, as stored, for a bandwidth figure. */
             if (r[k].status == CL_SUCCESS)
-                fprintf(jf, "\"median_ms\": %.6f, \"kv_bytes\": %zu}", r[k].median_ms, 2 * nkv * elem);
+                fprintf(jf, "\"median_ms\": %.6f, ", r[k].median_ms);
             else
-                fprintf(jf, "\"median_ms\": null, \"kv_bytes\": %zu}", 2 * nkv * elem);
+                fprintf(jf, "\"median_ms\": null, ");
+            fprintf(jf, "\"kv_bytes\": %zu, \"read_bw_gbs\": %.3f}", kv_bytes, g_bw);
         }
         clattn_kv_cache_destroy(&st.cache);
         clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
@@ -672,6 +729,96 @@ static double measure_peak(const clattn_device_info *info, bool verbose)
         clReleaseKernel(k);
         clReleaseProgram(prog);
     }
+    return best;
+}
+
+/* --- the device's read bandwidth ------------------------------------------------------------ */
+
+/* Each work-item sums `per` VEC-wide elements into four independent accumulators (so the adds'
+ * latency does not bound it) and writes one float, so that no load is optimised away. CPUs
+ * (CHUNKED): work-item i sums a contiguous chunk, one prefetchable stream each; GPUs: work-item
+ * i reads i, i + global, ..., so neighbouring work-items' loads coalesce. */
+static const char *bw_source =
+    "#define CAT2(a, b) a##b\n"
+    "#define CAT(a, b) CAT2(a, b)\n"
+    "#define T CAT(float, VEC)\n"
+    "__kernel void bw(__global const T *in, __global float *out, uint per) {\n"
+    "#ifdef CHUNKED\n"
+    "  const size_t step = 1; __global const T *p = in + get_global_id(0) * per;\n"
+    "#else\n"
+    "  const size_t step = get_global_size(0); __global const T *p = in + get_global_id(0);\n"
+    "#endif\n"
+    "  T a0 = (T)(0.0f), a1 = a0, a2 = a0, a3 = a0;\n"
+    "  for (uint i = 0; i < per; i += 4, p += 4 * step) {\n"
+    "    a0 += p[0]; a1 += p[step]; a2 += p[2 * step]; a3 += p[3 * step];\n"
+    "  }\n"
+    "  T s = a0 + a1 + a2 + a3;\n"
+    "  float r = 0.0f;\n"
+    "  for (int k = 0; k < VEC; k++) r += ((float *)&s)[k];\n"
+    "  out[get_global_id(0)] = r;\n"
+    "}\n";
+
+/* Measured global-memory read bandwidth in GB/s (0 on failure): the best vector width's median
+ * of 5 timed passes over a buffer of up to 1 GiB (larger than the last-level cache: this
+ * machine's L3 is 480 MiB). Prints one line per width when verbose. */
+static double measure_bandwidth(const clattn_device_info *info, bool verbose)
+{
+    static const int widths[] = {4, 8, 16};
+    const bool cpu = (info->type & CL_DEVICE_TYPE_CPU) != 0;
+    size_t bytes = (size_t)1 << 30;
+    if (bytes > info->max_mem_alloc_size)
+        bytes = (size_t)info->max_mem_alloc_size;
+    if (bytes > info->global_mem_size / 4)
+        bytes = (size_t)(info->global_mem_size / 4);
+    bytes &= ~(size_t)63;
+    /* CPUs: a few work-items per core, one per work-group as measure_peak does. GPUs: enough
+     * work-items to keep every core's loads in flight. */
+    const size_t global = (size_t)info->compute_units * (cpu ? 4 : 1024), one = 1;
+    cl_int err;
+    cl_mem in = clCreateBuffer(g_context, CL_MEM_READ_ONLY, bytes ? bytes : 1, NULL, &err);
+    cl_mem out = clCreateBuffer(g_context, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
+    /* Written once, so that the pages exist (untouched ones may all map one zero page). */
+    const float fill = 1.0f;
+    err = clEnqueueFillBuffer(g_queue, in, &fill, sizeof fill, 0, bytes, 0, NULL, NULL);
+    clFinish(g_queue);
+    double best = 0.0;
+    for (size_t w = 0; err == CL_SUCCESS && w < sizeof widths / sizeof widths[0]; w++) {
+        cl_program prog = clCreateProgramWithSource(g_context, 1, &bw_source, NULL, &err);
+        char opts[64];
+        snprintf(opts, sizeof opts, "-DVEC=%d%s", widths[w], cpu ? " -DCHUNKED" : "");
+        if (err != CL_SUCCESS || clBuildProgram(prog, 1, &g_device, opts, NULL, NULL) != CL_SUCCESS) {
+            clReleaseProgram(prog);
+            err = CL_SUCCESS;
+            continue;
+        }
+        cl_kernel k = clCreateKernel(prog, "bw", &err);
+        const cl_uint per = (cl_uint)(bytes / (4 * (size_t)widths[w]) / global) & ~3u;
+        clSetKernelArg(k, 0, sizeof in, &in);
+        clSetKernelArg(k, 1, sizeof out, &out);
+        clSetKernelArg(k, 2, sizeof per, &per);
+        /* One warm-up pass, timed to choose how many passes a sample enqueues back to back: at
+         * least 30 ms' worth, so that a fast GPU's launch overhead does not count. */
+        double t0 = tool_now(), t[5];
+        err = clEnqueueNDRangeKernel(g_queue, k, 1, NULL, &global, cpu ? &one : NULL, 0, NULL, NULL);
+        clFinish(g_queue);
+        const double warm = tool_now() - t0;
+        const int passes = warm >= 0.03 ? 1 : warm * 100 < 0.03 ? 100 : (int)(0.03 / warm) + 1;
+        for (int i = 0; i < 5 && err == CL_SUCCESS; i++) {
+            t0 = tool_now();
+            for (int j = 0; j < passes && err == CL_SUCCESS; j++)
+                err = clEnqueueNDRangeKernel(g_queue, k, 1, NULL, &global, cpu ? &one : NULL, 0, NULL, NULL);
+            clFinish(g_queue);
+            t[i] = (tool_now() - t0) / passes;
+        }
+        const double gbs = err == CL_SUCCESS ? (double)global * per * widths[w] * 4.0 / tool_median(t, 5) * 1e-9 : 0;
+        if (verbose)
+            printf("  float%-2d reads: %8.1f GB/s\n", widths[w], gbs);
+        best = gbs > best ? gbs : best;
+        clReleaseKernel(k);
+        clReleaseProgram(prog);
+    }
+    clReleaseMemObject(in);
+    clReleaseMemObject(out);
     return best;
 }
 
@@ -795,7 +942,10 @@ static void usage(void)
         "                         model variant next to plain causal attention (D = 64, 128),\n"
         "                         and a 2048-key window at T = 16384\n"
         "      --peak             measure the device's fp32 peak first (FMA-bound kernel) and\n"
-        "                         report every row as a share of it\n"
+        "                         its read bandwidth, and report every row as a share of the peak\n"
+        "      --bandwidth        measure the device's global-memory read bandwidth (a large\n"
+        "                         buffer summed with vector loads), print it and stop (after\n"
+        "                         the peak, with --peak)\n"
         "      --startup          time a new context until every kernel is ready (run twice:\n"
         "                         cold, then warm from the disk cache)\n"
         "      --startup-llama    time a new context until everything a Llama-style decoder\n"
@@ -803,7 +953,9 @@ static void usage(void)
         "                         and count the programs built\n"
         "      --decode           decode-step time over a KV cache of 1k..32k tokens, split-KV\n"
         "                         off and automatic\n"
-        "      --kv-dtype f32|bf16  the decode cache's storage (default f32)\n"
+        "      --kv-dtype f32|f16|bf16|q8  the decode cache's storage (default f32; q8: int8\n"
+        "                         rows with a float scale each); its K+V GB/s is reported as a\n"
+        "                         share of the read bandwidth, measured first\n"
         "      --host-time        time each call only until it returns (its work enqueued):\n"
         "                         the host's cost per call, not the device's\n"
         "      --layer-scratch    mha forwards without a workspace (the layer's kept scratch)\n"
@@ -816,12 +968,13 @@ int main(int argc, char **argv)
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO, NO_VARIANT};
     bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false,
-         do_startup_llama = false;
+         do_startup_llama = false, do_bw = false;
     clattn_dtype kv_dtype = CLATTN_F32;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
            O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_HOST_TIME,
-           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA, O_KV_DTYPE };
+           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA, O_KV_DTYPE,
+           O_BANDWIDTH };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -839,6 +992,7 @@ int main(int argc, char **argv)
         {"alibi", no_argument, 0, O_ALIBI},         {"sinks", no_argument, 0, O_SINKS},
         {"startup-llama", no_argument, 0, O_STARTUP_LLAMA},
         {"kv-dtype", required_argument, 0, O_KV_DTYPE},
+        {"bandwidth", no_argument, 0, O_BANDWIDTH},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -869,14 +1023,19 @@ int main(int argc, char **argv)
         case O_OP: op = optarg; break;
         case O_SUITE: suite_name = optarg; break;
         case O_PEAK: do_peak = true; break;
+        case O_BANDWIDTH: do_bw = true; break;
         case O_STARTUP: do_startup = true; break;
         case O_DECODE: do_decode = true; break;
         case O_KV_DTYPE:
-            if (strcmp(optarg, "bf16") != 0 && strcmp(optarg, "f32") != 0) {
+            kv_dtype = strcmp(optarg, "f32") == 0    ? CLATTN_F32
+                       : strcmp(optarg, "f16") == 0  ? CLATTN_F16
+                       : strcmp(optarg, "bf16") == 0 ? CLATTN_BF16
+                       : strcmp(optarg, "q8") == 0   ? CLATTN_Q8
+                                                     : 0;
+            if (!kv_dtype) {
                 usage();
                 return 2;
             }
-            kv_dtype = strcmp(optarg, "bf16") == 0 ? CLATTN_BF16 : CLATTN_F32;
             break;
         case O_HOST_TIME: o.host_time = true; break;
         case O_LAYER_SCRATCH: o.layer_scratch = true; break;
@@ -944,7 +1103,17 @@ int main(int argc, char **argv)
     if (do_peak) {
         printf("fp32 peak of %s:\n", info.name);
         g_peak = measure_peak(&info, true);
-        printf("peak: %.1f GFLOP/s\n\n", g_peak);
+        printf("peak: %.1f GFLOP/s\n", g_peak);
+    }
+    if (do_peak || do_bw) {
+        printf("global-memory read bandwidth of %s:\n", info.name);
+        g_bw = measure_bandwidth(&info, true);
+        printf("read bandwidth: %.1f GB/s\n\n", g_bw);
+    }
+    if (do_bw) {
+        clReleaseCommandQueue(g_queue);
+        clattn_context_destroy(&g_cc);
+        return g_bw > 0 ? 0 : 1;
     }
     if (!have_shape && strcmp(suite_name, "gemm") == 0) {
         int rc = run_gemm_suite(&o, &info);
