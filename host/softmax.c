@@ -29,7 +29,10 @@ clattn_status clattn__softmax_plan(clattn_plan *p, const clattn_tensor *S, const
     if (lse && (lse->dims[0] != S->dims[0] || lse->dims[1] != S->dims[1] ||
                 lse->dims[2] != S->dims[2] || lse->dims[3] != 1))
         return CLATTN_ERROR_INVALID_SHAPE;
-    if (S->dims[0] * S->dims[1] * S->dims[2] == 0)
+    /* Nothing to write: no rows, or rows of no scores and no lse asked for. (The row count is
+     * bounded by what P or lse reach, once either has elements; an empty S alone is not: its
+     * other dims may be anything.) */
+    if (S->dims[0] == 0 || S->dims[1] == 0 || S->dims[2] == 0 || (S->dims[3] == 0 && !lse))
         return CL_SUCCESS;
     const size_t wg = softmax_wg(ctx);
     char opts[64];

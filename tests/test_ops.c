@@ -321,6 +321,40 @@ static bool weighted_sum_case(size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_
 static bool weighted_sum_gqa(void) { return weighted_sum_case(6, 2, 10, 23, 40); }
 static bool weighted_sum_no_keys(void) { return weighted_sum_case(2, 2, 5, 0, 16); }
 
+/* Views of no element whose other dims are enormous (the fuzzer's find): softmax and mask
+ * launch nothing for them, rather than a grid of 2^64 rows that never ends. */
+static bool empty_views_huge_dims(void)
+{
+    bool ok = true;
+    uint64_t seed = 3;
+    view_buf S = vb_new(&E, LAYOUT_BHTD, 1, 1, 4, 4, 0, 0, &seed, true);
+    clattn_tensor huge = S.t;
+    huge.dims[1] = SIZE_MAX - 13, huge.dims[2] = 1, huge.dims[3] = 0;
+    huge.strides[0] = 12, huge.strides[1] = 4, huge.strides[2] = 1, huge.strides[3] = 0;
+    cl_event ev = NULL;
+    EXPECT_STATUS(clattn_softmax(E.cc, E.queue, &huge, &huge, NULL, 0, NULL, &ev), CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    ev = NULL;
+    clattn_mask_params mp = clattn_mask_params_default();
+    mp.causal = CLATTN_CAUSAL_TOP_LEFT;
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &huge, &mp, 0, NULL, &ev), CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    /* the products of empty operands into an empty output of as many heads */
+    clattn_tensor none = huge;
+    none.dims[2] = 0;
+    ev = NULL;
+    EXPECT_STATUS(clattn_scores(E.cc, E.queue, &huge, &none, &huge, 1.0f, 0, NULL, &ev),
+                  CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    ev = NULL;
+    EXPECT_STATUS(clattn_weighted_sum(E.cc, E.queue, &huge, &none, &huge, 0, NULL, &ev),
+                  CLATTN_SUCCESS);
+    EXPECT(wait_done(ev));
+    EXPECT(vb_same(&E, &S));
+    vb_free(&S);
+    return ok;
+}
+
 /* --- steps chained by the caller equal sdpa --------------------------------------------------- */
 
 /* Merging parts whose log-sum-exps are NaN or -inf: a NaN part makes the row NaN (never a row
@@ -413,6 +447,7 @@ int main(int argc, char **argv)
         CASE(softmax_one_key),
         CASE(weighted_sum_gqa),
         CASE(weighted_sum_no_keys),
+        CASE(empty_views_huge_dims),
         CASE(steps_equal_sdpa),
         CASE(merge_nan_and_empty_parts),
     };
