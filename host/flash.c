@@ -67,9 +67,10 @@ static flash_config choose(const clattn_context *ctx, size_t D, size_t Dv)
 /* Query heads packed into the CPU variant's 16 lanes: with fewer than 16 queries (decoding),
  * the heads that share a kv head fill the lanes (the largest power of two dividing the group,
  * at most 16), so that K and V are read once for all of them. */
-static size_t pack_heads(const flash_config *c, const clattn_tensor *Q, const clattn_tensor *V)
+static size_t pack_heads(const flash_config *c, const clattn_tensor *Q, const clattn_tensor *V,
+                         size_t rows)
 {
-    if (c->variant != 0 || Q->dims[2] >= 16 || V->dims[1] == 0)
+    if (c->variant != 0 || rows >= 16 || V->dims[1] == 0)
         return 1;
     const size_t group = Q->dims[1] / V->dims[1];
     size_t g = 1;
@@ -105,6 +106,31 @@ size_t clattn__kv_row_bytes(clattn_dtype dtype, size_t n)
     return dtype == CLATTN_Q8 ? (n + 3) / 4 * 4 + sizeof(float) : n * clattn_dtype_size(dtype);
 }
 
+/* A packed batch's offsets (validated by sdpa) into a buffer of the call's own: num_seqs + 1
+ * query offsets, then as many key offsets; *seqs and *rows get the sequence count and the most
+ * queries any sequence has. */
+static clattn_status varlen_offsets(clattn_plan *p, const clattn_sdpa_params *params,
+                                    size_t *seqs, size_t *rows, cl_mem *buf)
+{
+    const size_t n = params->num_seqs;
+    const size_t *cq = params->cu_seqlens_q, *ck = params->cu_seqlens_k ? params->cu_seqlens_k : cq;
+    cl_int *host = malloc(2 * (n + 1) * sizeof *host);
+    if (!host)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    size_t most = 0;
+    for (size_t b = 0; b <= n; b++) { /* each at most Lq or Lk, which fit an int */
+        host[b] = (cl_int)cq[b];
+        host[n + 1 + b] = (cl_int)ck[b];
+        if (b < n && cq[b + 1] - cq[b] > most)
+            most = cq[b + 1] - cq[b];
+    }
+    clattn_status st = clattn__plan_buffer_copy(p, 2 * (n + 1) * sizeof *host, host, buf);
+    free(host);
+    *seqs = n;
+    *rows = most;
+    return st;
+}
+
 bool clattn__flash_rules_out(clattn_status st)
 {
     return st == CLATTN_ERROR_UNSUPPORTED_PATH || st == CLATTN_ERROR_UNSUPPORTED_LAYOUT ||
@@ -133,8 +159,14 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
         if (all[t]->dims[3] > 1 && all[t]->strides[3] != 1)
             return CLATTN_ERROR_UNSUPPORTED_LAYOUT;
 
+    /* A packed batch: its offsets (queries, then keys) as int32 on the device; the launch
+     * covers the longest sequence's queries. */
+    size_t seqs = Q->dims[0], rows = Q->dims[2];
+    cl_mem cu = NULL;
+    if (params->cu_seqlens_q && (st = varlen_offsets(p, params, &seqs, &rows, &cu)) != CL_SUCCESS)
+        return st;
     const flash_config c = choose(p->ctx, D, Dv);
-    const size_t pack = pack_heads(&c, Q, V);
+    const size_t pack = pack_heads(&c, Q, V, rows);
     const clattn_mask_params *m = &params->mask;
     const clattn_logit_params *lp = &params->logits;
     char opts[400];
@@ -142,13 +174,13 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
              "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DKV_FMT=%d "
              "-DPACK=%zu -DHAS_WINDOW=%d -DHAS_SOFTCAP=%d -DHAS_ALIBI=%d -DHAS_SINKS=%d "
-             "-DHAS_ROPE=%d -DROPE_GPTJ=%d",
+             "-DHAS_ROPE=%d -DROPE_GPTJ=%d -DVARLEN=%d",
              D, Dv, c.variant, c.block_k, c.wg ? c.wg : 1, c.vec ? c.vec : 16,
              c.rows ? c.rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
              params->lse != NULL, Q->dtype == CLATTN_F16,
              clattn__kv_format(V->dtype), pack,
              clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
-             lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ);
+             lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ, cu != NULL);
 
     const clattn_flash_split one = {0, 1, 0, 0};
     if (!split)
@@ -174,10 +206,12 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     clattn__arg_vector(&args, lp->alibi_slopes, lp->alibi_slopes_offset);
     clattn__arg_vector(&args, lp->sinks, lp->sinks_offset);
     clattn__arg_rope(&args, rope, rope && rope->rotary_dim ? rope->rotary_dim : D);
+    clattn__arg_mem(&args, cu);
+    clattn__arg_ulong(&args, seqs + 1);
 
     const size_t per = c.variant == 0 ? 16 / pack : (size_t)c.wg;
-    const size_t blocks = (Q->dims[2] + per - 1) / per;
-    const size_t global[3] = {c.variant == 0 ? blocks : blocks * per, Q->dims[0] * Hq / pack,
+    const size_t blocks = (rows + per - 1) / per;
+    const size_t global[3] = {c.variant == 0 ? blocks : blocks * per, seqs * Hq / pack,
                               split->count};
     const size_t local[3] = {c.variant == 0 ? 1 : per, 1, 1};
     return clattn__plan_kernel(p, "flash_attention", opts, "flash_attention", &args, 3, global,

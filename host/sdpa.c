@@ -16,6 +16,32 @@ clattn_sdpa_params clattn_sdpa_params_default(void)
     return p;
 }
 
+/* The offsets of a packed batch: num + 1 values from 0, never decreasing, ending at `total`. */
+static bool offsets_valid(const size_t *cu, size_t num, size_t total)
+{
+    if (cu[0] != 0 || cu[num] != total)
+        return false;
+    for (size_t b = 0; b < num; b++)
+        if (cu[b + 1] < cu[b])
+            return false;
+    return true;
+}
+
+/* A packed batch's parameters (clattn_sdpa_params.cu_seqlens_q) against views of one item. */
+static clattn_status varlen_check(const clattn_sdpa_params *p, size_t B, size_t Lq, size_t Lk)
+{
+    if (!p->cu_seqlens_q)
+        return p->cu_seqlens_k || p->num_seqs ? CLATTN_ERROR_INVALID_ARGUMENT : CL_SUCCESS;
+    if (p->mask.additive)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (B != 1 || (!p->cu_seqlens_k && Lk != Lq))
+        return CLATTN_ERROR_INVALID_SHAPE;
+    if (p->num_seqs >= SIZE_MAX / 2 || !offsets_valid(p->cu_seqlens_q, p->num_seqs, Lq) ||
+        (p->cu_seqlens_k && !offsets_valid(p->cu_seqlens_k, p->num_seqs, Lk)))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    return p->probs || p->path == CLATTN_PATH_UNFUSED ? CLATTN_ERROR_UNSUPPORTED_PATH : CL_SUCCESS;
+}
+
 clattn_status clattn__sdpa_check(const clattn_context *ctx, const clattn_tensor *Q,
                                  const clattn_tensor *K, const clattn_tensor *V,
                                  const clattn_tensor *O, const clattn_sdpa_params *p)
@@ -55,7 +81,10 @@ clattn_status clattn__sdpa_check(const clattn_context *ctx, const clattn_tensor 
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     if (Q->dims[3] == 0 && B * Hq * Lq * Lk > 0)
         return CLATTN_ERROR_INVALID_SHAPE;
-    const size_t sdims[4] = {B, Hq, Lq, Lk};
+    if ((st = varlen_check(p, B, Lq, Lk)) != CL_SUCCESS)
+        return st;
+    /* a packed batch: the mask's per-item parts (key lengths) are per sequence */
+    const size_t sdims[4] = {p->cu_seqlens_q ? p->num_seqs : B, Hq, Lq, Lk};
     if ((st = clattn__logits_check(ctx, &p->logits, Hq)) != CL_SUCCESS)
         return st;
     return clattn__mask_validate(ctx, sdims, &p->mask);
@@ -84,8 +113,9 @@ static clattn_status try_fused(clattn_plan *p, const clattn_tensor *Q, const cla
         return CL_SUCCESS;
     clattn_status st = clattn__flash_plan(p, Q, K, V, O, sp, NULL, NULL);
     *fused = st == CL_SUCCESS;
-    /* AUTO falls back only on facts; fp16 storage has no other path. */
-    if (sp->path == CLATTN_PATH_AUTO && Q->dtype == CLATTN_F32 && clattn__flash_rules_out(st))
+    /* AUTO falls back only on facts; fp16 storage and packed batches have no other path. */
+    if (sp->path == CLATTN_PATH_AUTO && Q->dtype == CLATTN_F32 && !sp->cu_seqlens_q &&
+        clattn__flash_rules_out(st))
         return CL_SUCCESS;
     return st;
 }

@@ -588,7 +588,20 @@ typedef struct clattn_sdpa_params {
                               * offsets into the buffer itself: no sub-buffer, so no other
                               * alignment applies) */
     clattn_logit_params logits; /* soft-capping, ALiBi, sinks */
-    void *reserved[8];
+    /* A packed batch of sequences of their own lengths (FlashAttention's "varlen"); NULL: a
+     * batch of dims[0] items of equal length. Q, K, V, O (and lse) then hold one batch item with
+     * the sequences' rows back to back: sequence b's queries are rows cu_seqlens_q[b] ..
+     * cu_seqlens_q[b + 1] - 1 of Q, O and lse, its keys and values rows cu_seqlens_k[b] ..
+     * cu_seqlens_k[b + 1] - 1 of K and V. Host arrays of num_seqs + 1 offsets from 0, never
+     * decreasing, the last equal to Lq (Lk), read during the call only; cu_seqlens_k NULL: the
+     * same as cu_seqlens_q (then Lk = Lq). Each sequence is masked on its own: either causal
+     * alignment, the window, key_lengths [num_seqs] (one per sequence), ALiBi, soft-capping,
+     * sinks. Fused path only: an additive mask is CLATTN_ERROR_INVALID_ARGUMENT, probabilities
+     * or CLATTN_PATH_UNFUSED CLATTN_ERROR_UNSUPPORTED_PATH. */
+    const size_t *cu_seqlens_q;
+    const size_t *cu_seqlens_k;
+    size_t num_seqs;
+    void *reserved[5];
 } clattn_sdpa_params;
 
 CLATTN_API clattn_sdpa_params clattn_sdpa_params_default(void);

@@ -31,6 +31,12 @@
  * HAS_ALIBI, HAS_SINKS, HAS_ROPE and ROPE_GPTJ (queries rotated as they are loaded, at their
  * positions among the keys: KV-cache attention), HALF_QO and KV_FMT (fp16 and bfloat16 storage).
  *
+ * VARLEN (a packed batch of sequences of their own lengths, clattn_sdpa_params.cu_seqlens_q):
+ * Q, K, V, O and lse are views with one batch item; get_global_id(1) / (H / PACK) is a sequence
+ * b, whose queries are rows cu[b] .. cu[b + 1] and whose keys are rows cu[k_off + b] ..
+ * cu[k_off + b + 1]; dim 0 of the NDRange covers the longest sequence and the work-groups past a
+ * shorter one's end return at once.
+ *
  * Split keys (flash-decoding): get_global_id(2) picks a split that covers keys
  * [split * split_keys, (split + 1) * split_keys) (split_keys a multiple of BLOCK_K; 0: all keys,
  * one split) and writes its partial O and log-sum-exp at o_split / l_split elements per split,
@@ -63,6 +69,9 @@
 #endif
 #ifndef PACK
 #define PACK 1
+#endif
+#ifndef VARLEN
+#define VARLEN 0
 #endif
 #ifndef KV_FMT
 #define KV_FMT 0 /* K and V stored as float, half, bfloat16 or int8 rows (prelude: FMT_*) */
@@ -139,7 +148,24 @@
     ulong group, ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,              \
     ulong l_split, long wl, long wr, long keep, float cap, float inv_cap,                          \
     __global const float *slopes, ulong slopes_off, __global const float *sinks, ulong sinks_off,  \
-    ROPE_PARAMS
+    ROPE_PARAMS, __global const int *cu, ulong cu_k_off
+
+/* Sequence b of the launch: its query and key counts Lq and Lk, and bv, the batch index its
+ * views are addressed with. VARLEN: the views hold one batch item, and the pointers move to the
+ * sequence's first rows. */
+#if VARLEN
+#define SEQUENCE(b)                                                                                \
+    const long q0_ = cu[b], k0_ = cu[cu_k_off + (b)];                                              \
+    const long Lq = cu[(b) + 1] - q0_, Lk = cu[cu_k_off + (b) + 1] - k0_;                          \
+    const ulong bv = 0;                                                                            \
+    q += q0_ * q_st.s2, o += q0_ * o_st.s2, lse += q0_ * lse_st.s2;                                \
+    k += k0_ * k_st.s2, v += k0_ * v_st.s2
+#else
+#define SEQUENCE(b)                                                                                \
+    const long Lq = (long)Lq_, Lk = (long)Lk_;                                                     \
+    const ulong bv = (b);                                                                          \
+    (void)cu, (void)cu_k_off
+#endif
 
 /* Where the key loop goes next: past the kept first keys' blocks (those below keep_end) it
  * jumps to the window's first block, lo. Both are multiples of BLOCK_K, as every split's start
@@ -200,12 +226,14 @@
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void flash_attention(FLASH_PARAMS)
 {
-    const long Lq = (long)Lq_, Lk = (long)Lk_;
+    const ulong z = get_global_id(1), b = z / (H / PACK), h0 = z % (H / PACK) * PACK;
+    SEQUENCE(b);
     /* Causal blocks grow with the query index: interleave the first and the last so that any
      * contiguous run of work-groups (a CPU thread's share) holds a balanced mix. */
     const long nb = (Lq + QPB - 1) / QPB, g = (long)get_global_id(0);
+    if (g >= nb)
+        return; /* past a shorter sequence's queries (VARLEN) */
     const long i0 = (CAUSAL ? (g % 2 ? nb - 1 - g / 2 : g / 2) : g) * QPB;
-    const ulong z = get_global_id(1), b = z / (H / PACK), h0 = z % (H / PACK) * PACK;
     const ulong hk = h0 / group;
     const long lk = valid_keys(len, len_off, b, Lk);
     const long i_last = min(i0 + QPB, Lq) - 1;
@@ -248,7 +276,7 @@ void flash_attention(FLASH_PARAMS)
         __private float *qtf = (__private float *)qt;
         for (int r = 0; r < BQ; r++) {
             const long ir = min(i0 + r / PACK, i_last);
-            const __global T_QO *qr = q + AT(q, b, h0 + r % PACK, ir, 0);
+            const __global T_QO *qr = q + AT(q, bv, h0 + r % PACK, ir, 0);
 #if HAS_ROPE /* queries rotated at their positions among the keys (KV-cache attention) */
 #define Q_DIM(j) LOAD_QO(qr, j)
             const long qpos = query_pos(ir, lk, Lq);
@@ -272,8 +300,8 @@ void flash_attention(FLASH_PARAMS)
     float16 p[BLOCK_K];
     const __private float *pf = (const __private float *)p; /* p[j] lane r = pf[j * 16 + r] */
 
-    const __global T_KV *kb0 = k + AT(k, b, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, b, hk, 0, 0);
+    const __global T_KV *kb0 = k + AT(k, bv, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, bv, hk, 0, 0);
 
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
@@ -317,7 +345,7 @@ void flash_attention(FLASH_PARAMS)
             float tmp[BQ];
             const ulong jj = (ulong)min(kb + j, hi_max - 1);
             for (int r = 0; r < BQ; r++)
-                tmp[r] = mask[AT(mask, b, h0 + r % PACK, min(i0 + r / PACK, i_last), jj)];
+                tmp[r] = mask[AT(mask, bv, h0 + r % PACK, min(i0 + r / PACK, i_last), jj)];
             const float16 mv = vload16(0, tmp);
             p[j] = ADD_MASK(float16, p[j], mv, LOG2E);
         }
@@ -359,7 +387,7 @@ void flash_attention(FLASH_PARAMS)
     vstore16(INV_SUM(l), 0, inv);
 #endif
     for (int r = 0; r < BQ && i0 + r / PACK < Lq; r++) {
-        __global T_QO *orow = o + AT(o, b, h0 + r % PACK, i0 + r / PACK, 0);
+        __global T_QO *orow = o + AT(o, bv, h0 + r % PACK, i0 + r / PACK, 0);
         for (int cc = 0; cc < NV; cc++)
             STOREV(acc[r][cc] * inv[r], cc, orow);
     }
@@ -367,7 +395,7 @@ void flash_attention(FLASH_PARAMS)
     float ls[BQ];
     vstore16(LSE_OF(m, l), 0, ls);
     for (int r = 0; r < BQ && i0 + r / PACK < Lq; r++)
-        lse[AT(lse, b, h0 + r % PACK, i0 + r / PACK, 0)] = ls[r];
+        lse[AT(lse, bv, h0 + r % PACK, i0 + r / PACK, 0)] = ls[r];
 #else
     UNUSED_VIEW(lse);
 #endif
@@ -384,12 +412,14 @@ void flash_attention(FLASH_PARAMS)
 {
     __local float ks[BLOCK_K * HEAD_DIM];
     __local float vs[BLOCK_K * VALUE_DIM];
-    const long Lq = (long)Lq_, Lk = (long)Lk_;
+    const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
+    SEQUENCE(b);
     const int lid = (int)get_local_id(0);
     const long g0 = (long)get_group_id(0) * WG;
+    if (g0 >= Lq)
+        return; /* the whole work-group: past a shorter sequence's queries (VARLEN) */
     const long i = g0 + lid;
     const long ic = min(i, Lq - 1); /* work-items past Lq shadow the last query, write nothing */
-    const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
     const long lk = valid_keys(len, len_off, b, Lk);
     /* Uniform across the work-group: the key loop and its barriers run the same for all. */
     const ulong split = get_global_id(2);
@@ -412,13 +442,13 @@ void flash_attention(FLASH_PARAMS)
 
     float qr[HEAD_DIM];
 #if HAS_ROPE
-#define Q_DIM(j) LOAD_QO(q, AT(q, b, h, ic, j))
+#define Q_DIM(j) LOAD_QO(q, AT(q, bv, h, ic, j))
     for (int d = 0; d < HEAD_DIM; d++)
         qr[d] = ROPE_AT(Q_DIM, d, query_pos(ic, lk, Lq)) * qscale;
 #else
     ROPE_UNUSED;
     for (int d = 0; d < HEAD_DIM; d++)
-        qr[d] = LOAD_QO(q, AT(q, b, h, ic, d)) * qscale;
+        qr[d] = LOAD_QO(q, AT(q, bv, h, ic, d)) * qscale;
 #endif
     float acc[VALUE_DIM];
     for (int d = 0; d < VALUE_DIM; d++)
@@ -426,8 +456,8 @@ void flash_attention(FLASH_PARAMS)
     float m = -INFINITY, l = 0.0f;
     float s[BLOCK_K];
 
-    const __global T_KV *kb0 = k + AT(k, b, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, b, hk, 0, 0);
+    const __global T_KV *kb0 = k + AT(k, bv, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, bv, hk, 0, 0);
 
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
@@ -453,7 +483,7 @@ void flash_attention(FLASH_PARAMS)
             a = SOFTCAP(a, cap, inv_cap);
 #endif
 #if HAS_ADDITIVE
-            a = ADD_MASK(float, a, mask[AT(mask, b, h, ic, min(kb + j, hi_max - 1))], LOG2E);
+            a = ADD_MASK(float, a, mask[AT(mask, bv, h, ic, min(kb + j, hi_max - 1))], LOG2E);
 #endif
 #if HAS_ALIBI
             a += ALIBI(float, slope, pos, kb + j);
@@ -477,11 +507,11 @@ void flash_attention(FLASH_PARAMS)
 #else
         const float inv = INV_SUM(l);
 #endif
-        __global T_QO *orow = o + AT(o, b, h, i, 0);
+        __global T_QO *orow = o + AT(o, bv, h, i, 0);
         for (int d = 0; d < VALUE_DIM; d++)
             STORE1(acc[d] * inv, orow, d);
 #if HAS_LSE
-        lse[AT(lse, b, h, i, 0)] = LSE_OF(m, l);
+        lse[AT(lse, bv, h, i, 0)] = LSE_OF(m, l);
 #endif
     }
 #if !HAS_LSE

@@ -108,6 +108,60 @@ static bool sdpa_invalid_arguments(void)
 
 /* The model variants' parameters (windows, soft-capping, ALiBi slopes, sinks): on sdpa (both
  * paths), the KV cache's attention and the layer's forward. */
+/* Packed batches (cu_seqlens): offsets that do not start at 0, decrease or miss the total, views
+ * of more than one item, what only the unfused path gives, an additive mask, half-given params:
+ * all refused before anything is enqueued. The views: one item of Q, K, V, O, 9 rows each. */
+static bool varlen_errors(void)
+{
+    bool ok = true;
+    clattn_tensor q1 = Q.t, k1 = K.t, v1 = V.t, o1 = O.t;
+    q1.dims[0] = k1.dims[0] = v1.dims[0] = o1.dims[0] = 1;
+    k1.dims[2] = v1.dims[2] = 9; /* self attention: as many keys as queries */
+    const size_t good[] = {0, 4, 9}, from1[] = {1, 4, 9}, down[] = {0, 6, 4, 9},
+                 short_[] = {0, 4, 8}, past[] = {0, 4, 10};
+    const clattn_sdpa_params base = clattn_sdpa_params_default();
+    clattn_sdpa_params p = base;
+    p.cu_seqlens_q = good, p.num_seqs = 2;
+    ok &= sdpa_fails("varlen, 2 batch items", &Q.t, &K.t, &V.t, &O.t, &p, CLATTN_ERROR_INVALID_SHAPE);
+    const size_t *bad[] = {from1, down, short_, past};
+    const size_t nums[] = {2, 3, 2, 2};
+    for (int i = 0; i < 4; i++) {
+        p = base;
+        p.cu_seqlens_q = bad[i], p.num_seqs = nums[i];
+        ok &= sdpa_fails("varlen, bad query offsets", &q1, &k1, &v1, &o1, &p,
+                         CLATTN_ERROR_INVALID_ARGUMENT);
+        p.cu_seqlens_q = good, p.cu_seqlens_k = bad[i];
+        ok &= sdpa_fails("varlen, bad key offsets", &q1, &k1, &v1, &o1, &p,
+                         CLATTN_ERROR_INVALID_ARGUMENT);
+    }
+    p = base;
+    p.cu_seqlens_k = good, p.num_seqs = 2;
+    ok &= sdpa_fails("varlen, key offsets alone", &q1, &k1, &v1, &o1, &p, CLATTN_ERROR_INVALID_ARGUMENT);
+    p = base;
+    p.num_seqs = 2;
+    ok &= sdpa_fails("varlen, a count alone", &q1, &k1, &v1, &o1, &p, CLATTN_ERROR_INVALID_ARGUMENT);
+    p = base;
+    p.cu_seqlens_q = good, p.num_seqs = 2;
+    p.mask.additive = &M.t;
+    ok &= sdpa_fails("varlen with an additive mask", &q1, &k1, &v1, &o1, &p,
+                     CLATTN_ERROR_INVALID_ARGUMENT);
+    p.mask.additive = NULL;
+    p.path = CLATTN_PATH_UNFUSED;
+    ok &= sdpa_fails("varlen on the unfused path", &q1, &k1, &v1, &o1, &p,
+                     CLATTN_ERROR_UNSUPPORTED_PATH);
+    p.path = CLATTN_PATH_AUTO;
+    clattn_tensor s1 = S.t;
+    s1.dims[0] = 1, s1.dims[3] = 9;
+    p.probs = &s1;
+    ok &= sdpa_fails("varlen with probabilities", &q1, &k1, &v1, &o1, &p,
+                     CLATTN_ERROR_UNSUPPORTED_PATH);
+    p.probs = NULL;
+    p.num_seqs = 3; /* its offsets array holds 3 values: reading a 4th would be the caller's bug */
+    p.cu_seqlens_q = down;
+    ok &= sdpa_fails("varlen, 3 sequences", &q1, &k1, &v1, &o1, &p, CLATTN_ERROR_INVALID_ARGUMENT);
+    return ok;
+}
+
 static bool variant_errors(void)
 {
     bool ok = true;
@@ -783,6 +837,7 @@ int main(int argc, char **argv)
         CASE(sdpa_invalid_arguments),
         CASE(sdpa_invalid_shapes),
         CASE(variant_errors),
+        CASE(varlen_errors),
         CASE(rope_errors),
         CASE(sdpa_head_mismatch),
         CASE(sdpa_out_of_bounds),

@@ -69,7 +69,9 @@ class SdpaParams(ctypes.Structure):
     _fields_ = [('scale', ctypes.c_float), ('mask', MaskParams), ('path', ctypes.c_int),
                 ('probs', ctypes.POINTER(Tensor)), ('lse', ctypes.POINTER(Tensor)),
                 ('workspace', c_mem), ('workspace_offset', ctypes.c_size_t),
-                ('logits', LogitParams), ('reserved', ctypes.c_void_p * 8)]
+                ('logits', LogitParams), ('cu_seqlens_q', ctypes.POINTER(ctypes.c_size_t)),
+                ('cu_seqlens_k', ctypes.POINTER(ctypes.c_size_t)), ('num_seqs', ctypes.c_size_t),
+                ('reserved', ctypes.c_void_p * 5)]
 
 
 class RopeParams(ctypes.Structure):

@@ -19,10 +19,13 @@ def _heads(a, num_heads):
 
 
 def _like(queue, a, rows, width, num_heads, dtype=None):
-    """A new output laid out as `a` is ([B, H, T, D] or packed [B, T, H·D]), T = rows, D = width."""
+    """A new output laid out as `a` is ([B, H, T, D], packed [B, T, H·D] or [T, H·D]), T = rows,
+    D = width."""
     dtype = dtype or a.dtype
     if num_heads is None:
         return new_array(queue, (a.shape[0], a.shape[1], rows, width), dtype)
+    if a.ndim == 2:
+        return new_array(queue, (rows, num_heads * width), dtype)
     return new_array(queue, (a.shape[0], rows, num_heads * width), dtype)
 
 
@@ -47,7 +50,7 @@ def workspace_view(workspace):
 def _sdpa_args(ctx, queue, keep, q, k, v, *, causal=False, mask=None, key_lengths=None,
                scale=None, lse=False, probs=False, out=None, path='auto', window=None,
                window_keep_first=0, softcap=0.0, alibi=None, sinks=None, num_heads=None,
-               num_kv_heads=None, workspace=None):
+               num_kv_heads=None, workspace=None, cu_seqlens_q=None, cu_seqlens_k=None):
     """The views and clattn_sdpa_params of a call, and the arrays it returns."""
     Q = tensor(q, num_heads)
     kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
@@ -63,6 +66,14 @@ def _sdpa_args(ctx, queue, keep, q, k, v, *, causal=False, mask=None, key_length
     p.path = path_value(path)
     p.logits = logit_params(ctx, keep, Hq, softcap=softcap, alibi=alibi, sinks=sinks)
     p.workspace, p.workspace_offset = workspace_view(workspace)
+    for name, cu in (('cu_seqlens_q', cu_seqlens_q), ('cu_seqlens_k', cu_seqlens_k)):
+        if cu is not None:
+            arr = (ctypes.c_size_t * len(cu))(*[int(x) for x in cu])
+            keep.append(arr)
+            setattr(p, name, ctypes.cast(arr, ctypes.POINTER(ctypes.c_size_t)))
+            p.num_seqs = len(cu) - 1
+    if cu_seqlens_k is not None and cu_seqlens_q is not None and len(cu_seqlens_k) != len(cu_seqlens_q):
+        raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT', 'cu_seqlens_q and cu_seqlens_k differ in length')
     extra = []
     for name, want, shape in (('lse', lse, (B, Hq, Lq, 1)), ('probs', probs, (B, Hq, Lq, Lk))):
         if want is False or want is None:
@@ -95,6 +106,10 @@ def sdpa(ctx, q, k, v, *, wait_for=None, queue=None, **kw):
     (or an array [B, Hq, Lq, Lk]) for the probabilities (the unfused path). out: the output
     array, laid out as q (new when None). workspace: caller-owned scratch (a pyopencl Buffer of
     at least ctx.sdpa_workspace_size(...) bytes) instead of the library's.
+    cu_seqlens_q, cu_seqlens_k: a packed batch of sequences of their own lengths (host offsets
+    from 0 to the total, FlashAttention's varlen): q, k, v and out are then packed [total, H·D]
+    with num_heads (or views of one batch item), sequence b's rows cu[b] .. cu[b + 1] - 1; the
+    fused path only.
     wait_for: pyopencl events the call waits for; queue: another queue of the context.
 
     Returns (out, event), or (out, lse, event), (out, probs, event), (out, lse, probs, event):

@@ -66,8 +66,8 @@ def _buffer(a):
 
 
 def tensor(a, heads=None, dtype=None):
-    """The clattn_tensor viewing array `a`: 4-D [B, H, T, D] as it is; 3-D packed [B, T, H·D] split
-    into `heads` heads ([B, H, T, D] with strides (T·H·D, D, H·D, 1) for a contiguous one); fewer
+    """The clattn_tensor viewing array `a`: 4-D [B, H, T, D] as it is; 3-D packed [B, T, H·D] (or
+    2-D [T, H·D], one batch item) split into `heads` heads ([B, H, T, D] with strides (T·H·D, D, H·D, 1) for a contiguous one); fewer
     dims are taken as leading 1s (a mask [Lq, Lk]). `dtype` 'bfloat16' reads uint16 arrays as
     bfloat16."""
     buf = _buffer(a)
@@ -80,9 +80,11 @@ def tensor(a, heads=None, dtype=None):
     strides = [_elements(s, size, 'a stride') for s in a.strides]
     dims = list(a.shape)
     if heads is not None:
-        if a.ndim != 3:
+        if a.ndim == 2:  # [T, H·D]: a packed batch's rows (one batch item)
+            dims, strides = [1] + dims, [strides[0] * dims[0]] + strides
+        elif a.ndim != 3:
             raise Error.of('CLATTN_ERROR_INVALID_SHAPE', f'num_heads given: expected a packed '
-                           f'[B, T, H*D] array, got shape {a.shape}')
+                           f'[B, T, H*D] or [T, H*D] array, got shape {a.shape}')
         B, T, HD = dims
         if heads <= 0 or HD % heads:
             raise Error.of('CLATTN_ERROR_INVALID_SHAPE', f'{HD} features do not split into '
