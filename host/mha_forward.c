@@ -172,6 +172,9 @@ static clattn_sdpa_params attention_params(const clattn_mha_forward_params *fp, 
     sp.path = fp->path;
     sp.logits = fp->logits;
     sp.probs = fp->head_weights ? fp->head_weights : (fp->weights ? &L->probs : NULL);
+    sp.cu_seqlens_q = fp->cu_seqlens_q;
+    sp.cu_seqlens_k = fp->cu_seqlens_k;
+    sp.num_seqs = fp->num_seqs;
     return sp;
 }
 

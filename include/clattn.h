@@ -798,7 +798,14 @@ typedef struct clattn_mha_forward_params {
     cl_mem workspace;
     size_t workspace_offset;
     clattn_logit_params logits; /* soft-capping, ALiBi slopes and sinks per head */
-    void *reserved[8]; /* must be zero */
+    /* A packed batch (see clattn_sdpa_params): query [1, 1, total_q, E], key and value
+     * [1, 1, total_k, .], output [1, 1, total_q, E], the sequences' tokens back to back; the
+     * projections run over all the tokens at once, the attention per sequence. No attention
+     * weights (fused path). */
+    const size_t *cu_seqlens_q;
+    const size_t *cu_seqlens_k;
+    size_t num_seqs;
+    void *reserved[5]; /* must be zero */
 } clattn_mha_forward_params;
 
 CLATTN_API clattn_mha_forward_params clattn_mha_forward_params_default(void);

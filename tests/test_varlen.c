@@ -2,7 +2,7 @@
  * and O as [total, H, D] rows, each sequence against the double-precision reference run on that
  * sequence alone, with both causal alignments, cross lengths, empty sequences, GQA, per-sequence
  * key lengths, the model variants and lse, on both fused variants; guards around every output;
- * and the multi-head layer on packed input. */
+ * and the multi-head layer on packed input. (Refusals: test_errors.c, varlen_errors.) */
 #include "harness.h"
 #include "ref.h"
 
@@ -184,6 +184,68 @@ static bool model_variants(void)
     return run(&c);
 }
 
+/* The multi-head layer on a packed batch (GQA, biases, causal): tokens [total, E], one forward,
+ * each sequence against the reference layer run on that sequence alone. */
+static bool mha_packed(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    const size_t E = 32, H = 4, Hkv = 2, KV = Hkv * (E / H), n = 4;
+    const size_t cu[] = {0, 17, 17, 57, 58};
+    const size_t T = cu[n];
+    uint64_t seed = 41;
+    const size_t nw = E * E + 2 * KV * E, nb = E + 2 * KV;
+    view_buf X = vb_new(&e, LAYOUT_BHTD, 1, 1, T, E, 3, 3, &seed, true);
+    view_buf W = vb_new(&e, LAYOUT_BHTD, 1, 1, 1, nw + E * E + nb + E, 0, 0, &seed, true);
+    view_buf O = vb_new(&e, LAYOUT_BHTD, 1, 1, T, E, 2, 5, &seed, false);
+    clattn_tensor win = clattn_tensor_bhtd(W.t.buffer, 0, 1, 1, E + 2 * KV, E);
+    clattn_tensor wo = clattn_tensor_bhtd(W.t.buffer, nw, 1, 1, E, E);
+    clattn_tensor bin = clattn_tensor_bhtd(W.t.buffer, nw + E * E, 1, 1, 1, nb);
+    clattn_tensor bo = clattn_tensor_bhtd(W.t.buffer, nw + E * E + nb, 1, 1, 1, E);
+    clattn_mha_params mp = clattn_mha_params_default();
+    mp.embed_dim = E, mp.num_heads = H, mp.num_kv_heads = Hkv, mp.bias = 1;
+    mp.in_proj_weight = &win, mp.in_proj_bias = &bin, mp.out_proj_weight = &wo;
+    mp.out_proj_bias = &bo;
+    clattn_mha *m = NULL;
+    EXPECT_STATUS(clattn_mha_create(e.cc, &mp, &m), CLATTN_SUCCESS);
+    clattn_mha_forward_params fp = clattn_mha_forward_params_default();
+    fp.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    fp.path = test_path();
+    fp.cu_seqlens_q = cu, fp.num_seqs = n;
+    EXPECT_STATUS(clattn_mha_forward(m, e.queue, &X.t, &X.t, &X.t, &O.t, &fp, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    CL_OK(clFinish(e.queue));
+    float *all = malloc(O.elems * sizeof *all);
+    vb_read_all(&e, &O, all);
+    ok &= vb_outside_unchanged(&O, O.host, all);
+    double *x = vb_dense(&X, X.host), *w = vb_dense(&W, W.host), *o = vb_dense(&O, all);
+    const double *dwo = w + nw, *dbin = dwo + E * E, *dbo = dbin + nb;
+    const ref_mha_layer L = {E, H, Hkv, E, E, w, w + E * E, w + E * E + KV * E,
+                             dbin, dbin + E, dbin + E + KV, dwo, dbo};
+    for (size_t b = 0; b < n; b++) {
+        const size_t len = cu[b + 1] - cu[b];
+        double *ref = malloc((len * E + 1) * sizeof *ref);
+        const double *xs = x + cu[b] * E;
+        ref_mha(&L, 1, len, len, 1, NULL, NULL, xs, xs, xs, ref, NULL, NULL);
+        char what[40];
+        snprintf(what, sizeof what, "layer output, sequence %zu", b);
+        ok &= check_close(what, o + cu[b] * E, ref, len * E, TOL);
+        free(ref);
+    }
+    /* attention weights need the unfused path, which packed batches do not take */
+    uint64_t s2 = 5;
+    view_buf Wt = vb_new(&e, LAYOUT_BHTD, 1, 1, T, T, 0, 0, &s2, false);
+    fp.weights = &Wt.t;
+    EXPECT_STATUS(clattn_mha_forward(m, e.queue, &X.t, &X.t, &X.t, &O.t, &fp, 0, NULL, NULL),
+                  CLATTN_ERROR_UNSUPPORTED_PATH);
+    clattn_mha_destroy(&m);
+    free(all), free(x), free(w), free(o);
+    vb_free(&X), vb_free(&W), vb_free(&O), vb_free(&Wt);
+    env_close(&e);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     static const test_case cases[] = {
@@ -191,6 +253,7 @@ int main(int argc, char **argv)
         CASE(cross_bottom_right),
         CASE(cross_no_mask),
         CASE(model_variants),
+        CASE(mha_packed),
     };
     return run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

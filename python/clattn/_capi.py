@@ -98,7 +98,9 @@ class MhaParams(ctypes.Structure):
 class MhaForwardParams(ctypes.Structure):
     _fields_ = [('mask', MaskParams), ('path', ctypes.c_int), ('weights', _TP),
                 ('head_weights', _TP), ('workspace', c_mem), ('workspace_offset', ctypes.c_size_t),
-                ('logits', LogitParams), ('reserved', ctypes.c_void_p * 8)]
+                ('logits', LogitParams), ('cu_seqlens_q', ctypes.POINTER(ctypes.c_size_t)),
+                ('cu_seqlens_k', ctypes.POINTER(ctypes.c_size_t)), ('num_seqs', ctypes.c_size_t),
+                ('reserved', ctypes.c_void_p * 5)]
 
 
 class KvCacheParams(ctypes.Structure):

@@ -8,7 +8,7 @@ import pyopencl as cl
 from . import _capi
 from ._errors import Error, check
 from ._ops import workspace_view
-from ._params import logit_params, mask_params
+from ._params import logit_params, mask_params, set_varlen
 from ._views import check_queue, dtype_value, new_array, path_value, tensor, wait_list, event
 
 
@@ -109,13 +109,16 @@ class MultiheadAttention:
     def __call__(self, query, key=None, value=None, *, causal=False, attn_mask=None,
                  key_lengths=None, need_weights=False, average_attn_weights=True, out=None,
                  wait_for=None, queue=None, path='auto', window=None, window_keep_first=0,
-                 softcap=0.0, alibi=None, sinks=None, workspace=None):
+                 softcap=0.0, alibi=None, sinks=None, workspace=None, cu_seqlens_q=None,
+                 cu_seqlens_k=None):
         """The forward (clattn_mha_forward). key/value None: self attention on query.
         attn_mask: additive float device array broadcasting to [B, H, Lq, Lk]; key_lengths:
         valid keys per batch item (PyTorch's key_padding_mask as counts). need_weights: also
         the attention weights, [B, Lq, Lk] averaged over heads (average_attn_weights) or
         [B, H, Lq, Lk]. workspace: caller-owned scratch for the intermediates (a pyopencl
-        Buffer of clattn_mha_workspace_size bytes). Other keywords as sdpa.
+        Buffer of clattn_mha_workspace_size bytes). cu_seqlens_q/_k: a packed batch, query
+        (key, value, out) [total, E] with sequence b's tokens at rows cu[b] .. cu[b + 1] - 1.
+        Other keywords as sdpa.
         Returns (out, event) or (out, weights, event)."""
         queue = check_queue(self.ctx, queue)
         keep = []
@@ -126,7 +129,8 @@ class MultiheadAttention:
             K, V = tensor(key, 1), tensor(value if value is not None else key, 1)
         B, Lq, Lk = Q.dims[0], Q.dims[2], K.dims[2]
         if out is None:
-            out = new_array(queue, (B, Lq, self.embed_dim), query.dtype)
+            shape = (Lq, self.embed_dim) if query.ndim == 2 else (B, Lq, self.embed_dim)
+            out = new_array(queue, shape, query.dtype)
         O = tensor(out, 1)
         fp = _capi.lib.clattn_mha_forward_params_default()
         fp.mask = mask_params(self.ctx, keep, causal=causal, mask=attn_mask,
@@ -134,6 +138,7 @@ class MultiheadAttention:
                               window_keep_first=window_keep_first)
         fp.path = path_value(path)
         fp.workspace, fp.workspace_offset = workspace_view(workspace)
+        set_varlen(fp, keep, cu_seqlens_q, cu_seqlens_k)
         fp.logits = logit_params(self.ctx, keep, self.num_heads, softcap=softcap, alibi=alibi,
                                  sinks=sinks)
         weights = None

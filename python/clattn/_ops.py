@@ -7,7 +7,7 @@ import pyopencl as cl
 
 from . import _capi
 from ._errors import Error, check
-from ._params import device_vector, logit_params, mask_params
+from ._params import device_vector, logit_params, mask_params, set_varlen
 from ._views import check_queue, new_array, path_value, tensor, wait_list, event as _event
 
 _NAN = float('nan')
@@ -66,14 +66,7 @@ def _sdpa_args(ctx, queue, keep, q, k, v, *, causal=False, mask=None, key_length
     p.path = path_value(path)
     p.logits = logit_params(ctx, keep, Hq, softcap=softcap, alibi=alibi, sinks=sinks)
     p.workspace, p.workspace_offset = workspace_view(workspace)
-    for name, cu in (('cu_seqlens_q', cu_seqlens_q), ('cu_seqlens_k', cu_seqlens_k)):
-        if cu is not None:
-            arr = (ctypes.c_size_t * len(cu))(*[int(x) for x in cu])
-            keep.append(arr)
-            setattr(p, name, ctypes.cast(arr, ctypes.POINTER(ctypes.c_size_t)))
-            p.num_seqs = len(cu) - 1
-    if cu_seqlens_k is not None and cu_seqlens_q is not None and len(cu_seqlens_k) != len(cu_seqlens_q):
-        raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT', 'cu_seqlens_q and cu_seqlens_k differ in length')
+    set_varlen(p, keep, cu_seqlens_q, cu_seqlens_k)
     extra = []
     for name, want, shape in (('lse', lse, (B, Hq, Lq, 1)), ('probs', probs, (B, Hq, Lq, Lk))):
         if want is False or want is None:

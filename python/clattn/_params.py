@@ -77,3 +77,20 @@ def logit_params(ctx, keep, heads, *, softcap=0.0, alibi=None, sinks=None):
     lp.alibi_slopes, lp.alibi_slopes_offset = device_vector(ctx, alibi, np.float32, 'alibi', keep)
     lp.sinks, lp.sinks_offset = device_vector(ctx, sinks, np.float32, 'sinks', keep)
     return lp
+
+
+def set_varlen(p, keep, cu_seqlens_q, cu_seqlens_k):
+    """A packed batch's host offsets into params p (clattn_sdpa_params or the layer's)."""
+    if cu_seqlens_q is None:
+        if cu_seqlens_k is not None:
+            raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT', 'cu_seqlens_k without cu_seqlens_q')
+        return
+    if cu_seqlens_k is not None and len(cu_seqlens_k) != len(cu_seqlens_q):
+        raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT',
+                       'cu_seqlens_q and cu_seqlens_k differ in length')
+    for name, cu in (('cu_seqlens_q', cu_seqlens_q), ('cu_seqlens_k', cu_seqlens_k)):
+        if cu is not None:
+            arr = (ctypes.c_size_t * len(cu))(*[int(x) for x in cu])
+            keep.append(arr)
+            setattr(p, name, ctypes.cast(arr, ctypes.POINTER(ctypes.c_size_t)))
+    p.num_seqs = len(cu_seqlens_q) - 1

@@ -168,3 +168,35 @@ def test_fp16_layer(ctx, queue, rng):
     assert out.dtype == np.float16
     sd16 = {n: a.astype(np.float16) for n, a in sd.items()}
     close(out.get(), ref.mha(x, x, x, sd16, H, causal=True)[0], tol=3e-3)
+
+
+def test_packed_batch(ctx, queue, rng):
+    # sequences of their own lengths back to back, [total, E], through the layer and sdpa
+    E, H = 32, 4
+    lengths = [5, 0, 17, 1, 9]
+    cu = np.concatenate([[0], np.cumsum(lengths)])
+    sd = mha_state_dict(rng, E)
+    layer = clattn.MultiheadAttention.from_state_dict(ctx, sd, num_heads=H)
+    x = rng.standard_normal((cu[-1], E))
+    out, ev = layer(dev(queue, x), causal=True, cu_seqlens_q=cu)
+    ev.wait()
+    assert out.shape == (cu[-1], E)
+    got = out.get()
+    for b, n in enumerate(lengths):
+        if n:
+            xs = x[None, cu[b]:cu[b + 1]]
+            close(got[cu[b]:cu[b + 1]], ref.mha(xs, xs, xs, sd, H, causal=True)[0][0], tol=5e-5)
+    q = rng.standard_normal((cu[-1], H * 8))
+    kv = rng.standard_normal((2, 30, 2 * 8))
+    cu_k = [0, 4, 4, 20, 21, 30]   # per sequence keys of its own, one sequence with none
+    o, ev = ctx.sdpa(dev(queue, q), dev(queue, kv[0]), dev(queue, kv[1]), num_heads=H,
+                     num_kv_heads=2, causal='bottom_right', cu_seqlens_q=cu, cu_seqlens_k=cu_k)
+    ev.wait()
+    for b in (b for b, n in enumerate(lengths) if n):
+        qs = q[cu[b]:cu[b + 1]].reshape(1, -1, H, 8).transpose(0, 2, 1, 3)
+        ks, vs = (a[cu_k[b]:cu_k[b + 1]].reshape(1, -1, 2, 8).transpose(0, 2, 1, 3) for a in kv)
+        want = ref.sdpa(qs, ks, vs, causal='bottom_right')[0].transpose(0, 2, 1, 3)
+        close(o.get()[cu[b]:cu[b + 1]], want.reshape(-1, H * 8))
+    with pytest.raises(clattn.Error) as e:
+        layer(dev(queue, x), cu_seqlens_q=[0, 3, 2, cu[-1]])
+    assert e.value.name == 'CLATTN_ERROR_INVALID_ARGUMENT'
