@@ -282,6 +282,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lp.sinks = (b & 4) ? FOREIGN : BUF[b & 3];
         lp.sinks_offset = (size_t)(b >> 3) * 500;
     }
+    /* A packed batch (sdpa and the layer): up to 4 sequences, offsets stepping by drawn amounts
+     * (a step of 255 goes back 1), the key offsets the same or their own. */
+    size_t cu_q[5] = {0}, cu_k[5] = {0}, n_seqs = 0;
+    const int varlen = var & 32;
+    if (varlen) {
+        n_seqs = u8(&r) % 5;
+        for (size_t i = 0; i < n_seqs; i++) {
+            const uint8_t a = u8(&r), b = u8(&r);
+            cu_q[i + 1] = a == 255 ? cu_q[i] - 1 : cu_q[i] + a % 12;
+            cu_k[i + 1] = b == 255 ? cu_k[i] - 1 : cu_k[i] + b % 12;
+        }
+    }
     cl_event ev = EVENT_SENTINEL;
     cl_event *evp = (flags & 128) ? NULL : &ev;
     clattn_status st = CL_SUCCESS;
@@ -298,6 +310,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p.scale = sc < 128 ? CLATTN_SCALE_DEFAULT : (float)(sc - 192) * 0.5f;
         if (flags & 16)
             p.reserved[0] = &p;
+        if (varlen) {
+            p.cu_seqlens_q = cu_q;
+            p.cu_seqlens_k = (var & 64) ? cu_k : NULL;
+            p.num_seqs = n_seqs;
+        }
         if (runnable) {
             st = clattn_sdpa(CC, Q, &t[0], &t[1], &t[2], &t[3], &p, 0, NULL, evp);
             const clattn_tensor *outs[] = {&t[3], p.probs, p.lse};
@@ -405,6 +422,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fp.mask = mp;
             fp.logits = lp;
             fp.weights = (flags & 16) ? &w : NULL;
+            if (varlen) {
+                fp.cu_seqlens_q = cu_q;
+                fp.cu_seqlens_k = (var & 64) ? cu_k : NULL;
+                fp.num_seqs = n_seqs;
+            }
             size_t bytes;
             st = clattn_mha_workspace_size(m, &x, &kv, &kv, &fp, &bytes);
             judge(st, EVENT_SENTINEL, NULL, 0);

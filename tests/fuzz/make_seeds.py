@@ -35,6 +35,10 @@ seeds = {
     'sdpa_plain': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4) + bhtd(60, 1, 2, 3, 4)
     + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4) + bhtd(0, 1, 2, 3, 1, buf=4)
     + bytes([0, 1, 0, 0, 0, 0]),
+    # a packed batch of two sequences (2 and 3 of the 5 rows), causal, fused path
+    'sdpa_varlen': bytes([0]) + bhtd(0, 1, 2, 5, 4) + bhtd(40, 1, 2, 5, 4) + bhtd(0, 1, 2, 5, 4, buf=4)
+    + bhtd(2, 1, 2, 5, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4) + bhtd(0, 1, 2, 5, 1, buf=4)
+    + bytes([0, 1, 0, 32, 2, 2, 2, 3, 3, 2, 0]),
     'sdpa_masked_lse': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4)
     + bhtd(60, 1, 2, 3, 4) + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4)
     + bhtd(9, 1, 2, 3, 1, buf=4) + bytes([1 | 2 | 8, 2, 0, 0, 2, 0]),
