@@ -506,6 +506,96 @@ static clattn_status decode_enqueue(void *s)
     return clattn_kv_cache_attend(st->cache, g_queue, &st->q, &st->o, &st->ap, 0, NULL, NULL);
 }
 
+/* --- packed batches ---------------------------------------------------------------------------- */
+
+/* Sequences of 17, 90, 512 and 1024 tokens (causal self attention, H = 8, D = 64) three ways: one
+ * packed call (cu_seqlens), one call per sequence, and one call on the batch padded to the
+ * longest with key lengths. */
+#define VL_N 4
+static const size_t vl_len[VL_N] = {17, 90, 512, 1024};
+
+typedef struct varlen_state {
+    int how; /* 0 packed, 1 one by one, 2 padded */
+    clattn_tensor q, k, v, o;          /* packed [1, H, total, D] (BTHD rows) */
+    clattn_tensor pq, pk, pv, po;      /* padded [B, H, 1024, D] */
+    size_t cu[VL_N + 1];
+    cl_mem lens;
+} varlen_state;
+
+static clattn_status varlen_enqueue(void *s)
+{
+    varlen_state *st = s;
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.mask.causal = CLATTN_CAUSAL_TOP_LEFT;
+    p.path = CLATTN_PATH_FUSED;
+    if (st->how == 0) {
+        p.cu_seqlens_q = st->cu, p.num_seqs = VL_N;
+        return clattn_sdpa(g_cc, g_queue, &st->q, &st->k, &st->v, &st->o, &p, 0, NULL, NULL);
+    }
+    if (st->how == 2) {
+        p.mask.key_lengths = st->lens;
+        return clattn_sdpa(g_cc, g_queue, &st->pq, &st->pk, &st->pv, &st->po, &p, 0, NULL, NULL);
+    }
+    clattn_status r = CL_SUCCESS;
+    for (size_t b = 0; b < VL_N && r == CL_SUCCESS; b++) {
+        clattn_tensor q = st->q, k = st->k, v = st->v, o = st->o;
+        q.offset = k.offset = v.offset = o.offset = st->cu[b] * q.strides[2];
+        q.dims[2] = k.dims[2] = v.dims[2] = o.dims[2] = vl_len[b];
+        r = clattn_sdpa(g_cc, g_queue, &q, &k, &v, &o, &p, 0, NULL, NULL);
+    }
+    return r;
+}
+
+static int run_varlen(const options *o, const clattn_device_info *info)
+{
+    const size_t H = 8, D = 64, T = vl_len[VL_N - 1];
+    varlen_state st = {0};
+    for (size_t b = 0; b < VL_N; b++)
+        st.cu[b + 1] = st.cu[b] + vl_len[b];
+    const size_t total = st.cu[VL_N];
+    float *h = tool_random_floats(VL_N * T * H * D, 5, 1.0f);
+    cl_mem bufs[8];
+    for (int i = 0; i < 8; i++) /* packed q, k, v, o; padded q, k, v, o */
+        bufs[i] = upload(h, (i < 4 ? total : VL_N * T) * H * D);
+    st.q = clattn_tensor_bthd(bufs[0], 0, 1, total, H, D);
+    st.k = clattn_tensor_bthd(bufs[1], 0, 1, total, H, D);
+    st.v = clattn_tensor_bthd(bufs[2], 0, 1, total, H, D);
+    st.o = clattn_tensor_bthd(bufs[3], 0, 1, total, H, D);
+    st.pq = clattn_tensor_bhtd(bufs[4], 0, VL_N, H, T, D);
+    st.pk = clattn_tensor_bhtd(bufs[5], 0, VL_N, H, T, D);
+    st.pv = clattn_tensor_bhtd(bufs[6], 0, VL_N, H, T, D);
+    st.po = clattn_tensor_bhtd(bufs[7], 0, VL_N, H, T, D);
+    int lens[VL_N];
+    for (size_t b = 0; b < VL_N; b++)
+        lens[b] = (int)vl_len[b];
+    st.lens = upload_bytes(lens, sizeof lens);
+    printf("packed batch of sequences of 17, 90, 512 and 1024 tokens, causal, H = %zu, D = %zu, "
+           "fused, on %s\n", H, D, info->name);
+    static const char *names[3] = {"packed (cu_seqlens)", "one call per sequence",
+                                   "padded to 1024, key lengths"};
+    result r[3] = {{0}};
+    int failures = 0;
+    for (int k = 0; k < 3; k++) {
+        st.how = k;
+        time_runs(varlen_enqueue, &st, o, &r[k]);
+    }
+    for (int k = 0; k < 3; k++) {
+        if (r[k].status != CL_SUCCESS || r[1].status != CL_SUCCESS) {
+            printf("%-30s error: %s\n", names[k],
+                   clattn_status_name(r[k].status ? r[k].status : r[1].status));
+            failures++;
+        } else {
+            printf("%-30s %10.3f ms  %5.2fx one by one\n", names[k], r[k].median_ms,
+                   r[k].median_ms / r[1].median_ms);
+        }
+    }
+    for (int i = 0; i < 8; i++)
+        clReleaseMemObject(bufs[i]);
+    clReleaseMemObject(st.lens);
+    free(h);
+    return failures ? 1 : 0;
+}
+
 /* --- projections ------------------------------------------------------------------------------- */
 
 typedef struct linear_state {
@@ -951,6 +1041,8 @@ static void usage(void)
         "      --startup-llama    time a new context until everything a Llama-style decoder\n"
         "                         runs is ready (causal, RoPE, GQA, a KV cache; 8B's dims),\n"
         "                         and count the programs built\n"
+        "      --varlen           a packed batch of 17, 90, 512 and 1024 tokens: one call, one\n"
+        "                         call per sequence, and the batch padded with key lengths\n"
         "      --decode           decode-step time over a KV cache of 1k..32k tokens, split-KV\n"
         "                         off and automatic\n"
         "      --kv-dtype f32|f16|bf16|q8  the decode cache's storage (default f32; q8: int8\n"
@@ -968,11 +1060,12 @@ int main(int argc, char **argv)
     const char *json = NULL, *op = "both";
     shape custom = {"custom", "sdpa", 1, 8, 0, 512, 512, 64, 0, CLATTN_PATH_AUTO, NO_VARIANT};
     bool have_shape = false, do_demo = false, do_peak = false, do_startup = false, do_decode = false,
+         do_varlen = false,
          do_startup_llama = false, do_bw = false;
     clattn_dtype kv_dtype = CLATTN_F32;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
-           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_HOST_TIME,
+           O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_VARLEN, O_HOST_TIME,
            O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA, O_KV_DTYPE,
            O_BANDWIDTH };
     static const struct option longopts[] = {
@@ -987,6 +1080,7 @@ int main(int argc, char **argv)
         {"demo", no_argument, 0, O_DEMO},           {"help", no_argument, 0, 'h'},
         {"suite", required_argument, 0, O_SUITE},   {"peak", no_argument, 0, O_PEAK},
         {"startup", no_argument, 0, O_STARTUP},     {"decode", no_argument, 0, O_DECODE},
+        {"varlen", no_argument, 0, O_VARLEN},
         {"host-time", no_argument, 0, O_HOST_TIME}, {"layer-scratch", no_argument, 0, O_LAYER_SCRATCH},
         {"window", required_argument, 0, O_WINDOW}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"alibi", no_argument, 0, O_ALIBI},         {"sinks", no_argument, 0, O_SINKS},
@@ -1026,6 +1120,7 @@ int main(int argc, char **argv)
         case O_BANDWIDTH: do_bw = true; break;
         case O_STARTUP: do_startup = true; break;
         case O_DECODE: do_decode = true; break;
+        case O_VARLEN: do_varlen = true; break;
         case O_KV_DTYPE:
             kv_dtype = strcmp(optarg, "f32") == 0    ? CLATTN_F32
                        : strcmp(optarg, "f16") == 0  ? CLATTN_F16
@@ -1087,6 +1182,12 @@ int main(int argc, char **argv)
         die("clCreateCommandQueue", err);
     clattn_device_info info;
     clattn_context_device_info(g_cc, &info);
+    if (do_varlen) {
+        int rc = run_varlen(&o, &info);
+        clReleaseCommandQueue(g_queue);
+        clattn_context_destroy(&g_cc);
+        return rc;
+    }
     if (do_decode) {
         int rc = run_decode(&o, &info, kv_dtype, json);
         clReleaseCommandQueue(g_queue);
