@@ -160,6 +160,23 @@ static clattn_status op_variants_unfused(sweep *s, cl_event *ev)
     return op_variants(s, ev, CLATTN_PATH_UNFUSED);
 }
 
+/* A packed batch: the same buffers as one item of B·T queries and B·TK keys, three sequences
+ * (one empty), the variants on, keys per sequence of their own (the offsets' copy is a point). */
+static clattn_status op_varlen(sweep *s, cl_event *ev)
+{
+    const clattn_tensor Q = view(s, IN_Q, 1, H, B * T, D), K = view(s, IN_KX, 1, HKV, B * TK, D),
+                        V = view(s, IN_VX, 1, HKV, B * TK, D), O = view(s, OUT_O, 1, H, B * T, D),
+                        L = view(s, OUT_LSE, 1, H, B * T, 1);
+    const size_t cq[] = {0, T, T, B * T}, ck[] = {0, 5, TK, B * TK};
+    clattn_sdpa_params p = clattn_sdpa_params_default();
+    p.mask.causal = CLATTN_CAUSAL_BOTTOM_RIGHT;
+    p.mask.window_left = 4;
+    p.logits = variant_logits(s);
+    p.lse = &L;
+    p.cu_seqlens_q = cq, p.cu_seqlens_k = ck, p.num_seqs = 3;
+    return clattn_sdpa(s->cc, s->e.queue, &Q, &K, &V, &O, &p, 0, NULL, ev);
+}
+
 static clattn_status op_rope(sweep *s, cl_event *ev)
 {
     const clattn_tensor X = view(s, IN_Q, B, H, T, D), Y = view(s, OUT_O, B, H, T, D);
@@ -606,6 +623,11 @@ static bool sdpa_variants_unfused(void)
     static const int outs[] = {OUT_O, OUT_LSE};
     return sweep_op(op_variants_unfused, NULL, outs, 2, false);
 }
+static bool sdpa_varlen(void)
+{
+    static const int outs[] = {OUT_O, OUT_LSE};
+    return sweep_op(op_varlen, NULL, outs, 2, false);
+}
 static bool rope(void)
 {
     static const int outs[] = {OUT_O};
@@ -642,6 +664,7 @@ int main(int argc, char **argv)
         CASE(cold_context),
         CASE_IN(sdpa_variants_fused, "auto-clattn"),
         CASE(sdpa_variants_unfused),
+        CASE_IN(sdpa_varlen, "auto-clattn"),
         CASE_IN(rope, "auto-clattn"),
         CASE_IN(kv_rope_create, "auto-clattn"),
         CASE_IN(kv_q8_create, "auto-clattn"),
