@@ -10,7 +10,7 @@
 
 /* How the kernel is specialised for a device and head dims. */
 typedef struct flash_config {
-    int variant; /* 0: CPU (vectors per work-item), 1: GPU (local-memory tiles) */
+    int variant; /* 0: CPU (vectors per work-item), 1: GPU (local-memory tiles), 2: CPU decode */
     int block_k; /* keys per block */
     int wg;      /* variant 1: work-items (queries) per work-group */
     int vec;     /* variant 0: vector width along the value dim */
@@ -165,8 +165,13 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     cl_mem cu = NULL;
     if (params->cu_seqlens_q && (st = varlen_offsets(p, params, &seqs, &rows, &cu)) != CL_SUCCESS)
         return st;
-    const flash_config c = choose(p->ctx, D, Dv);
-    const size_t pack = pack_heads(&c, Q, V, rows);
+    flash_config c = choose(p->ctx, D, Dv);
+    /* One query per sequence on a CPU (decoding): the decode layout, a work-item per kv head
+     * reading each K and V row once for its whole group of query heads. */
+    const size_t group = K->dims[1] ? Hq / K->dims[1] : 1;
+    if (c.variant == 0 && rows == 1 && D == Dv && group <= 16 && !params->mask.additive)
+        c.variant = 2;
+    const size_t pack = c.variant == 2 ? group : pack_heads(&c, Q, V, rows);
     const clattn_mask_params *m = &params->mask;
     const clattn_logit_params *lp = &params->logits;
     char opts[400];
@@ -174,13 +179,14 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
              "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DKV_FMT=%d "
              "-DPACK=%zu -DHAS_WINDOW=%d -DHAS_SOFTCAP=%d -DHAS_ALIBI=%d -DHAS_SINKS=%d "
-             "-DHAS_ROPE=%d -DROPE_GPTJ=%d -DVARLEN=%d",
+             "-DHAS_ROPE=%d -DROPE_GPTJ=%d -DVARLEN=%d -DGROUP=%zu",
              D, Dv, c.variant, c.block_k, c.wg ? c.wg : 1, c.vec ? c.vec : 16,
              c.rows ? c.rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
              params->lse != NULL, Q->dtype == CLATTN_F16,
              clattn__kv_format(V->dtype), pack,
              clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
-             lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ, cu != NULL);
+             lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ, cu != NULL,
+             c.variant == 2 ? group : 0);
 
     const clattn_flash_split one = {0, 1, 0, 0};
     if (!split)
@@ -209,11 +215,11 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     clattn__arg_mem(&args, cu);
     clattn__arg_ulong(&args, seqs + 1);
 
-    const size_t per = c.variant == 0 ? 16 / pack : (size_t)c.wg;
+    const size_t per = c.variant == 0 ? 16 / pack : c.variant == 2 ? 1 : (size_t)c.wg;
     const size_t blocks = (rows + per - 1) / per;
-    const size_t global[3] = {c.variant == 0 ? blocks : blocks * per, seqs * Hq / pack,
+    const size_t global[3] = {c.variant == 1 ? blocks * per : blocks, seqs * Hq / pack,
                               split->count};
-    const size_t local[3] = {c.variant == 0 ? 1 : per, 1, 1};
+    const size_t local[3] = {c.variant == 1 ? per : 1, 1, 1};
     return clattn__plan_kernel(p, "flash_attention", opts, "flash_attention", &args, 3, global,
                                local);
 }

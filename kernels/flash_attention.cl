@@ -12,7 +12,7 @@
  *
  * Which keys a query sees, the additive mask's -inf, the zero-weight rule and the values of a
  * row that sees no key come from the prelude; the online-softmax step below is shared by the
- * two variants, which differ in how the work is laid out on the device:
+ * three variants, which differ in how the work is laid out on the device:
  *   VARIANT 0 (CPUs): one work-item per block of 16 (query, head) lanes: 16 queries of one head,
  *     or (PACK > 1, decoding with GQA) 16 / PACK queries of PACK heads that share a kv head, so
  *     K and V are loaded once for them. Explicit float16 vectors and fma().
@@ -20,6 +20,10 @@
  *     written out: scores are vectorised across the 16 queries, the weighted sum across the value
  *     dim. No local memory, no barriers. NDRange (ceil(Lq / (16 / PACK)), B * H / PACK), local
  *     (1, 1).
+ *   VARIANT 2 (CPUs, one query per sequence: decoding): one work-item per kv head and its GROUP
+ *     query heads; each K and V row is loaded once, as vectors along the head dim, for all of
+ *     them (variant 0 there fills GROUP of its 16 lanes and loads K a scalar at a time).
+ *     NDRange (1, B * Hkv, splits), local (1, 1, 1).
  *   VARIANT 1 (GPUs): a work-group of WG work-items, one query each; the work-group stages
  *     blocks of K and V in local memory with coalesced loads. NDRange (ceil(Lq / WG) * WG, B * H),
  *     local (WG, 1). Every work-item reaches every barrier: the key loop's bounds are the same
@@ -402,6 +406,152 @@ void flash_attention(FLASH_PARAMS)
 #if !HAS_ADDITIVE
     UNUSED_VIEW(mask);
 #endif
+}
+
+#elif VARIANT == 2
+/* ---- CPU decode variant --------------------------------------------------------------------- */
+
+/* One query per sequence (decoding): a work-item takes a kv head and the GROUP query heads that
+ * share it, and reads each K and V row once for all of them, as VEC-wide vectors along the head
+ * dim (HEAD_DIM == VALUE_DIM, VEC divides it). A score is a dot product of vectors summed
+ * across the lanes; the weighted sum adds a weight times the V row to each head's accumulators.
+ * No additive mask (the host picks this variant only without one). */
+#if VEC == 1
+#define floatV float
+#else
+#define floatV CAT(float, VEC)
+#endif
+/* The sum of x's lanes, pairwise. (Through memory, not swizzles: Oclgrind 21.10 loses track of
+ * what .lo / .hi of an initialised vector hold and reports them uninitialised; compilers turn
+ * either into the same shuffles.) */
+inline float lane_sum(floatV x)
+{
+    __private float *f = (__private float *)&x;
+    for (int w = VEC / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++)
+            f[i] += f[i + w];
+    return f[0];
+}
+#define NV (HEAD_DIM / VEC) /* vectors per row */
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void flash_attention(FLASH_PARAMS)
+{
+    const ulong z = get_global_id(1), b = z / (H / group), hk = z % (H / group), h0 = hk * GROUP;
+    SEQUENCE(b);
+    if (Lq <= 0)
+        return; /* a sequence with no query (VARLEN) */
+    const long lk = valid_keys(len, len_off, b, Lk);
+    const long lim = key_limit(0, lk, Lq, wr), first = key_first(0, lk, Lq, wl);
+    const float pos = (float)query_pos(0, lk, Lq);
+    const ulong split = get_global_id(2);
+    const long k_begin = (long)(split * split_keys);
+    const long hi_max = split_keys ? min(lim, k_begin + (long)split_keys) : lim;
+    const long lo = WINDOW_LO(k_begin, first);
+    const long keep_end = KEEP_END(keep, lo);
+    o += split * o_split;
+    lse += split * l_split;
+    (void)pos;
+    (void)cap;
+    (void)inv_cap;
+
+    /* The group's queries, pre-scaled (and rotated at their position among the keys). */
+    floatV qv[GROUP][NV];
+    for (int g = 0; g < GROUP; g++) {
+        __private float *qf = (__private float *)qv[g];
+        const __global T_QO *qr = q + AT(q, bv, h0 + g, 0, 0);
+#if HAS_ROPE
+#define Q_DIM(j) LOAD_QO(qr, j)
+        for (int d = 0; d < HEAD_DIM; d++)
+            qf[d] = ROPE_AT(Q_DIM, d, query_pos(0, lk, Lq)) * qscale;
+#else
+        for (int d = 0; d < HEAD_DIM; d++)
+            qf[d] = LOAD_QO(qr, d) * qscale;
+#endif
+    }
+#if !HAS_ROPE
+    ROPE_UNUSED;
+#endif
+    float slope[GROUP], m[GROUP], l[GROUP];
+    floatV acc[GROUP][NV];
+    for (int g = 0; g < GROUP; g++) {
+        slope[g] = HAS_ALIBI ? slopes[slopes_off + h0 + g] * LOG2E : 0.0f;
+        m[g] = -INFINITY, l[g] = 0.0f;
+        for (int c = 0; c < NV; c++)
+            acc[g][c] = 0.0f;
+    }
+    (void)slope;
+
+    const __global T_KV *kb0 = k + AT(k, bv, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, bv, hk, 0, 0);
+    float s[GROUP][BLOCK_K];
+    for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
+         kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
+        const int nk = (int)min((long)BLOCK_K, hi_max - kb);
+        for (int j = 0; j < BLOCK_K; j++) {
+            if (j >= nk) { /* past the split's or the window's end: no weight */
+                for (int g = 0; g < GROUP; g++)
+                    s[g][j] = -INFINITY;
+                continue;
+            }
+            const __global T_KV *kr = kb0 + (ulong)(kb + j) * k_st.s2;
+            floatV kv[NV];
+            for (int c = 0; c < NV; c++)
+                kv[c] = LOADV(c, kr);
+            const bool seen = KEY_VISIBLE(kb + j, first, lim, keep);
+            for (int g = 0; g < GROUP; g++) {
+                floatV t = qv[g][0] * kv[0];
+                for (int c = 1; c < NV; c++)
+                    t = fma(qv[g][c], kv[c], t);
+                float a = KV_SCALED(lane_sum(t), kr, HEAD_DIM);
+#if HAS_SOFTCAP
+                a = SOFTCAP(a, cap, inv_cap);
+#endif
+#if HAS_ALIBI
+                a += ALIBI(float, slope[g], pos, kb + j);
+#endif
+                s[g][j] = seen ? a : -INFINITY;
+            }
+        }
+        float alpha[GROUP];
+        for (int g = 0; g < GROUP; g++) {
+            float bm = s[g][0];
+            for (int j = 1; j < BLOCK_K; j++)
+                bm = fmax(bm, s[g][j]);
+            ONLINE_SOFTMAX_BLOCK(float, s[g], bm, m[g], l[g], alpha[g]);
+            for (int c = 0; c < NV; c++)
+                acc[g][c] *= alpha[g];
+        }
+        for (int j = 0; j < nk; j++) {
+            const __global T_KV *vr = vb0 + (ulong)(kb + j) * v_st.s2;
+            floatV vv[NV];
+            for (int c = 0; c < NV; c++)
+                vv[c] = KV_SCALED(LOADV(c, vr), vr, VALUE_DIM);
+            for (int g = 0; g < GROUP; g++) {
+                const floatV p = (floatV)s[g][j];
+                for (int c = 0; c < NV; c++)
+                    acc[g][c] = WEIGHTED_ADD(floatV, acc[g][c], p, vv[c]);
+            }
+        }
+    }
+
+    for (int g = 0; g < GROUP; g++) {
+#if HAS_SINKS
+        const float inv = INV_SUM_SINK(l[g], m[g], sinks[sinks_off + h0 + g] * LOG2E);
+#else
+        const float inv = INV_SUM(l[g]);
+#endif
+        __global T_QO *orow = o + AT(o, bv, h0 + g, 0, 0);
+        for (int c = 0; c < NV; c++)
+            STOREV(acc[g][c] * inv, c, orow);
+#if HAS_LSE
+        lse[AT(lse, bv, h0 + g, 0, 0)] = LSE_OF(m[g], l[g]);
+#endif
+    }
+#if !HAS_LSE
+    UNUSED_VIEW(lse);
+#endif
+    UNUSED_VIEW(mask);
 }
 
 #else

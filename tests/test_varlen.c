@@ -160,6 +160,19 @@ static bool cross_bottom_right(void)
     return run(&c);
 }
 
+/* A decode step over sequences of their own lengths (one query each, or none; one sequence with
+ * no key), GQA 8 over 2, with every variant: the CPU's decode layout. */
+static bool decode_step(void)
+{
+    vl_case c = base();
+    const size_t lq[] = {1, 1, 0, 1, 1}, lk[] = {70, 7, 20, 0, 130};
+    c.n = 5;
+    memcpy(c.lq, lq, sizeof lq), memcpy(c.lk, lk, sizeof lk);
+    c.Hq = 8, c.causal = 2, c.lengths = true;
+    c.wl = 40, c.keep = 3, c.softcap = 4.0f, c.alibi = true, c.sinks = true;
+    return run(&c);
+}
+
 /* No causal mask, key counts per sequence, odd value dim. */
 static bool cross_no_mask(void)
 {
@@ -251,6 +264,7 @@ int main(int argc, char **argv)
     static const test_case cases[] = {
         CASE(self_causal),
         CASE(cross_bottom_right),
+        CASE(decode_step),
         CASE(cross_no_mask),
         CASE(model_variants),
         CASE(mha_packed),
