@@ -20,9 +20,10 @@
  *     written out: scores are vectorised across the 16 queries, the weighted sum across the value
  *     dim. No local memory, no barriers. NDRange (ceil(Lq / (16 / PACK)), B * H / PACK), local
  *     (1, 1).
- *   VARIANT 2 (CPUs, one query per sequence: decoding): one work-item per kv head and its GROUP
- *     query heads; each K and V row is loaded once, as vectors along the head dim, for all of
- *     them (variant 0 there fills GROUP of its 16 lanes and loads K a scalar at a time).
+ *   VARIANT 2 (CPUs, one query per sequence over half, bfloat16 or int8 K and V: decoding from
+ *     a KV cache): one work-item per kv head and its GROUP query heads; each K and V row is
+ *     loaded and converted once, as vectors along the head dim, for all of them (variant 0
+ *     there fills GROUP of its 16 lanes and converts K a scalar at a time).
  *     NDRange (1, B * Hkv, splits), local (1, 1, 1).
  *   VARIANT 1 (GPUs): a work-group of WG work-items, one query each; the work-group stages
  *     blocks of K and V in local memory with coalesced loads. NDRange (ceil(Lq / WG) * WG, B * H),
@@ -411,9 +412,10 @@ void flash_attention(FLASH_PARAMS)
 #elif VARIANT == 2
 /* ---- CPU decode variant --------------------------------------------------------------------- */
 
-/* One query per sequence (decoding): a work-item takes a kv head and the GROUP query heads that
- * share it, and reads each K and V row once for all of them, as VEC-wide vectors along the head
- * dim (HEAD_DIM == VALUE_DIM, VEC divides it). A score is a dot product of vectors summed
+/* One query per sequence (decoding) over K and V stored as half, bfloat16 or int8 (host/flash.c
+ * picks it): a work-item takes a kv head and the GROUP query heads that share it, and reads and
+ * converts each K and V row once for all of them, as VEC-wide vectors along the head dim
+ * (HEAD_DIM == VALUE_DIM, VEC divides it). A score is a dot product of vectors summed
  * across the lanes; the weighted sum adds a weight times the V row to each head's accumulators.
  * No additive mask (the host picks this variant only without one). */
 #if VEC == 1
