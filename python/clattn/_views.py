@@ -12,7 +12,6 @@ from ._errors import Error
 # clattn_dtype values (include/clattn.h)
 F32, F16, BF16, Q8 = 1, 2, 3, 4
 _DTYPES = {np.dtype(np.float32): F32, np.dtype(np.float16): F16}
-_NUMPY = {F32: np.float32, F16: np.float16}
 
 # clattn_causal and clattn_path values
 _CAUSAL = {None: 0, False: 0, 'none': 0, True: 1, 'top_left': 1, 'bottom_right': 2}
@@ -102,9 +101,8 @@ def tensor(a, heads=None, dtype=None):
 
 
 def vector(a, dtype, what):
-    """(cl_mem handle, element offset) of a contiguous 1-D device array of `dtype`, or (None, 0)
-    for None. Host data (a list, a numpy array) goes into a new read-only buffer made with its
-    contents, which enqueues nothing; (handle, offset, buffer) keeps that buffer alive."""
+    """(cl_mem handle, element offset, the array) of a contiguous 1-D device array of `dtype`;
+    (None, 0, None) for None. Host values go through host_vector instead."""
     if a is None:
         return None, 0, None
     if isinstance(a, cla.Array):
