@@ -243,7 +243,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             SNAP[b][i] = (float)(i % 97) * 0.25f - 7.0f;
         clEnqueueWriteBuffer(Q, BUF[b], CL_TRUE, 0, buf_elems[b] * 4, SNAP[b], 0, NULL, NULL);
     }
-    const uint8_t op = u8(&r) % 9;
+    const uint8_t op = u8(&r) % 10;
     clattn_tensor t[6];
     for (int i = 0; i < 6; i++)
         t[i] = tensor(&r);
@@ -393,6 +393,45 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const clattn_tensor *outs[] = {Y};
             judge(st, ev, outs, 1);
         }
+        break;
+    }
+    case 9: { /* the KV cache: create, append t[0], t[1] with drawn counts, attend t[2] into t[3] */
+        clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+        kp.batch = u8(&r) % 4;
+        kp.num_kv_heads = u8(&r) % 4;
+        kp.head_dim = u8(&r) % 20;
+        kp.capacity = u8(&r) % 40;
+        const uint8_t d = u8(&r); /* every storage dtype, and values that are none */
+        kp.dtype = d < 64 ? CLATTN_F32 : d < 128 ? CLATTN_F16 : d < 160 ? CLATTN_BF16
+                 : d < 250 ? CLATTN_Q8 : (clattn_dtype)d;
+        clattn_rope_params rp = clattn_rope_params_default();
+        rp.rotary_dim = u8(&r) % 20;
+        kp.rope = (flags & 32) ? &rp : NULL;
+        clattn_kv_cache *kv = NULL;
+        st = clattn_kv_cache_create(CC, &kp, &kv);
+        judge(st, EVENT_SENTINEL, NULL, 0);
+        if (st != CL_SUCCESS)
+            break;
+        size_t counts[4];
+        for (int i = 0; i < 4; i++)
+            counts[i] = u8(&r) % 12;
+        if (runnable) {
+            st = clattn_kv_cache_append(kv, Q, &t[0], &t[1], (flags & 4) ? counts : NULL, 0, NULL,
+                                        evp);
+            judge(st, ev, NULL, 0); /* writes nothing of the caller's */
+            ev = EVENT_SENTINEL;
+            clattn_kv_attend_params ap = clattn_kv_attend_params_default();
+            ap.splits = u8(&r) % 5;
+            ap.lse = (flags & 8) ? &t[4] : NULL;
+            ap.window_left = mp.window_left;
+            ap.window_keep_first = mp.window_keep_first;
+            ap.logits = lp;
+            ap.cross = (flags & 16) != 0;
+            st = clattn_kv_cache_attend(kv, Q, &t[2], &t[3], &ap, 0, NULL, evp);
+            const clattn_tensor *outs[] = {&t[3], ap.lse};
+            judge(st, ev, outs, 2);
+        }
+        clattn_kv_cache_destroy(&kv);
         break;
     }
     default: { /* the multi-head layer: create, size query, forward */
