@@ -140,7 +140,7 @@ bool clattn__flash_rules_out(clattn_status st)
 clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                  const clattn_tensor *V, const clattn_tensor *O,
                                  const clattn_sdpa_params *params, const clattn_flash_split *split,
-                                 const clattn_rope_params *rope)
+                                 const clattn_rope_params *rope, bool keys_batched)
 {
     if (params->probs)
         return CLATTN_ERROR_UNSUPPORTED_PATH; /* the fused kernel never forms P */
@@ -188,8 +188,8 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
              params->lse != NULL, Q->dtype == CLATTN_F16,
              clattn__kv_format(V->dtype), pack,
              clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
-             lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ, cu != NULL,
-             c.variant == 2 ? group : 0);
+             lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ,
+             cu == NULL ? 0 : keys_batched ? 2 : 1, c.variant == 2 ? group : 0);
 
     const clattn_flash_split one = {0, 1, 0, 0};
     if (!split)

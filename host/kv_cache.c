@@ -310,8 +310,14 @@ static clattn_status attend_check(const clattn_kv_cache *c, const clattn_tensor 
         (ap->lse && (st = clattn__view_check(ctx, ap->lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
         return st;
     const size_t B = Q->dims[0], Hq = Q->dims[1], Lq = Q->dims[2];
-    if (B != c->B || Q->dims[3] != c->D || O->dims[0] != B || O->dims[1] != Hq ||
-        O->dims[2] != Lq || O->dims[3] != c->D)
+    /* mixed steps: the queries of every sequence packed in one batch item */
+    if (!ap->cu_seqlens_q && ap->num_seqs)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (ap->cu_seqlens_q && (ap->num_seqs != c->B ||
+                             !clattn__offsets_valid(ap->cu_seqlens_q, ap->num_seqs, Lq)))
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if ((ap->cu_seqlens_q ? B != 1 : B != c->B) || Q->dims[3] != c->D || O->dims[0] != B ||
+        O->dims[1] != Hq || O->dims[2] != Lq || O->dims[3] != c->D)
         return CLATTN_ERROR_INVALID_SHAPE;
     if (ap->lse && (ap->lse->dims[0] != B || ap->lse->dims[1] != Hq || ap->lse->dims[2] != Lq ||
                     ap->lse->dims[3] != 1))
@@ -368,17 +374,21 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     sp.mask.window_left = a->ap.window_left;
     sp.mask.window_keep_first = a->ap.window_keep_first;
     sp.logits = a->ap.logits;
+    /* mixed steps: the queries packed, the keys the cache's per sequence */
+    const bool mixed = a->ap.cu_seqlens_q != NULL;
+    sp.cu_seqlens_q = a->ap.cu_seqlens_q;
+    sp.num_seqs = a->ap.num_seqs;
     const clattn_rope_params *rope = c->has_rope ? &c->rope : NULL;
     if (a->splits == 1) {
         sp.lse = a->ap.lse;
-        return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL, rope);
+        return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL, rope, mixed);
     }
     const clattn_tensor part = clattn_tensor_bhtd(scratch, off, B, Hq, Lq, c->D);
     const clattn_tensor part_lse = clattn_tensor_bhtd(scratch, off + a->splits * a->n_o, B, Hq, Lq, 1);
     sp.lse = &part_lse;
     sp.logits.sinks = NULL; /* partial results exclude the sinks; the merge adds them once */
     const clattn_flash_split split = {a->per, a->splits, a->n_o, a->n_l};
-    clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split, rope);
+    clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split, rope, mixed);
     return st != CL_SUCCESS ? st
                             : clattn__merge_parts_plan(p, &part, &part_lse, a->splits, a->n_o,
                                                        a->n_l, O, a->ap.lse, a->ap.logits.sinks,

@@ -16,8 +16,7 @@ clattn_sdpa_params clattn_sdpa_params_default(void)
     return p;
 }
 
-/* The offsets of a packed batch: num + 1 values from 0, never decreasing, ending at `total`. */
-static bool offsets_valid(const size_t *cu, size_t num, size_t total)
+bool clattn__offsets_valid(const size_t *cu, size_t num, size_t total)
 {
     if (cu[0] != 0 || cu[num] != total)
         return false;
@@ -36,8 +35,8 @@ static clattn_status varlen_check(const clattn_sdpa_params *p, size_t B, size_t 
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (B != 1 || (!p->cu_seqlens_k && Lk != Lq))
         return CLATTN_ERROR_INVALID_SHAPE;
-    if (p->num_seqs >= SIZE_MAX / 2 || !offsets_valid(p->cu_seqlens_q, p->num_seqs, Lq) ||
-        (p->cu_seqlens_k && !offsets_valid(p->cu_seqlens_k, p->num_seqs, Lk)))
+    if (p->num_seqs >= SIZE_MAX / 2 || !clattn__offsets_valid(p->cu_seqlens_q, p->num_seqs, Lq) ||
+        (p->cu_seqlens_k && !clattn__offsets_valid(p->cu_seqlens_k, p->num_seqs, Lk)))
         return CLATTN_ERROR_INVALID_ARGUMENT;
     return p->probs || p->path == CLATTN_PATH_UNFUSED ? CLATTN_ERROR_UNSUPPORTED_PATH : CL_SUCCESS;
 }
@@ -111,7 +110,7 @@ static clattn_status try_fused(clattn_plan *p, const clattn_tensor *Q, const cla
     *fused = false;
     if (sp->path == CLATTN_PATH_UNFUSED)
         return CL_SUCCESS;
-    clattn_status st = clattn__flash_plan(p, Q, K, V, O, sp, NULL, NULL);
+    clattn_status st = clattn__flash_plan(p, Q, K, V, O, sp, NULL, NULL, false);
     *fused = st == CL_SUCCESS;
     /* AUTO falls back only on facts; fp16 storage and packed batches have no other path. */
     if (sp->path == CLATTN_PATH_AUTO && Q->dtype == CLATTN_F32 && !sp->cu_seqlens_q &&

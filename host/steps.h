@@ -101,16 +101,20 @@ clattn_status clattn__flash_supports(const clattn_context *ctx, size_t D, size_t
 int clattn__kv_format(clattn_dtype dtype);
 /* Bytes of one stored row of n values (int8 rows carry their scale). */
 size_t clattn__kv_row_bytes(clattn_dtype dtype, size_t n);
+/* The offsets of a packed batch (cu_seqlens): num + 1 values from 0, never decreasing, ending
+ * at `total`. */
+bool clattn__offsets_valid(const size_t *cu, size_t num, size_t total);
 /* Keys per block of the kernel these dims get on this context. */
 size_t clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv);
 /* Validates what the fused kernel needs beyond sdpa's own checks, and appends its launch. An
  * error from clattn__flash_rules_out means the unfused path may run the call instead. rope
  * (checked; NULL for none): the queries are rotated at their positions among the keys
- * (query_pos), as the KV cache's attention needs. */
+ * (query_pos), as the KV cache's attention needs. keys_batched, with params->cu_seqlens_q: the
+ * queries are packed but K and V hold one batch item per sequence (a KV cache's mixed steps). */
 clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                  const clattn_tensor *V, const clattn_tensor *O,
                                  const clattn_sdpa_params *params, const clattn_flash_split *split,
-                                 const clattn_rope_params *rope);
+                                 const clattn_rope_params *rope, bool keys_batched);
 /* Whether a status from clattn__flash_plan is a fact about the call and the device (its shape,
  * layout, dtype, what the kernel builds to), as opposed to a resource or runtime failure: only
  * such facts let an automatic choice take another path. */

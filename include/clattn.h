@@ -919,7 +919,15 @@ typedef struct clattn_kv_attend_params {
      * over K/V appended once, e.g. an encoder's, at every decoder step: Whisper, T5). The
      * queries still sit at the newest keys for a window and ALiBi. 0: bottom-right causal. */
     int cross;
-    void *reserved[8];         /* must be zero */
+    /* Steps of their own per sequence in one launch (continuous batching: some sequences
+     * prefilling a chunk while others decode a token): NULL, every sequence has Lq queries;
+     * otherwise Q and O (and lse) hold one batch item with the sequences' queries back to back,
+     * sequence b's (its cu_seqlens_q[b + 1] - cu_seqlens_q[b] newest tokens) at rows
+     * cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1. A host array of num_seqs + 1 offsets from 0,
+     * never decreasing, ending at Lq; num_seqs is the cache's batch. Read during the call. */
+    const size_t *cu_seqlens_q;
+    size_t num_seqs;
+    void *reserved[6];         /* must be zero */
 } clattn_kv_attend_params;
 
 CLATTN_API clattn_kv_attend_params clattn_kv_attend_params_default(void);

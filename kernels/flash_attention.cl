@@ -39,8 +39,9 @@
  * VARLEN (a packed batch of sequences of their own lengths, clattn_sdpa_params.cu_seqlens_q):
  * Q, K, V, O and lse are views with one batch item; get_global_id(1) / (H / PACK) is a sequence
  * b, whose queries are rows cu[b] .. cu[b + 1] and whose keys are rows cu[k_off + b] ..
- * cu[k_off + b + 1]; dim 0 of the NDRange covers the longest sequence and the work-groups past a
- * shorter one's end return at once.
+ * cu[k_off + b + 1] (VARLEN 2: batch item b of K and V, as a KV cache holds them); dim 0 of the
+ * NDRange covers the longest sequence and the work-groups past a shorter one's end return at
+ * once.
  *
  * Split keys (flash-decoding): get_global_id(2) picks a split that covers keys
  * [split * split_keys, (split + 1) * split_keys) (split_keys a multiple of BLOCK_K; 0: all keys,
@@ -155,20 +156,29 @@
     __global const float *slopes, ulong slopes_off, __global const float *sinks, ulong sinks_off,  \
     ROPE_PARAMS, __global const int *cu, ulong cu_k_off
 
-/* Sequence b of the launch: its query and key counts Lq and Lk, and bv, the batch index its
- * views are addressed with. VARLEN: the views hold one batch item, and the pointers move to the
- * sequence's first rows. */
-#if VARLEN
+/* Sequence b of the launch: its query and key counts Lq and Lk, and bv and bk, the batch
+ * indices its query-side views (Q, O, lse, mask) and its K and V are addressed with. VARLEN 1:
+ * every view holds one batch item, and the pointers move to the sequence's first rows. VARLEN 2
+ * (a KV cache's mixed steps): only the queries are packed so; K and V hold a batch item per
+ * sequence. */
+#if VARLEN == 1
 #define SEQUENCE(b)                                                                                \
     const long q0_ = cu[b], k0_ = cu[cu_k_off + (b)];                                              \
     const long Lq = cu[(b) + 1] - q0_, Lk = cu[cu_k_off + (b) + 1] - k0_;                          \
-    const ulong bv = 0;                                                                            \
+    const ulong bv = 0, bk = 0;                                                                    \
     q += q0_ * q_st.s2, o += q0_ * o_st.s2, lse += q0_ * lse_st.s2;                                \
     k += k0_ * k_st.s2, v += k0_ * v_st.s2
+#elif VARLEN == 2
+#define SEQUENCE(b)                                                                                \
+    const long q0_ = cu[b];                                                                        \
+    const long Lq = cu[(b) + 1] - q0_, Lk = (long)Lk_;                                             \
+    const ulong bv = 0, bk = (b);                                                                  \
+    q += q0_ * q_st.s2, o += q0_ * o_st.s2, lse += q0_ * lse_st.s2;                                \
+    (void)cu_k_off
 #else
 #define SEQUENCE(b)                                                                                \
     const long Lq = (long)Lq_, Lk = (long)Lk_;                                                     \
-    const ulong bv = (b);                                                                          \
+    const ulong bv = (b), bk = (b);                                                                \
     (void)cu, (void)cu_k_off
 #endif
 
@@ -305,8 +315,8 @@ void flash_attention(FLASH_PARAMS)
     float16 p[BLOCK_K];
     const __private float *pf = (const __private float *)p; /* p[j] lane r = pf[j * 16 + r] */
 
-    const __global T_KV *kb0 = k + AT(k, bv, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, bv, hk, 0, 0);
+    const __global T_KV *kb0 = k + AT(k, bk, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, bk, hk, 0, 0);
 
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
@@ -484,8 +494,8 @@ void flash_attention(FLASH_PARAMS)
     }
     (void)slope;
 
-    const __global T_KV *kb0 = k + AT(k, bv, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, bv, hk, 0, 0);
+    const __global T_KV *kb0 = k + AT(k, bk, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, bk, hk, 0, 0);
     float s[GROUP][BLOCK_K];
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
@@ -608,8 +618,8 @@ void flash_attention(FLASH_PARAMS)
     float m = -INFINITY, l = 0.0f;
     float s[BLOCK_K];
 
-    const __global T_KV *kb0 = k + AT(k, bv, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, bv, hk, 0, 0);
+    const __global T_KV *kb0 = k + AT(k, bk, hk, 0, 0);
+    const __global T_KV *vb0 = v + AT(v, bk, hk, 0, 0);
 
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {

@@ -115,7 +115,8 @@ class KvAttendParams(ctypes.Structure):
                 ('workspace', c_mem), ('workspace_offset', ctypes.c_size_t),
                 ('window_left', ctypes.c_int64), ('window_keep_first', ctypes.c_size_t),
                 ('logits', LogitParams), ('cross', ctypes.c_int),
-                ('reserved', ctypes.c_void_p * 8)]
+                ('cu_seqlens_q', ctypes.POINTER(ctypes.c_size_t)), ('num_seqs', ctypes.c_size_t),
+                ('reserved', ctypes.c_void_p * 6)]
 
 
 # Python name -> the C struct it mirrors (checked at import, and field by field by the tests).

@@ -75,18 +75,21 @@ class KVCache:
 
     def attend(self, q, *, out=None, scale=None, splits=0, lse=False, window_left=None,
                window_keep_first=0, softcap=0.0, alibi=None, sinks=None, cross=False,
-               workspace=None, wait_for=None, queue=None):
+               workspace=None, cu_seqlens_q=None, num_heads=None, wait_for=None, queue=None):
         """Attention of q [B, Hq, Lq, D] (the Lq newest tokens of each sequence, causally; every
         key with cross=True) over the cache: out [B, Hq, Lq, D]. splits: key splits per query
         block (0: chosen by the library). window_left: keys a query sees behind it (None: all).
         workspace: caller-owned scratch for split partial results (a pyopencl Buffer).
+        cu_seqlens_q: steps of their own per sequence in one launch (some prefilling a chunk,
+        others decoding a token): q packed [total, Hq·D] with num_heads (or [1, Hq, total, D]),
+        sequence b's newest tokens' queries at rows cu[b] .. cu[b + 1] - 1.
         Returns (out, event) or (out, lse, event) with lse=True."""
         queue = check_queue(self.ctx, queue)
         keep = []
-        Q = tensor(q)
+        Q = tensor(q, num_heads)
         if out is None:
             out = new_array(queue, q.shape, q.dtype)
-        O = tensor(out)
+        O = tensor(out, num_heads)
         ap = _capi.lib.clattn_kv_attend_params_default()
         ap.scale = _NAN if scale is None else float(scale)
         ap.splits = int(splits)
@@ -99,6 +102,11 @@ class KVCache:
         ap.logits = logit_params(self.ctx, keep, Q.dims[1], softcap=softcap, alibi=alibi,
                                  sinks=sinks)
         ap.cross = int(bool(cross))
+        if cu_seqlens_q is not None:
+            cu = (ctypes.c_size_t * len(cu_seqlens_q))(*[int(x) for x in cu_seqlens_q])
+            keep.append(cu)
+            ap.cu_seqlens_q = ctypes.cast(cu, ctypes.POINTER(ctypes.c_size_t))
+            ap.num_seqs = len(cu_seqlens_q) - 1
         if lse:
             lse = new_array(queue, (Q.dims[0], Q.dims[1], Q.dims[2], 1), np.float32) \
                 if lse is True else lse

@@ -200,3 +200,23 @@ def test_packed_batch(ctx, queue, rng):
     with pytest.raises(clattn.Error) as e:
         layer(dev(queue, x), cu_seqlens_q=[0, 3, 2, cu[-1]])
     assert e.value.name == 'CLATTN_ERROR_INVALID_ARGUMENT'
+
+
+def test_kv_cache_mixed_steps(ctx, queue, rng):
+    # one sequence decodes a token while the other prefills a chunk of 4, in one attend
+    B, Hkv, Hq, D = 2, 1, 2, 8
+    cache = clattn.KVCache(ctx, batch=B, num_kv_heads=Hkv, head_dim=D, capacity=16)
+    k, v = rng.standard_normal((2, B, Hkv, 12, D))
+    cache.append(dev(queue, k[:, :, :5]), dev(queue, v[:, :, :5]), counts=[5, 3]).wait()
+    new_k, new_v = np.zeros((2, B, Hkv, 4, D))
+    new_k[0, :, :1], new_v[0, :, :1] = k[0, :, 5:6], v[0, :, 5:6]
+    new_k[1, :, :4], new_v[1, :, :4] = k[1, :, 3:7], v[1, :, 3:7]
+    cache.append(dev(queue, new_k), dev(queue, new_v), counts=[1, 4]).wait()
+    assert cache.lengths() == [6, 7]
+    q = rng.standard_normal((5, Hq * D))   # seq 0's newest token, then seq 1's four
+    out, ev = cache.attend(dev(queue, q), cu_seqlens_q=[0, 1, 5], num_heads=Hq)
+    ev.wait()
+    for b, (rows, held) in enumerate(((slice(0, 1), 6), (slice(1, 5), 7))):
+        qs = q[rows].reshape(1, -1, Hq, D).transpose(0, 2, 1, 3)
+        want = ref.sdpa(qs, k[b:b + 1, :, :held], v[b:b + 1, :, :held], causal='bottom_right')[0]
+        close(out.get()[rows], want.transpose(0, 2, 1, 3).reshape(-1, Hq * D))

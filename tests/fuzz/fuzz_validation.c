@@ -427,6 +427,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ap.window_keep_first = mp.window_keep_first;
             ap.logits = lp;
             ap.cross = (flags & 16) != 0;
+            if (varlen) /* mixed steps: packed queries */
+                ap.cu_seqlens_q = cu_q, ap.num_seqs = n_seqs;
             st = clattn_kv_cache_attend(kv, Q, &t[2], &t[3], &ap, 0, NULL, evp);
             const clattn_tensor *outs[] = {&t[3], ap.lse};
             judge(st, ev, outs, 2);
