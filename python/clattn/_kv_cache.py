@@ -107,7 +107,8 @@ class KVCache:
             keep.append(cu)
             ap.cu_seqlens_q = ctypes.cast(cu, ctypes.POINTER(ctypes.c_size_t))
             ap.num_seqs = len(cu_seqlens_q) - 1
-        if lse:
+        want_lse = lse is not False and lse is not None  # an array's truth is ambiguous
+        if want_lse:
             lse = new_array(queue, (Q.dims[0], Q.dims[1], Q.dims[2], 1), np.float32) \
                 if lse is True else lse
             L = tensor(lse)
@@ -117,7 +118,7 @@ class KVCache:
         check(_capi.lib.clattn_kv_cache_attend(self.handle, queue.int_ptr, ctypes.byref(Q),
                                                ctypes.byref(O), ctypes.byref(ap), n, waits,
                                                ctypes.byref(ev)), 'clattn_kv_cache_attend')
-        return (out, lse, event(ev)) if lse is not False else (out, event(ev))
+        return (out, lse, event(ev)) if want_lse else (out, event(ev))
 
     def close(self):
         if getattr(self, '_handle', None):

@@ -220,3 +220,10 @@ def test_kv_cache_mixed_steps(ctx, queue, rng):
         qs = q[rows].reshape(1, -1, Hq, D).transpose(0, 2, 1, 3)
         want = ref.sdpa(qs, k[b:b + 1, :, :held], v[b:b + 1, :, :held], causal='bottom_right')[0]
         close(out.get()[rows], want.transpose(0, 2, 1, 3).reshape(-1, Hq * D))
+    # the log-sum-exp into an array of the caller's
+    lse = cla.empty(queue, (1, Hq, 5, 1), np.float32)
+    _, got_lse, ev = cache.attend(dev(queue, q), cu_seqlens_q=[0, 1, 5], num_heads=Hq, lse=lse)
+    ev.wait()
+    assert got_lse is lse
+    qs = q[1:5].reshape(1, -1, Hq, D).transpose(0, 2, 1, 3)
+    close(lse.get()[:, :, 1:5], ref.sdpa(qs, k[1:2, :, :7], v[1:2, :, :7], causal='bottom_right')[1])
