@@ -5,8 +5,8 @@
  *   kv_advance then adds n_b to len[b]. NDRange (B).
  * n_b is counts[b] (HAS_COUNTS) or `count` for every sequence. Elements go through float: the new
  * tokens' format SRC_FMT, the cache's C_FMT (prelude: FMT_*; a bfloat16 cache takes float input,
- * rounded; an int8 one, C_FMT 3, quantizes rows of ROW_DIM values). HAS_ROPE: keys are rotated at their positions in the cache (prelude: ROPE_AT) before
- * they are stored. */
+ * rounded; an int8 one, C_FMT 3, quantizes rows of ROW_DIM values). HAS_ROPE: keys are rotated
+ * at their positions in the cache (prelude: ROPE_AT) before they are stored. */
 
 #ifndef HAS_COUNTS
 #define HAS_COUNTS 0
@@ -49,11 +49,10 @@ inline uint new_tokens(__global const int *counts, ulong b, uint count)
 #define STORE_Q8_ROW(x, row)                                                                       \
     do {                                                                                           \
         float amax_ = 0.0f;                                                                        \
-        for (int d = 0; d < ROW_DIM; d++)                                                          \
-            {                                                                                      \
-                const float a_ = fabs(x(d)); /* a NaN stays: the row's scale becomes NaN */        \
-                amax_ = a_ > amax_ || isnan(a_) ? a_ : amax_;                                      \
-            }                                                                                      \
+        for (int d = 0; d < ROW_DIM; d++) {                                                        \
+            const float a_ = fabs(x(d)); /* a NaN stays: the row's scale becomes NaN */            \
+            amax_ = a_ > amax_ || isnan(a_) ? a_ : amax_;                                          \
+        }                                                                                          \
         const float inv_ = amax_ > 0.0f ? 127.0f / amax_ : 0.0f;                                   \
         for (int d = 0; d < ROW_DIM; d++)                                                          \
             (row)[d] = convert_char_sat_rte(x(d) * inv_);                                          \
