@@ -4,12 +4,13 @@ import weakref
 
 from . import _capi, _ops
 from ._errors import check
+from ._handle import Handle
 from ._views import check_queue
 
 _LEVELS = {'error': 0, 'warn': 1, 'info': 2, 'debug': 3}
 
 
-class Context:
+class Context(Handle):
     """The library's state for one OpenCL device: compiled kernels, tuning, caches.
 
     Context(queue): the device and OpenCL context of `queue` (a pyopencl.CommandQueue, in-order or
@@ -18,10 +19,12 @@ class Context:
     for none). log: a function log(level, message) receiving build logs and warnings; log_level
     one of 'error', 'warn' (default), 'info', 'debug'.
 
-    Methods sdpa (with sdpa_workspace_size, sdpa_prepare), merge, add_sinks and rope run attention and its helpers (see clattn.sdpa ...).
+    Methods sdpa (with sdpa_workspace_size, sdpa_prepare), merge, add_sinks and rope run
+    attention and its helpers (see clattn.sdpa ...).
     Thread safety: as clattn_context (see include/clattn.h): calls may come from several threads.
     Objects made from it hold it alive; close() (or leaving a `with` block) destroys it and them.
     """
+    _destroy = 'clattn_context_destroy'
 
     def __init__(self, queue, *, cache_dir=None, log=None, log_level='warn'):
         self.queue = check_queue(None, queue)
@@ -56,12 +59,6 @@ class Context:
         """Layers and caches made on this context: closed before it is."""
         self._children.add(child)
 
-    @property
-    def handle(self):
-        if not self._handle:
-            raise ValueError('clattn.Context is closed')
-        return self._handle
-
     def device_info(self):
         """What the library read from the device: name, vendor, memory, fp16/fp64 support."""
         info = _capi.DeviceInfo()
@@ -79,15 +76,10 @@ class Context:
         using them raises ValueError). Work already enqueued still runs."""
         for child in list(getattr(self, '_children', ())):
             child.close()
-        if getattr(self, '_handle', None):
-            _capi.lib.clattn_context_destroy(ctypes.byref(self._handle))
-            self._handle = None
+        super().close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
         self.close()

@@ -5,14 +5,15 @@ import numpy as np
 
 from . import _capi
 from ._errors import Error, check
+from ._handle import Handle
 from ._ops import rope_params, workspace_view
 from ._params import logit_params
-from ._views import check_queue, dtype_value, new_array, tensor, wait_list, event
+from ._views import check_queue, dtype_value, enqueue, new_array, tensor
 
 _NAN = float('nan')
 
 
-class KVCache:
+class KVCache(Handle):
     """B sequences × num_kv_heads heads of up to `capacity` tokens each, stored as dtype
     (float32, float16, 'bfloat16', or 'q8': int8 with a scale per token and head; a q8 cache
     takes float32, float16 or bfloat16 (uint16) appends and quantizes them). rope: a dict of RoPE keywords (layout, rotary_dim, theta,
@@ -20,6 +21,7 @@ class KVCache:
 
     Thread safety: none (as clattn_kv_cache): calls on one cache must not overlap; enqueue them in
     order on one in-order queue or chain their events."""
+    _destroy = 'clattn_kv_cache_destroy'
 
     def __init__(self, ctx, *, batch, num_kv_heads, head_dim, capacity, dtype=np.float32,
                  rope=None):
@@ -39,12 +41,6 @@ class KVCache:
               'clattn_kv_cache_create')
         self._handle = handle
         ctx._adopt(self)
-
-    @property
-    def handle(self):
-        if not self._handle:
-            raise ValueError('clattn.KVCache is closed')
-        return self._handle
 
     def lengths(self):
         """Tokens each sequence holds."""
@@ -66,12 +62,8 @@ class KVCache:
                 raise Error.of('CLATTN_ERROR_INVALID_SHAPE',
                                f'{len(counts)} counts for {self.batch} sequences')
             c = (ctypes.c_size_t * self.batch)(*[int(x) for x in counts])
-        n, waits = wait_list(wait_for)
-        ev = ctypes.c_void_p()
-        check(_capi.lib.clattn_kv_cache_append(self.handle, queue.int_ptr, ctypes.byref(K),
-                                               ctypes.byref(V), c, n, waits, ctypes.byref(ev)),
-              'clattn_kv_cache_append')
-        return event(ev)
+        return enqueue(_capi.lib.clattn_kv_cache_append, 'clattn_kv_cache_append', queue,
+                       [self.handle, ctypes.byref(K), ctypes.byref(V), c], wait_for)
 
     def attend(self, q, *, out=None, scale=None, splits=0, lse=False, window_left=None,
                window_keep_first=0, softcap=0.0, alibi=None, sinks=None, cross=False,
@@ -113,17 +105,6 @@ class KVCache:
                 if lse is True else lse
             L = tensor(lse)
             ap.lse = ctypes.pointer(L)
-        n, waits = wait_list(wait_for)
-        ev = ctypes.c_void_p()
-        check(_capi.lib.clattn_kv_cache_attend(self.handle, queue.int_ptr, ctypes.byref(Q),
-                                               ctypes.byref(O), ctypes.byref(ap), n, waits,
-                                               ctypes.byref(ev)), 'clattn_kv_cache_attend')
-        return (out, lse, event(ev)) if want_lse else (out, event(ev))
-
-    def close(self):
-        if getattr(self, '_handle', None):
-            _capi.lib.clattn_kv_cache_destroy(ctypes.byref(self._handle))
-            self._handle = None
-
-    def __del__(self):
-        self.close()
+        ev = enqueue(_capi.lib.clattn_kv_cache_attend, 'clattn_kv_cache_attend', queue,
+                     [self.handle, ctypes.byref(Q), ctypes.byref(O), ctypes.byref(ap)], wait_for)
+        return (out, lse, ev) if want_lse else (out, ev)

@@ -7,9 +7,10 @@ import pyopencl as cl
 
 from . import _capi
 from ._errors import Error, check
+from ._handle import Handle
 from ._ops import workspace_view
 from ._params import logit_params, mask_params, set_varlen
-from ._views import check_queue, dtype_value, new_array, path_value, tensor, wait_list, event
+from ._views import check_queue, dtype_value, enqueue, new_array, path_value, tensor
 
 
 def to_numpy(value):
@@ -23,7 +24,7 @@ def to_numpy(value):
     return np.asarray(value)
 
 
-class MultiheadAttention:
+class MultiheadAttention(Handle):
     """Multi-head attention as PyTorch's nn.MultiheadAttention(batch_first=True) computes it, on
     one clattn.Context: query [B, Lq, E], key [B, Lk, kdim], value [B, Lk, vdim] -> [B, Lq, E].
 
@@ -32,6 +33,7 @@ class MultiheadAttention:
     float16); weight_dtype: of the weights as uploaded (float16 halves their transfer; the layer
     keeps them in float32). num_kv_heads < num_heads gives grouped-query attention.
     Thread safety: as clattn_mha (forwards may run from several threads)."""
+    _destroy = 'clattn_mha_destroy'
 
     def __init__(self, ctx, *, embed_dim, num_heads, in_proj_weight=None, q_proj_weight=None,
                  k_proj_weight=None, v_proj_weight=None, in_proj_bias=None,
@@ -96,12 +98,6 @@ class MultiheadAttention:
                    in_proj_bias=sd.get('in_proj_bias'), out_proj_weight=out_w,
                    out_proj_bias=sd.get('out_proj.bias'))
 
-    @property
-    def handle(self):
-        if not self._handle:
-            raise ValueError('clattn.MultiheadAttention is closed')
-        return self._handle
-
     def nbytes(self):
         """Device memory the layer holds (clattn_mha_bytes)."""
         return _capi.lib.clattn_mha_bytes(self.handle)
@@ -151,18 +147,6 @@ class MultiheadAttention:
                 fp.weights = ctypes.pointer(W)
             else:
                 fp.head_weights = ctypes.pointer(W)
-        n, waits = wait_list(wait_for)
-        ev = ctypes.c_void_p()
-        check(_capi.lib.clattn_mha_forward(self.handle, queue.int_ptr, ctypes.byref(Q),
-                                           ctypes.byref(K), ctypes.byref(V), ctypes.byref(O),
-                                           ctypes.byref(fp), n, waits, ctypes.byref(ev)),
-              'clattn_mha_forward')
-        return (out, weights, event(ev)) if need_weights else (out, event(ev))
-
-    def close(self):
-        if getattr(self, '_handle', None):
-            _capi.lib.clattn_mha_destroy(ctypes.byref(self._handle))
-            self._handle = None
-
-    def __del__(self):
-        self.close()
+        ev = enqueue(_capi.lib.clattn_mha_forward, 'clattn_mha_forward', queue,
+                     [self.handle] + [ctypes.byref(x) for x in (Q, K, V, O, fp)], wait_for)
+        return (out, weights, ev) if need_weights else (out, ev)

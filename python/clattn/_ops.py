@@ -8,7 +8,7 @@ import pyopencl as cl
 from . import _capi
 from ._errors import Error, check
 from ._params import device_vector, logit_params, mask_params, set_varlen
-from ._views import check_queue, new_array, path_value, tensor, wait_list, event as _event
+from ._views import check_queue, enqueue, new_array, path_value, tensor
 
 _NAN = float('nan')
 
@@ -27,13 +27,6 @@ def _like(queue, a, rows, width, num_heads, dtype=None):
     if a.ndim == 2:
         return new_array(queue, (rows, num_heads * width), dtype)
     return new_array(queue, (a.shape[0], rows, num_heads * width), dtype)
-
-
-def _call(fn, what, queue, args, wait_for):
-    n, waits = wait_list(wait_for)
-    ev = ctypes.c_void_p()
-    check(fn(*args[:1], queue.int_ptr, *args[1:], n, waits, ctypes.byref(ev)), what)
-    return _event(ev)
 
 
 def workspace_view(workspace):
@@ -111,7 +104,7 @@ def sdpa(ctx, q, k, v, *, wait_for=None, queue=None, **kw):
     queue = check_queue(ctx, queue)
     keep = []
     args, out, extra = _sdpa_args(ctx, queue, keep, q, k, v, **kw)
-    ev = _call(_capi.lib.clattn_sdpa, 'clattn_sdpa', queue, args, wait_for)
+    ev = enqueue(_capi.lib.clattn_sdpa, 'clattn_sdpa', queue, args, wait_for)
     return (out, *extra, ev)
 
 
@@ -143,7 +136,7 @@ def merge(ctx, o1, lse1, o2, lse2, *, out=None, lse_out=None, wait_for=None, que
     if lse_out is None:
         lse_out = new_array(queue, lse1.shape, np.float32)
     ts = [tensor(a) for a in (o1, lse1, o2, lse2, out, lse_out)]
-    ev = _call(_capi.lib.clattn_merge, 'clattn_merge', queue,
+    ev = enqueue(_capi.lib.clattn_merge, 'clattn_merge', queue,
                [ctx.handle] + [ctypes.byref(t) for t in ts], wait_for)
     return out, lse_out, ev
 
@@ -157,7 +150,7 @@ def add_sinks(ctx, o, lse, sinks, *, wait_for=None, queue=None):
     mem, off = device_vector(ctx, sinks, np.float32, 'sinks', keep)
     if mem is None:
         raise Error.of('CLATTN_ERROR_INVALID_ARGUMENT', 'sinks are required')
-    return _call(_capi.lib.clattn_add_sinks, 'clattn_add_sinks', queue,
+    return enqueue(_capi.lib.clattn_add_sinks, 'clattn_add_sinks', queue,
                  [ctx.handle, ctypes.byref(O), ctypes.byref(L), mem, off], wait_for)
 
 
@@ -186,6 +179,6 @@ def rope(ctx, x, *, out=None, num_heads=None, wait_for=None, queue=None, **rope_
     out = x if out is None else out
     X, Y = tensor(x, num_heads), tensor(out, num_heads)
     r = rope_params(ctx, keep, **rope_kw)
-    ev = _call(_capi.lib.clattn_rope, 'clattn_rope', queue,
+    ev = enqueue(_capi.lib.clattn_rope, 'clattn_rope', queue,
                [ctx.handle, ctypes.byref(X), ctypes.byref(Y), ctypes.byref(r)], wait_for)
     return out, ev

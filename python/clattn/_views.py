@@ -137,6 +137,17 @@ def event(handle):
     return cl.Event.from_int_ptr(handle.value, retain=False) if handle.value else None
 
 
+def enqueue(fn, what, queue, args, wait_for):
+    """Calls fn(args[0], queue, *args[1:], wait list, &event): the library's enqueuing calls all
+    take that form. Raises clattn.Error on a refusal; returns the pyopencl event."""
+    n, waits = wait_list(wait_for)
+    ev = ctypes.c_void_p()
+    status = fn(*args[:1], queue.int_ptr, *args[1:], n, waits, ctypes.byref(ev))
+    if status != 0:
+        raise Error(status, what)
+    return event(ev)
+
+
 def check_queue(ctx, queue):
     q = queue if queue is not None else ctx.queue
     if not isinstance(q, cl.CommandQueue):
