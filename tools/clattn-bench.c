@@ -61,6 +61,21 @@ static void die(const char *what, cl_int st)
     exit(1);
 }
 
+/* Opens `path` for a JSON array of rows and writes its "[": *f stays NULL without a path.
+ * False (and a message) when the file cannot be written. */
+static bool json_open(const char *path, FILE **f)
+{
+    *f = NULL;
+    if (!path)
+        return true;
+    if (!(*f = fopen(path, "w"))) {
+        fprintf(stderr, "clattn-bench: cannot write %s\n", path);
+        return false;
+    }
+    fprintf(*f, "[\n");
+    return true;
+}
+
 static cl_mem upload_bytes(const void *host, size_t bytes)
 {
     cl_int err;
@@ -664,13 +679,9 @@ static int run_decode(const options *o, const clattn_device_info *info, clattn_d
     const size_t Hq = 32, Hkv = 8, D = 128;
     /* Bytes of one (token, head) row as stored: q8 keeps D int8 (rounded up to 4) and a scale. */
     const size_t row_bytes = kv_dtype == CLATTN_Q8 ? (D + 3) / 4 * 4 + 4 : D * clattn_dtype_size(kv_dtype);
-    FILE *jf = NULL;
-    if (json && !(jf = fopen(json, "w"))) {
-        fprintf(stderr, "clattn-bench: cannot write %s\n", json);
+    FILE *jf;
+    if (!json_open(json, &jf))
         return 1;
-    }
-    if (jf)
-        fprintf(jf, "[\n");
     g_bw = measure_bandwidth(info, false);
     printf("decode step (attention of 1 new token over the cache), B = 1, Hq = %zu, Hkv = %zu, "
            "D = %zu, %s cache, on %s; read bandwidth %.1f GB/s\n", Hq, Hkv, D, dtype_name(kv_dtype),
@@ -922,14 +933,12 @@ static int startup_json(const char *json, const char *what, const clattn_context
 {
     clattn_device_info info = {0};
     FILE *f;
-    if (!json)
+    if (!json_open(json, &f))
+        return 1;
+    if (!f)
         return 0;
     clattn_context_device_info(cc, &info);
-    if (!(f = fopen(json, "w"))) {
-        fprintf(stderr, "clattn-bench: cannot write %s\n", json);
-        return 1;
-    }
-    fprintf(f, "[\n  {\"suite\": \"%s\", \"device\": \"%s\", \"context_ms\": %.3f, "
+    fprintf(f, "  {\"suite\": \"%s\", \"device\": \"%s\", \"context_ms\": %.3f, "
                "\"ready_ms\": %.3f, \"total_ms\": %.3f, \"count\": %d}\n]\n",
             what, info.name, 1e3 * ctx_s, 1e3 * ready_s, 1e3 * (ctx_s + ready_s), count);
     fclose(f);
@@ -1281,13 +1290,9 @@ int main(int argc, char **argv)
             rows[kept++] = rows[i];
     n = kept;
 
-    FILE *jf = NULL;
-    if (json && !(jf = fopen(json, "w"))) {
-        fprintf(stderr, "clattn-bench: cannot write %s\n", json);
+    FILE *jf;
+    if (!json_open(json, &jf))
         return 1;
-    }
-    if (jf)
-        fprintf(jf, "[\n");
     printf("clattn %s on %s (%s), %d warm-up run(s), median of up to %d runs\n", clattn_version(),
            info.name, info.platform_name, o.warmup, o.reps);
     print_header();
