@@ -140,7 +140,8 @@ bool clattn__flash_rules_out(clattn_status st)
 clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                  const clattn_tensor *V, const clattn_tensor *O,
                                  const clattn_sdpa_params *params, const clattn_flash_split *split,
-                                 const clattn_rope_params *rope, bool keys_batched)
+                                 const clattn_rope_params *rope, bool keys_batched,
+                                 const clattn_flash_pages *pages)
 {
     if (params->probs)
         return CLATTN_ERROR_UNSUPPORTED_PATH; /* the fused kernel never forms P */
@@ -152,7 +153,8 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     clattn_status st = clattn__flash_supports(p->ctx, D, Dv, V->dtype);
     if (st != CL_SUCCESS)
         return st;
-    if (Q->dims[2] > INT_MAX || K->dims[2] > INT_MAX)
+    const size_t Lk = pages ? pages->keys : K->dims[2];
+    if (Q->dims[2] > INT_MAX || Lk > INT_MAX)
         return CLATTN_ERROR_UNSUPPORTED_PATH;
     const clattn_tensor *all[] = {Q, K, V, O};
     for (int t = 0; t < 4; t++) /* rows are read and written as contiguous vectors */
@@ -177,19 +179,20 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     const size_t pack = c.variant == 2 ? group : pack_heads(&c, Q, V, rows);
     const clattn_mask_params *m = &params->mask;
     const clattn_logit_params *lp = &params->logits;
-    char opts[400];
+    char opts[512];
     snprintf(opts, sizeof opts,
              "-DHEAD_DIM=%zu -DVALUE_DIM=%zu -DVARIANT=%d -DBLOCK_K=%d -DWG=%d -DVEC=%d -DROWS=%d "
              "-DCAUSAL=%d -DHAS_ADDITIVE=%d -DHAS_LENGTHS=%d -DHAS_LSE=%d -DHALF_QO=%d -DKV_FMT=%d "
              "-DPACK=%zu -DHAS_WINDOW=%d -DHAS_SOFTCAP=%d -DHAS_ALIBI=%d -DHAS_SINKS=%d "
-             "-DHAS_ROPE=%d -DROPE_GPTJ=%d -DVARLEN=%d -DGROUP=%zu",
+             "-DHAS_ROPE=%d -DROPE_GPTJ=%d -DVARLEN=%d -DGROUP=%zu -DPAGE_SIZE=%zu",
              D, Dv, c.variant, c.block_k, c.wg ? c.wg : 1, c.vec ? c.vec : 16,
              c.rows ? c.rows : 1, (int)m->causal, m->additive != NULL, m->key_lengths != NULL,
              params->lse != NULL, Q->dtype == CLATTN_F16,
              clattn__kv_format(V->dtype), pack,
              clattn__window_on(m), lp->softcap > 0.0f, lp->alibi_slopes != NULL,
              lp->sinks != NULL, rope != NULL, rope && rope->layout == CLATTN_ROPE_GPTJ,
-             cu == NULL ? 0 : keys_batched ? 2 : 1, c.variant == 2 ? group : 0);
+             cu == NULL ? 0 : keys_batched ? 2 : 1, c.variant == 2 ? group : 0,
+             pages ? pages->page_size : 0);
 
     const clattn_flash_split one = {0, 1, 0, 0};
     if (!split)
@@ -204,7 +207,7 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     clattn__arg_ulong(&args, Hq);
     clattn__arg_ulong(&args, Hq / K->dims[1]);
     clattn__arg_ulong(&args, Q->dims[2]);
-    clattn__arg_ulong(&args, K->dims[2]);
+    clattn__arg_ulong(&args, Lk);
     /* Scores in base 2 (exp2): through q, or, with soft-capping, through the cap. */
     clattn__arg_float(&args, lp->softcap > 0.0f ? scale : scale * LOG2E_F);
     clattn__arg_ulong(&args, split->keys);
@@ -217,6 +220,9 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     clattn__arg_rope(&args, rope, rope && rope->rotary_dim ? rope->rotary_dim : D);
     clattn__arg_mem(&args, cu);
     clattn__arg_ulong(&args, seqs + 1);
+    clattn__arg_mem(&args, pages ? pages->table : NULL);
+    clattn__arg_ulong(&args, pages ? pages->offset : 0);
+    clattn__arg_ulong(&args, pages ? pages->stride : 0);
 
     const size_t per = c.variant == 0 ? 16 / pack : c.variant == 2 ? 1 : (size_t)c.wg;
     const size_t blocks = (rows + per - 1) / per;

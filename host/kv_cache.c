@@ -1,6 +1,8 @@
-/* KV cache for decoding: device storage for K and V per sequence and head, appends straight from
- * the caller's tensors, and attention over the cache through the fused kernel, optionally split
- * over the keys and merged by log-sum-exp in one launch (flash-decoding). */
+/* KV cache for decoding: device storage for K and V per sequence and head (contiguous, or pages
+ * of a pool with the bookkeeping in kv_pages.c), appends straight from the caller's tensors, and
+ * attention over the cache through the fused kernel, optionally split over the keys and merged
+ * by log-sum-exp in one launch (flash-decoding). */
+#include "kv_pages.h"
 #include "steps.h"
 #include "tensor.h"
 
@@ -12,8 +14,11 @@ struct clattn_kv_cache {
     clattn_context *ctx;
     size_t B, Hkv, D, cap;
     clattn_dtype dtype;
-    cl_mem k, v;     /* [B, Hkv, cap, D] each */
-    cl_mem lengths;  /* int32 [B], what attention reads */
+    cl_mem k, v;     /* [B, Hkv, cap, D] each; paged: [Hkv, num_pages, page_size, D] */
+    cl_mem lengths;  /* int32 [B], what attention reads (contiguous; paged caches upload theirs
+                      * with their block tables at every call) */
+    bool paged;
+    clattn_kv_pages pg;
     size_t *len;     /* the same on the host, for capacity checks */
     cl_mem scratch;  /* split partial results, kept between calls; grown when needed */
     size_t scratch_bytes;
@@ -61,6 +66,7 @@ void clattn_kv_cache_destroy(clattn_kv_cache **cache)
         clReleaseMemObject(c->rope.inv_freq);
     free(c->len);
     free(c->pending);
+    clattn__kv_pages_free(&c->pg);
     free(c);
     *cache = NULL;
 }
@@ -81,6 +87,11 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     if (p->batch == 0 || p->num_kv_heads == 0 || p->head_dim == 0 || p->capacity == 0 ||
         p->capacity > 0x7fffffff)
         return CLATTN_ERROR_INVALID_SHAPE;
+    /* Paged: pages and their numbers fit the kernels' int32 tables. */
+    const bool paged = p->page_size > 0;
+    if (paged ? p->num_pages == 0 || p->num_pages > 0x7fffffff || p->page_size > 0x7fffffff
+              : p->num_pages != 0)
+        return CLATTN_ERROR_INVALID_SHAPE;
     /* Attention over the cache is the fused kernel's: the head dims it takes here. */
     clattn_status st = clattn__flash_supports(ctx, p->head_dim, p->head_dim, p->dtype);
     if (st != CL_SUCCESS)
@@ -91,8 +102,9 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
                         CL_SUCCESS))
         return p->rope->positions ? CLATTN_ERROR_INVALID_ARGUMENT : st;
     size_t bytes = clattn__kv_row_bytes(p->dtype, p->head_dim);
-    if (!clattn__mul(bytes, p->batch, &bytes) || !clattn__mul(bytes, p->num_kv_heads, &bytes) ||
-        !clattn__mul(bytes, p->capacity, &bytes))
+    if (!clattn__mul(bytes, paged ? p->num_pages : p->batch, &bytes) ||
+        !clattn__mul(bytes, p->num_kv_heads, &bytes) ||
+        !clattn__mul(bytes, paged ? p->page_size : p->capacity, &bytes))
         return CLATTN_ERROR_SIZE_OVERFLOW;
     if (bytes > ctx->info.max_mem_alloc_size)
         return CLATTN_ERROR_ALLOCATION_TOO_LARGE;
@@ -111,6 +123,14 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     c->D = p->head_dim;
     c->cap = p->capacity;
     c->dtype = p->dtype;
+    c->paged = paged;
+    if (paged && (st = clattn__kv_pages_init(&c->pg, p->batch, p->page_size, p->num_pages,
+                                             p->capacity)) != CL_SUCCESS) {
+        free(c->len);
+        free(c->pending);
+        free(c);
+        return st;
+    }
     if (p->rope) {
         c->rope = *p->rope;
         c->rotary = rotary;
@@ -121,7 +141,7 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
         c->k = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err == CL_SUCCESS)
         c->v = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-    if (err == CL_SUCCESS)
+    if (err == CL_SUCCESS && !paged)
         c->lengths = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
                                     p->batch * sizeof(int), zeros, &err);
     free(zeros);
@@ -139,6 +159,35 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
 size_t clattn_kv_cache_length(const clattn_kv_cache *c, size_t b)
 {
     return c && b < c->B ? c->len[b] : 0;
+}
+
+size_t clattn_kv_cache_free_pages(const clattn_kv_cache *c)
+{
+    return c && c->paged ? c->pg.num_free : 0;
+}
+
+clattn_status clattn_kv_cache_release(clattn_kv_cache *c, size_t b)
+{
+    if (!c || b >= c->B)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!c->paged)
+        return CLATTN_ERROR_UNSUPPORTED_PATH;
+    clattn__kv_pages_release(&c->pg, b, c->len[b]);
+    c->len[b] = 0;
+    return CL_SUCCESS;
+}
+
+clattn_status clattn_kv_cache_fork(clattn_kv_cache *c, size_t src, size_t dst)
+{
+    if (!c || src >= c->B || dst >= c->B || src == dst)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (!c->paged)
+        return CLATTN_ERROR_UNSUPPORTED_PATH;
+    if (c->len[dst] != 0)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    clattn__kv_pages_fork(&c->pg, src, dst, c->len[src]);
+    c->len[dst] = c->len[src];
+    return CL_SUCCESS;
 }
 
 /* The dtypes appends take: the cache's own; float too into a bfloat16 cache (rounded as it is
@@ -169,28 +218,101 @@ static void append_options(const clattn_kv_cache *c, clattn_dtype src, bool has_
                            size_t cap)
 {
     snprintf(buf, cap, "-DSRC_FMT=%d -DC_FMT=%d -DHAS_COUNTS=%d -DHAS_ROPE=%d -DROPE_GPTJ=%d "
-             "-DROW_DIM=%zu", clattn__kv_format(src), clattn__kv_format(c->dtype), has_counts,
-             c->has_rope, c->has_rope && c->rope.layout == CLATTN_ROPE_GPTJ,
-             c->dtype == CLATTN_Q8 ? c->D : 0);
+             "-DROW_DIM=%zu -DPAGE_SIZE=%zu", clattn__kv_format(src), clattn__kv_format(c->dtype),
+             has_counts, c->has_rope, c->has_rope && c->rope.layout == CLATTN_ROPE_GPTJ,
+             c->dtype == CLATTN_Q8 ? c->D : 0, c->paged ? c->pg.page_size : 0);
 }
 
-/* The cache's K or V storage as a view [B, Hkv, cap, D] of its dtype (int8 rows: each row
- * Q8_ROW_BYTES long, its scale after the values). */
+/* The cache's K or V storage as a view [B, Hkv, cap, D] of its dtype, or a paged cache's pool
+ * as a view [num_pages, Hkv, page_size, D] stored head-major (int8 rows: each row Q8_ROW_BYTES
+ * long, its scale after the values). */
 static clattn_tensor storage_view(const clattn_kv_cache *c, cl_mem buf)
 {
     const size_t row = c->dtype == CLATTN_Q8 ? clattn__kv_row_bytes(c->dtype, c->D) : c->D;
+    if (c->paged) { /* a head's pages side by side: read as one stream when taken in order */
+        const size_t P = c->pg.page_size, n = c->pg.num_pages;
+        clattn_tensor t = {buf, 0, c->dtype, {n, c->Hkv, P, c->D}, {P * row, n * P * row, row, 1}};
+        return t;
+    }
     clattn_tensor t = {buf, 0, c->dtype, {c->B, c->Hkv, c->cap, c->D},
                        {c->Hkv * c->cap * row, c->cap * row, row, 1}};
     return t;
 }
 
-/* The host lengths advance with the device's: only once the whole append is enqueued. */
+/* A paged cache's lengths and block tables (`planned`: after the append being planned, whose
+ * sequences then hold `after`) in a buffer of the call's own, as the kernels read them. */
+static clattn_status upload_tables(clattn_plan *p, const clattn_kv_cache *c, const size_t *after,
+                                   bool planned, cl_mem *buf, size_t *stride)
+{
+    int *host;
+    size_t ints;
+    clattn_status st = clattn__kv_pages_snapshot(&c->pg, c->len, after, planned, &host, stride,
+                                                 &ints);
+    if (st != CL_SUCCESS)
+        return st;
+    st = clattn__plan_buffer_copy(p, ints * sizeof *host, host, buf);
+    free(host);
+    return st;
+}
+
+/* The host lengths advance with the device's, and a paged cache's tables take the pages the
+ * append took: only once the whole append is enqueued. */
 static void commit_append(clattn_plan *p, void *arg)
 {
     (void)p;
     clattn_kv_cache *c = arg;
     for (size_t b = 0; b < c->B; b++)
         c->len[b] += c->pending[b];
+    if (c->paged)
+        clattn__kv_pages_commit(&c->pg);
+}
+
+/* A paged append's block tables and copies on write: the pages it takes are planned (none is
+ * taken yet), the tables it writes through uploaded, and the shared pages it writes into copied
+ * first. *tables and *stride: the uploaded tables, for the append kernel. */
+static clattn_status page_steps(clattn_plan *p, clattn_kv_cache *c, const char *opts,
+                                cl_mem *tables, size_t *stride)
+{
+    clattn_kv_pages *pg = &c->pg;
+    size_t *after = malloc(c->B * sizeof *after);
+    if (!after)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    for (size_t b = 0; b < c->B; b++)
+        after[b] = c->len[b] + c->pending[b];
+    clattn_status st = clattn__kv_pages_plan(pg, c->len, c->pending);
+    if (st == CL_SUCCESS)
+        st = upload_tables(p, c, after, true, tables, stride);
+    free(after);
+    size_t copies = 0;
+    for (size_t i = 0; st == CL_SUCCESS && i < pg->num_changes; i++)
+        copies += pg->changes[i].from >= 0;
+    if (st != CL_SUCCESS || copies == 0)
+        return st;
+    cl_int *pairs = malloc(2 * copies * sizeof *pairs);
+    if (!pairs)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    size_t n = 0;
+    for (size_t i = 0; i < pg->num_changes; i++)
+        if (pg->changes[i].from >= 0) {
+            pairs[n++] = pg->changes[i].from;
+            pairs[n++] = pg->changes[i].page;
+        }
+    cl_mem pairs_buf;
+    st = clattn__plan_buffer_copy(p, n * sizeof *pairs, pairs, &pairs_buf);
+    free(pairs);
+    if (st != CL_SUCCESS)
+        return st;
+    /* a page of every head: a whole number of 16-bit words in every storage format */
+    const clattn_tensor pool = storage_view(c, c->k);
+    const size_t words = pool.strides[0] * clattn_dtype_size(c->dtype) / 2;
+    clattn_kargs args = {0};
+    clattn__arg_mem(&args, c->k);
+    clattn__arg_mem(&args, c->v);
+    clattn__arg_mem(&args, pairs_buf);
+    clattn__arg_ulong(&args, words);
+    clattn__arg_ulong(&args, pool.strides[1] * clattn_dtype_size(c->dtype) / 2);
+    const size_t global[3] = {words, c->Hkv, copies};
+    return clattn__plan_kernel(p, "kv_append", opts, "kv_copy_pages", &args, 3, global, NULL);
 }
 
 /* Appends the copy of the new tokens and then the advance of the device lengths. */
@@ -237,8 +359,13 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
         if (st != CL_SUCCESS)
             return st;
     }
-    char opts[128];
+    char opts[192];
     append_options(c, K->dtype, !uniform, opts, sizeof opts);
+    /* Paged: the lengths travel with the block tables, which the host advances at commit. */
+    cl_mem tables = NULL;
+    size_t stride = 0;
+    if (c->paged && (st = page_steps(p, c, opts, &tables, &stride)) != CL_SUCCESS)
+        return st;
     const clattn_tensor ck = storage_view(c, c->k), cv = storage_view(c, c->v);
     clattn_kargs args = {0};
     clattn__arg_view(&args, K);
@@ -246,13 +373,18 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
     clattn__arg_view(&args, &ck);
     clattn__arg_view(&args, &cv);
     clattn__arg_ulong(&args, c->Hkv);
-    clattn__arg_mem(&args, c->lengths);
+    clattn__arg_mem(&args, c->paged ? tables : c->lengths);
     clattn__arg_mem(&args, counts_buf);
     clattn__arg_uint(&args, (cl_uint)most);
     clattn__arg_rope(&args, c->has_rope ? &c->rope : NULL, c->rotary);
+    clattn__arg_mem(&args, tables);
+    clattn__arg_ulong(&args, c->B);
+    clattn__arg_ulong(&args, stride);
     /* int8 rows: one work-item per row (it finds the row's scale) */
     const size_t global[3] = {c->dtype == CLATTN_Q8 ? 1 : c->D, most, c->B * c->Hkv};
-    if ((st = clattn__plan_kernel(p, "kv_append", opts, "kv_append", &args, 3, global, NULL)) != CL_SUCCESS)
+    if ((st = clattn__plan_kernel(p, "kv_append", opts, "kv_append", &args, 3, global, NULL)) !=
+            CL_SUCCESS ||
+        c->paged)
         return st;
     clattn_kargs adv = {0};
     clattn__arg_mem(&adv, c->lengths);
@@ -371,6 +503,15 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     sp.scale = a->ap.scale;
     sp.mask.causal = a->ap.cross ? CLATTN_CAUSAL_NONE : CLATTN_CAUSAL_BOTTOM_RIGHT;
     sp.mask.key_lengths = c->lengths;
+    /* Paged: the lengths and block tables as they are now, uploaded with the call. */
+    clattn_flash_pages pages = {NULL, c->B, 0, c->paged ? c->pg.page_size : 0, c->cap};
+    if (c->paged) {
+        clattn_status st = upload_tables(p, c, c->len, false, &pages.table, &pages.stride);
+        if (st != CL_SUCCESS)
+            return st;
+        sp.mask.key_lengths = pages.table;
+    }
+    const clattn_flash_pages *paging = c->paged ? &pages : NULL;
     sp.mask.window_left = a->ap.window_left;
     sp.mask.window_keep_first = a->ap.window_keep_first;
     sp.logits = a->ap.logits;
@@ -381,14 +522,14 @@ static clattn_status attend_steps(clattn_plan *p, const clattn_kv_cache *c, cons
     const clattn_rope_params *rope = c->has_rope ? &c->rope : NULL;
     if (a->splits == 1) {
         sp.lse = a->ap.lse;
-        return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL, rope, mixed);
+        return clattn__flash_plan(p, Q, &K, &V, O, &sp, NULL, rope, mixed, paging);
     }
     const clattn_tensor part = clattn_tensor_bhtd(scratch, off, B, Hq, Lq, c->D);
     const clattn_tensor part_lse = clattn_tensor_bhtd(scratch, off + a->splits * a->n_o, B, Hq, Lq, 1);
     sp.lse = &part_lse;
     sp.logits.sinks = NULL; /* partial results exclude the sinks; the merge adds them once */
     const clattn_flash_split split = {a->per, a->splits, a->n_o, a->n_l};
-    clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split, rope, mixed);
+    clattn_status st = clattn__flash_plan(p, Q, &K, &V, &part, &sp, &split, rope, mixed, paging);
     return st != CL_SUCCESS ? st
                             : clattn__merge_parts_plan(p, &part, &part_lse, a->splits, a->n_o,
                                                        a->n_l, O, a->ap.lse, a->ap.logits.sinks,

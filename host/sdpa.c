@@ -110,7 +110,7 @@ static clattn_status try_fused(clattn_plan *p, const clattn_tensor *Q, const cla
     *fused = false;
     if (sp->path == CLATTN_PATH_UNFUSED)
         return CL_SUCCESS;
-    clattn_status st = clattn__flash_plan(p, Q, K, V, O, sp, NULL, NULL, false);
+    clattn_status st = clattn__flash_plan(p, Q, K, V, O, sp, NULL, NULL, false, NULL);
     *fused = st == CL_SUCCESS;
     /* AUTO falls back only on facts; fp16 storage and packed batches have no other path. */
     if (sp->path == CLATTN_PATH_AUTO && Q->dtype == CLATTN_F32 && !sp->cu_seqlens_q &&

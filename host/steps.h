@@ -92,6 +92,14 @@ clattn_status clattn__merge_parts_plan(clattn_plan *p, const clattn_tensor *part
 typedef struct clattn_flash_split {
     size_t keys, count, o_stride, lse_stride;
 } clattn_flash_split;
+/* Paged K and V (a paged KV cache): K and V are the pool's views [pages, Hkv, page_size, D];
+ * sequence b's key j is row j % page_size of page table[offset + b * stride + j / page_size]
+ * (int32, every entry checked to lie in the pool), and `keys` stands for K's length (the most a
+ * sequence may hold; key lengths give each sequence's). */
+typedef struct clattn_flash_pages {
+    cl_mem table;
+    size_t offset, stride, page_size, keys;
+} clattn_flash_pages;
 /* Whether the fused kernel takes these head dims and dtype on this device (UNSUPPORTED_PATH
  * when not); nothing is built. */
 clattn_status clattn__flash_supports(const clattn_context *ctx, size_t D, size_t Dv,
@@ -110,11 +118,13 @@ size_t clattn__flash_block_k(const clattn_context *ctx, size_t D, size_t Dv);
  * error from clattn__flash_rules_out means the unfused path may run the call instead. rope
  * (checked; NULL for none): the queries are rotated at their positions among the keys
  * (query_pos), as the KV cache's attention needs. keys_batched, with params->cu_seqlens_q: the
- * queries are packed but K and V hold one batch item per sequence (a KV cache's mixed steps). */
+ * queries are packed but K and V hold one batch item per sequence (a KV cache's mixed steps).
+ * pages: K and V paged (NULL: not). */
 clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const clattn_tensor *K,
                                  const clattn_tensor *V, const clattn_tensor *O,
                                  const clattn_sdpa_params *params, const clattn_flash_split *split,
-                                 const clattn_rope_params *rope, bool keys_batched);
+                                 const clattn_rope_params *rope, bool keys_batched,
+                                 const clattn_flash_pages *pages);
 /* Whether a status from clattn__flash_plan is a fact about the call and the device (its shape,
  * layout, dtype, what the kernel builds to), as opposed to a resource or runtime failure: only
  * such facts let an automatic choice take another path. */

@@ -134,7 +134,8 @@ CLATTN_API size_t clattn_struct_size(const char *name);
     X(CLATTN_ERROR_UNSUPPORTED_DEVICE, 1019, "the device cannot run a kernel this call needs")        \
     X(CLATTN_ERROR_CACHE_FULL, 1020, "appending would pass the KV cache's capacity")                  \
     X(CLATTN_ERROR_INTERNAL, 1021, "internal inconsistency in clattn (a bug: please report it)")  \
-    X(CLATTN_ERROR_IO, 1022, "a file of clattn's could not be read or written")
+    X(CLATTN_ERROR_IO, 1022, "a file of clattn's could not be read or written")                     \
+    X(CLATTN_ERROR_POOL_EXHAUSTED, 1023, "the paged KV cache has too few free pages for the append")
 
 typedef int32_t clattn_status;
 
@@ -861,19 +862,37 @@ typedef struct clattn_kv_cache_params {
      * attention are its Lq newest tokens. The context must outlive the cache; inv_freq's buffer
      * is retained. */
     const clattn_rope_params *rope;
-    void *reserved[8];   /* must be zero */
+    /* Paged storage (page_size > 0): the B sequences share a pool of num_pages pages of
+     * page_size tokens each, taken as sequences grow and given back by
+     * clattn_kv_cache_release; `capacity` is then the most tokens one sequence may hold (its
+     * block table's length, capacity / page_size rounded up). 0 (default): every sequence owns
+     * `capacity` tokens of contiguous storage. */
+    size_t page_size;
+    size_t num_pages;
+    void *reserved[6];   /* must be zero */
 } clattn_kv_cache_params;
 
 CLATTN_API clattn_kv_cache_params clattn_kv_cache_params_default(void);
 
 /*
  * Keys and values of B sequences x Hkv heads, up to `capacity` tokens each, in device memory the
- * cache owns ([B, Hkv, capacity, D] each), with every sequence's length kept on the host (for
- * capacity checks) and on the device (for attention).
+ * cache owns, with every sequence's length kept on the host (for capacity checks) and on the
+ * device (for attention).
+ *   Contiguous (page_size 0): [B, Hkv, capacity, D] each for K and V.
+ *   Paged: a pool of num_pages pages of page_size tokens per kv head ([Hkv, num_pages,
+ *   page_size, D] each, a head's pages side by side), and per sequence a block table (its
+ *   pages in token order) that the cache alone writes: the tables live on the host, every entry
+ *   is checked against the pool there, and each call uploads the tables it reads with its own
+ *   work (a copy made before it enqueues anything), so queued work never sees a later change.
+ *   Sequences may share pages (clattn_kv_cache_fork; pages are reference-counted); an append
+ *   into a shared, partly filled last page first copies it (copy on write). An append that needs
+ *   more free pages than the pool has is CLATTN_ERROR_POOL_EXHAUSTED and changes nothing.
  * Ownership: created by clattn_kv_cache_create, freed by clattn_kv_cache_destroy; the context
- * must outlive it. Thread safety: none; calls on one cache must not overlap in time (different
- * caches are independent). Work is enqueued in call order: use one in-order queue per cache, or
- * chain the events.
+ * must outlive it. Thread safety: calls that change the cache (append, attend, release, fork,
+ * prepare, destroy) must not overlap in time with any other call on it; the getters
+ * (clattn_kv_cache_length, clattn_kv_cache_free_pages) may run from several threads at once
+ * while nothing changes it. Different caches are independent. Work is enqueued in call order:
+ * use one in-order queue per cache, or chain the events.
  */
 typedef struct clattn_kv_cache clattn_kv_cache;
 
@@ -885,13 +904,29 @@ CLATTN_API void clattn_kv_cache_destroy(clattn_kv_cache **cache);
 /* Tokens sequence b holds (0 when b is out of range). */
 CLATTN_API size_t clattn_kv_cache_length(const clattn_kv_cache *cache, size_t b);
 
+/* Pages of a paged cache's pool that no sequence holds (0 for a contiguous cache or NULL). */
+CLATTN_API size_t clattn_kv_cache_free_pages(const clattn_kv_cache *cache);
+
+/* Paged caches only (CLATTN_ERROR_UNSUPPORTED_PATH otherwise); host bookkeeping, nothing is
+ * enqueued, so they take no queue: work already queued keeps the tables it was given, but a
+ * page given back may be written by the next append, so wait for queued attention over a
+ * released sequence before appending to others on another queue.
+ * release: sequence b forgets its tokens (length 0); its pages that no other sequence shares go
+ * back to the pool. fork: sequence dst (empty: length 0, else CLATTN_ERROR_INVALID_ARGUMENT)
+ * becomes a copy of src sharing all of src's pages (a shared prompt prefix, beam search); the
+ * first append to either into a partly filled shared page copies that page. src == dst, or an
+ * index out of range, is CLATTN_ERROR_INVALID_ARGUMENT; a failed call changes nothing. */
+CLATTN_API clattn_status clattn_kv_cache_release(clattn_kv_cache *cache, size_t b);
+CLATTN_API clattn_status clattn_kv_cache_fork(clattn_kv_cache *cache, size_t src, size_t dst);
+
 /*
  * Appends new tokens' keys and values, e.g. straight from a projection's output (no host round
  * trip): K_new, V_new [B, Hkv, T, D] of the cache's dtype (a CLATTN_BF16 cache also takes
  * CLATTN_F32, rounded to nearest even; a CLATTN_Q8 cache takes CLATTN_F32, CLATTN_F16 or
  * CLATTN_BF16 and quantizes each row; K_new and V_new of one dtype); sequence b gains counts[b] <= T tokens
  * (counts NULL: T each), taken from the first counts[b] positions. Appending past the capacity
- * is CLATTN_ERROR_CACHE_FULL, checked before anything is enqueued: the cache is unchanged.
+ * is CLATTN_ERROR_CACHE_FULL, past a paged cache's free pages CLATTN_ERROR_POOL_EXHAUSTED, both
+ * checked before anything is enqueued: the cache is unchanged.
  */
 CLATTN_API clattn_status clattn_kv_cache_append(clattn_kv_cache *cache, cl_command_queue queue,
                                                 const clattn_tensor *K_new,

@@ -34,7 +34,9 @@
  * ROWS (variant 0: the vector width along the value dim, 1 for odd dims, and the query rows per
  * weighted-sum pass), PACK, CAUSAL, HAS_ADDITIVE, HAS_LENGTHS, HAS_LSE, HAS_WINDOW, HAS_SOFTCAP,
  * HAS_ALIBI, HAS_SINKS, HAS_ROPE and ROPE_GPTJ (queries rotated as they are loaded, at their
- * positions among the keys: KV-cache attention), HALF_QO and KV_FMT (fp16 and bfloat16 storage).
+ * positions among the keys: KV-cache attention), HALF_QO and KV_FMT (fp16, bfloat16 and int8
+ * storage), PAGE_SIZE (K and V in the pages of a paged KV cache, read through block tables:
+ * KV_ROW).
  *
  * VARLEN (a packed batch of sequences of their own lengths, clattn_sdpa_params.cu_seqlens_q):
  * Q, K, V, O and lse are views with one batch item; get_global_id(1) / (H / PACK) is a sequence
@@ -78,6 +80,9 @@
 #endif
 #ifndef VARLEN
 #define VARLEN 0
+#endif
+#ifndef PAGE_SIZE
+#define PAGE_SIZE 0
 #endif
 #ifndef KV_FMT
 #define KV_FMT 0 /* K and V stored as float, half, bfloat16 or int8 rows (prelude: FMT_*) */
@@ -154,7 +159,8 @@
     ulong group, ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,              \
     ulong l_split, long wl, long wr, long keep, float cap, float inv_cap,                          \
     __global const float *slopes, ulong slopes_off, __global const float *sinks, ulong sinks_off,  \
-    ROPE_PARAMS, __global const int *cu, ulong cu_k_off
+    ROPE_PARAMS, __global const int *cu, ulong cu_k_off, __global const int *pt, ulong pt_off,    \
+    ulong pt_stride
 
 /* Sequence b of the launch: its query and key counts Lq and Lk, and bv and bk, the batch
  * indices its query-side views (Q, O, lse, mask) and its K and V are addressed with. VARLEN 1:
@@ -180,6 +186,22 @@
     const long Lq = (long)Lq_, Lk = (long)Lk_;                                                     \
     const ulong bv = (b), bk = (b);                                                                \
     (void)cu, (void)cu_k_off
+#endif
+
+/* Row j of a sequence's K or V for kv head hk. x0 = KV_BASE(x, b, hk), the sequence's first row
+ * of the head; PAGE_SIZE (a paged KV cache; K and V are its pool, [pages, Hkv, PAGE_SIZE, D]):
+ * row j % PAGE_SIZE of page tbl[j / PAGE_SIZE] of the sequence's block table (PAGE_TABLE(b):
+ * pt_stride entries from pt_off + b * pt_stride), x0 the head's row 0 of page 0 (the pool is
+ * a view: its strides say where pages and heads lie). */
+#if PAGE_SIZE
+#define PAGE_TABLE(b) const __global int *tbl = pt + pt_off + (b) * pt_stride
+#define KV_BASE(x, b, hk) ((x) + AT(x, 0, hk, 0, 0))
+#define KV_ROW(x0, x, j)                                                                           \
+    ((x0) + (ulong)tbl[(ulong)(j) / PAGE_SIZE] * x##_st.s0 + (ulong)(j) % PAGE_SIZE * x##_st.s2)
+#else
+#define PAGE_TABLE(b) (void)pt, (void)pt_off, (void)pt_stride
+#define KV_BASE(x, b, hk) ((x) + AT(x, b, hk, 0, 0))
+#define KV_ROW(x0, x, j) ((x0) + (ulong)(j) * x##_st.s2)
 #endif
 
 /* Where the key loop goes next: past the kept first keys' blocks (those below keep_end) it
@@ -222,7 +244,7 @@
             for (int cc = 0; cc < NV; cc++)                                                        \
                 c[r][cc] = acc[r0 + r][cc] * af[r0 + r];                                           \
         for (int j = 0; j < nk; j++) {                                                             \
-            const __global T_KV *vr = vb0 + (ulong)(kb + j) * v_st.s2;                             \
+            const __global T_KV *vr = KV_ROW(vb0, v, kb + j);                                      \
             floatV vv[NV];                                                                         \
             _Pragma("unroll") for (int cc = 0; cc < NV; cc++)                                      \
                 vv[cc] = KV_SCALED(LOADV(cc, vr), vr, VALUE_DIM);                                  \
@@ -243,6 +265,7 @@ void flash_attention(FLASH_PARAMS)
 {
     const ulong z = get_global_id(1), b = z / (H / PACK), h0 = z % (H / PACK) * PACK;
     SEQUENCE(b);
+    PAGE_TABLE(b);
     /* Causal blocks grow with the query index: interleave the first and the last so that any
      * contiguous run of work-groups (a CPU thread's share) holds a balanced mix. */
     const long nb = (Lq + QPB - 1) / QPB, g = (long)get_global_id(0);
@@ -315,8 +338,8 @@ void flash_attention(FLASH_PARAMS)
     float16 p[BLOCK_K];
     const __private float *pf = (const __private float *)p; /* p[j] lane r = pf[j * 16 + r] */
 
-    const __global T_KV *kb0 = k + AT(k, bk, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, bk, hk, 0, 0);
+    const __global T_KV *kb0 = KV_BASE(k, bk, hk);
+    const __global T_KV *vb0 = KV_BASE(v, bk, hk);
 
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
@@ -327,7 +350,7 @@ void flash_attention(FLASH_PARAMS)
             float16 a[JB];
             #pragma unroll
             for (int t = 0; t < JB; t++) {
-                kr[t] = kb0 + (ulong)min(kb + j + t, hi_max - 1) * k_st.s2;
+                kr[t] = KV_ROW(kb0, k, min(kb + j + t, hi_max - 1));
                 a[t] = 0.0f;
             }
             for (int d = 0; d < HEAD_DIM; d++) {
@@ -446,11 +469,13 @@ inline float lane_sum(floatV x)
 }
 #define NV (HEAD_DIM / VEC) /* vectors per row */
 
+
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void flash_attention(FLASH_PARAMS)
 {
     const ulong z = get_global_id(1), b = z / (H / group), hk = z % (H / group), h0 = hk * GROUP;
     SEQUENCE(b);
+    PAGE_TABLE(b);
     if (Lq <= 0)
         return; /* a sequence with no query (VARLEN) */
     const long lk = valid_keys(len, len_off, b, Lk);
@@ -494,8 +519,8 @@ void flash_attention(FLASH_PARAMS)
     }
     (void)slope;
 
-    const __global T_KV *kb0 = k + AT(k, bk, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, bk, hk, 0, 0);
+    const __global T_KV *kb0 = KV_BASE(k, bk, hk);
+    const __global T_KV *vb0 = KV_BASE(v, bk, hk);
     float s[GROUP][BLOCK_K];
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
@@ -506,7 +531,7 @@ void flash_attention(FLASH_PARAMS)
                     s[g][j] = -INFINITY;
                 continue;
             }
-            const __global T_KV *kr = kb0 + (ulong)(kb + j) * k_st.s2;
+            const __global T_KV *kr = KV_ROW(kb0, k, kb + j);
             floatV kv[NV];
             for (int c = 0; c < NV; c++)
                 kv[c] = LOADV(c, kr);
@@ -535,7 +560,7 @@ void flash_attention(FLASH_PARAMS)
                 acc[g][c] *= alpha[g];
         }
         for (int j = 0; j < nk; j++) {
-            const __global T_KV *vr = vb0 + (ulong)(kb + j) * v_st.s2;
+            const __global T_KV *vr = KV_ROW(vb0, v, kb + j);
             floatV vv[NV];
             for (int c = 0; c < NV; c++)
                 vv[c] = KV_SCALED(LOADV(c, vr), vr, VALUE_DIM);
@@ -576,6 +601,7 @@ void flash_attention(FLASH_PARAMS)
     __local float vs[BLOCK_K * VALUE_DIM];
     const ulong z = get_global_id(1), b = z / H, h = z % H, hk = h / group;
     SEQUENCE(b);
+    PAGE_TABLE(b);
     const int lid = (int)get_local_id(0);
     const long g0 = (long)get_group_id(0) * WG;
     if (g0 >= Lq)
@@ -618,20 +644,20 @@ void flash_attention(FLASH_PARAMS)
     float m = -INFINITY, l = 0.0f;
     float s[BLOCK_K];
 
-    const __global T_KV *kb0 = k + AT(k, bk, hk, 0, 0);
-    const __global T_KV *vb0 = v + AT(v, bk, hk, 0, 0);
+    const __global T_KV *kb0 = KV_BASE(k, bk, hk);
+    const __global T_KV *vb0 = KV_BASE(v, bk, hk);
 
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous block is no longer read */
         for (int t = lid; t < BLOCK_K * HEAD_DIM; t += WG) {
             const long j = kb + t / HEAD_DIM;
-            const __global T_KV *kr = kb0 + (ulong)j * k_st.s2;
+            const __global T_KV *kr = KV_ROW(kb0, k, min(j, hi_max - 1));
             ks[t] = j < hi_max ? KV_SCALED(LOAD_KV(kr, t % HEAD_DIM), kr, HEAD_DIM) : 0.0f;
         }
         for (int t = lid; t < BLOCK_K * VALUE_DIM; t += WG) {
             const long j = kb + t / VALUE_DIM;
-            const __global T_KV *vr = vb0 + (ulong)j * v_st.s2;
+            const __global T_KV *vr = KV_ROW(vb0, v, min(j, hi_max - 1));
             vs[t] = j < hi_max ? KV_SCALED(LOAD_KV(vr, t % VALUE_DIM), vr, VALUE_DIM) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);

@@ -6,7 +6,13 @@
  * n_b is counts[b] (HAS_COUNTS) or `count` for every sequence. Elements go through float: the new
  * tokens' format SRC_FMT, the cache's C_FMT (prelude: FMT_*; a bfloat16 cache takes float input,
  * rounded; an int8 one, C_FMT 3, quantizes rows of ROW_DIM values). HAS_ROPE: keys are rotated
- * at their positions in the cache (prelude: ROPE_AT) before they are stored. */
+ * at their positions in the cache (prelude: ROPE_AT) before they are stored.
+ *
+ * PAGE_SIZE (a paged cache): ck and cv are the pool as views [pages, Hkv, PAGE_SIZE, D]; token
+ * `at` of sequence b goes to row at % PAGE_SIZE of page pt[pt_off + b * pt_stride + at /
+ * PAGE_SIZE] (the block tables the host uploads with the call, already holding the pages the
+ * append takes), and the host, which owns the lengths, runs no kv_advance. kv_copy_pages copies
+ * the shared pages an append writes into (copy on write) first. */
 
 #ifndef HAS_COUNTS
 #define HAS_COUNTS 0
@@ -16,6 +22,9 @@
 #endif
 #ifndef C_FMT
 #define C_FMT SRC_FMT
+#endif
+#ifndef PAGE_SIZE
+#define PAGE_SIZE 0
 #endif
 #define T_SRC FMT_TYPE(SRC_FMT)
 #define T_C FMT_TYPE(C_FMT)
@@ -33,6 +42,17 @@ inline uint new_tokens(__global const int *counts, ulong b, uint count)
     return count;
 #endif
 }
+
+/* Where token `at` of sequence b, head h, element d is stored in the cache view x. */
+#if PAGE_SIZE
+#define CACHE_AT(x, b, h, at, d)                                                                   \
+    AT(x, (ulong)pt[pt_off + (b) * pt_stride + (at) / PAGE_SIZE], h, (at) % PAGE_SIZE, d)
+#else
+#define CACHE_AT(x, b, h, at, d) AT(x, b, h, at, d)
+#endif
+#define APPEND_PARAMS                                                                              \
+    ulong Hkv, __global const int *len, __global const int *counts, uint count, ROPE_PARAMS,     \
+    __global const int *pt, ulong pt_off, ulong pt_stride
 
 #if C_FMT == 3
 /* int8 rows (prelude: Q8_*): a work-item quantizes one token's row of ROW_DIM values, keys after
@@ -60,8 +80,7 @@ inline uint new_tokens(__global const int *counts, ulong b, uint count)
     } while (0)
 
 __kernel void kv_append(VIEW(const T_SRC, k), VIEW(const T_SRC, v), VIEW(char, ck), VIEW(char, cv),
-                        ulong Hkv, __global const int *len, __global const int *counts, uint count,
-                        ROPE_PARAMS)
+                        APPEND_PARAMS)
 {
     const ulong t = get_global_id(1), z = get_global_id(2);
     const ulong b = z / Hkv, h = z % Hkv;
@@ -71,27 +90,28 @@ __kernel void kv_append(VIEW(const T_SRC, k), VIEW(const T_SRC, v), VIEW(char, c
 #if !HAS_ROPE
     ROPE_UNUSED;
 #endif
-    STORE_Q8_ROW(KEY_AT, ck + AT(ck, b, h, at, 0));
-    STORE_Q8_ROW(VALUE_AT, cv + AT(cv, b, h, at, 0));
+    (void)pt, (void)pt_off, (void)pt_stride;
+    STORE_Q8_ROW(KEY_AT, ck + CACHE_AT(ck, b, h, at, 0));
+    STORE_Q8_ROW(VALUE_AT, cv + CACHE_AT(cv, b, h, at, 0));
 }
 #else
 __kernel void kv_append(VIEW(const T_SRC, k), VIEW(const T_SRC, v), VIEW(T_C, ck), VIEW(T_C, cv),
-                        ulong Hkv, __global const int *len, __global const int *counts, uint count,
-                        ROPE_PARAMS)
+                        APPEND_PARAMS)
 {
     const ulong d = get_global_id(0), t = get_global_id(1), z = get_global_id(2);
     const ulong b = z / Hkv, h = z % Hkv;
     if (t >= new_tokens(counts, b, count))
         return;
     const ulong at = (ulong)len[b] + t;
+    (void)pt, (void)pt_off, (void)pt_stride;
 #if HAS_ROPE
 #define KEY_DIM(j) LOAD_E(k, AT(k, b, h, t, (ulong)(j)))
-    STORE_E(ROPE_AT(KEY_DIM, (int)d, (long)at), ck, AT(ck, b, h, at, d));
+    STORE_E(ROPE_AT(KEY_DIM, (int)d, (long)at), ck, CACHE_AT(ck, b, h, at, d));
 #else
     ROPE_UNUSED;
-    STORE_E(LOAD_E(k, AT(k, b, h, t, d)), ck, AT(ck, b, h, at, d));
+    STORE_E(LOAD_E(k, AT(k, b, h, t, d)), ck, CACHE_AT(ck, b, h, at, d));
 #endif
-    STORE_E(LOAD_E(v, AT(v, b, h, t, d)), cv, AT(cv, b, h, at, d));
+    STORE_E(LOAD_E(v, AT(v, b, h, t, d)), cv, CACHE_AT(cv, b, h, at, d));
 }
 #endif
 
@@ -99,4 +119,17 @@ __kernel void kv_advance(__global int *len, __global const int *counts, uint cou
 {
     const ulong b = get_global_id(0);
     len[b] += (int)new_tokens(counts, b, count);
+}
+
+/* Copy on write: pages pairs[2i] of K and V copied to pages pairs[2i + 1]: each head's rows of a
+ * page are `page` 16-bit words (every storage format's rows are a whole number of them), the
+ * heads `head` words apart. NDRange (page, Hkv, pairs). */
+__kernel void kv_copy_pages(__global ushort *k, __global ushort *v, __global const int *pairs,
+                            ulong page, ulong head)
+{
+    const ulong w = get_global_id(0), h = get_global_id(1), i = get_global_id(2);
+    const ulong from = (ulong)pairs[2 * i] * page + h * head + w;
+    const ulong to = (ulong)pairs[2 * i + 1] * page + h * head + w;
+    k[to] = k[from];
+    v[to] = v[from];
 }

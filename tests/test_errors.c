@@ -158,6 +158,64 @@ static bool varlen_errors(void)
     return ok;
 }
 
+/* The paged cache: params that make no pool, release and fork on a contiguous cache, sequence
+ * indices outside the cache, a fork into a sequence that holds tokens or onto itself; every
+ * refusal leaves the pool's free pages and the lengths as they were, and enqueues nothing. */
+static bool kv_paged_errors(void)
+{
+    bool ok = true;
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = 2, kp.num_kv_heads = 2, kp.head_dim = 16, kp.capacity = 8;
+    clattn_kv_cache *kv = NULL;
+    kp.num_pages = 4; /* pages without a page size */
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_ERROR_INVALID_SHAPE);
+    kp.num_pages = 0, kp.page_size = 4; /* a page size without pages */
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_ERROR_INVALID_SHAPE);
+    kp.num_pages = (size_t)1 << 31; /* page numbers past int32 */
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_ERROR_INVALID_SHAPE);
+    kp.num_pages = (size_t)1 << 30; /* a pool past the device's largest allocation */
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_ERROR_ALLOCATION_TOO_LARGE);
+    EXPECT(kv == NULL);
+    kp.num_pages = 0, kp.page_size = 0; /* contiguous: no release, no fork */
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_kv_cache_release(kv, 0), CLATTN_ERROR_UNSUPPORTED_PATH);
+    EXPECT_STATUS(clattn_kv_cache_fork(kv, 0, 1), CLATTN_ERROR_UNSUPPORTED_PATH);
+    EXPECT(clattn_kv_cache_free_pages(kv) == 0);
+    clattn_kv_cache_destroy(&kv);
+    kp.page_size = 4, kp.num_pages = 3, kp.capacity = 16;
+    EXPECT_STATUS(clattn_kv_cache_create(E.cc, &kp, &kv), CLATTN_SUCCESS);
+    /* K/V [2, 2, 4, 16] from K.t's buffer: 4 + 1 tokens to sequence 0 take 2 pages */
+    clattn_tensor kn = clattn_tensor_bhtd(K.t.buffer, 0, 2, 2, 4, 16);
+    const size_t four[2] = {4, 0}, more[2] = {0, 4};
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kn, &kn, four, 0, NULL, NULL), CLATTN_SUCCESS);
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kn, &kn, (size_t[]){1, 0}, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    CL_OK(clFinish(E.queue));
+    EXPECT(clattn_kv_cache_free_pages(kv) == 1);
+    EXPECT_STATUS(clattn_kv_cache_release(NULL, 0), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_kv_cache_release(kv, 2), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_kv_cache_fork(NULL, 0, 1), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_kv_cache_fork(kv, 0, 2), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_kv_cache_fork(kv, 2, 1), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_kv_cache_fork(kv, 0, 0), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT_STATUS(clattn_kv_cache_fork(kv, 1, 0), CLATTN_ERROR_INVALID_ARGUMENT); /* 0 holds 5 */
+    /* 4 tokens to sequence 1 need one page: there is one, but with sequence 0's 4 more (its
+     * second page has room for 3) the pool runs out */
+    cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kn, &kn, (size_t[]){4, 4}, 0, NULL, &ev),
+                  CLATTN_ERROR_POOL_EXHAUSTED);
+    EXPECT(ev == EVENT_SENTINEL);
+    EXPECT(clattn_kv_cache_free_pages(kv) == 1);
+    EXPECT(clattn_kv_cache_length(kv, 0) == 5 && clattn_kv_cache_length(kv, 1) == 0);
+    EXPECT(clattn_kv_cache_free_pages(NULL) == 0);
+    EXPECT_STATUS(clattn_kv_cache_append(kv, E.queue, &kn, &kn, more, 0, NULL, NULL), CLATTN_SUCCESS);
+    CL_OK(clFinish(E.queue));
+    EXPECT(clattn_kv_cache_free_pages(kv) == 0);
+    clattn_kv_cache_destroy(&kv);
+    EXPECT(untouched());
+    return ok;
+}
+
 static bool variant_errors(void)
 {
     bool ok = true;
@@ -834,6 +892,7 @@ int main(int argc, char **argv)
         CASE(sdpa_invalid_shapes),
         CASE(variant_errors),
         CASE(varlen_errors),
+        CASE(kv_paged_errors),
         CASE(rope_errors),
         CASE(sdpa_head_mismatch),
         CASE(sdpa_out_of_bounds),

@@ -669,6 +669,25 @@ static const char *dtype_name(clattn_dtype t)
     return t == CLATTN_F16 ? "f16" : t == CLATTN_BF16 ? "bf16" : t == CLATTN_Q8 ? "q8" : "f32";
 }
 
+/* A K/V buffer [B, Hkv, len, D] as `dtype` takes it: fp16 tokens for an fp16 cache, float for
+ * the others (bf16 rounds and q8 quantizes them at append). */
+static cl_mem kv_tokens(clattn_dtype dtype, size_t n, unsigned seed)
+{
+    float *h = tool_random_floats(n, seed, 1.0f);
+    cl_mem b;
+    if (dtype == CLATTN_F16) {
+        uint16_t *h16 = malloc(n * sizeof *h16);
+        for (size_t i = 0; i < n; i++)
+            h16[i] = to_half(h[i]);
+        b = upload_bytes(h16, n * sizeof *h16);
+        free(h16);
+    } else {
+        b = upload(h, n);
+    }
+    free(h);
+    return b;
+}
+
 /* One decode step (one new query per head) over caches of 1k..32k tokens, split-KV off and
  * automatic: a GQA decoder layer's attention, B = 1, Hq = 32, Hkv = 8, D = 128, against the
  * device's read bandwidth (measured first). With `json`, also one row per cache length and
@@ -696,18 +715,9 @@ static int run_decode(const options *o, const clattn_device_info *info, clattn_d
         decode_state st = {0};
         clattn_status s = clattn_kv_cache_create(g_cc, &cp, &st.cache);
         const size_t nkv = Hkv * len * D, kv_bytes = 2 * Hkv * len * row_bytes;
-        float *h = tool_random_floats(nkv, (unsigned)len, 1.0f), *hq = tool_random_floats(Hq * D, 3, 1.0f);
-        cl_mem bk, bq = upload(hq, Hq * D), bo = upload(hq, Hq * D);
-        /* An fp16 cache takes fp16 tokens; bf16 rounds and q8 quantizes the float ones. */
-        if (kv_dtype == CLATTN_F16) {
-            uint16_t *h16 = malloc(nkv * sizeof *h16);
-            for (size_t i = 0; i < nkv; i++)
-                h16[i] = to_half(h[i]);
-            bk = upload_bytes(h16, nkv * sizeof *h16);
-            free(h16);
-        } else {
-            bk = upload(h, nkv);
-        }
+        float *hq = tool_random_floats(Hq * D, 3, 1.0f);
+        cl_mem bk = kv_tokens(kv_dtype, nkv, (unsigned)len), bq = upload(hq, Hq * D),
+               bo = upload(hq, Hq * D);
         clattn_tensor K = clattn_tensor_bhtd(bk, 0, 1, Hkv, len, D);
         K.dtype = kv_dtype == CLATTN_F16 ? CLATTN_F16 : CLATTN_F32;
         if (s == CL_SUCCESS)
@@ -752,12 +762,165 @@ static int run_decode(const options *o, const clattn_device_info *info, clattn_d
         }
         clattn_kv_cache_destroy(&st.cache);
         clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
-        free(h), free(hq);
+        free(hq);
     }
     if (jf) {
         fprintf(jf, "\n]\n");
         fclose(jf);
     }
+    return failures ? 1 : 0;
+}
+
+/* Decoding over a paged cache against a contiguous one holding the same tokens: B = 2 sequences
+ * of 4k..32k tokens (Hq = 32, Hkv = 8, D = 128, automatic split), the paged cache filled a page
+ * at a time, alternating between the sequences, so that their pages interleave in the pool. */
+static int run_paged(const options *o, const clattn_device_info *info, clattn_dtype kv_dtype,
+                     size_t page)
+{
+    const size_t B = 2, Hq = 32, Hkv = 8, D = 128;
+    const size_t row_bytes = kv_dtype == CLATTN_Q8 ? (D + 3) / 4 * 4 + 4 : D * clattn_dtype_size(kv_dtype);
+    g_bw = measure_bandwidth(info, false);
+    printf("decode step over a paged cache (pages of %zu tokens, interleaved between the "
+           "sequences) and a contiguous one, B = %zu, Hq = %zu, Hkv = %zu, D = %zu, %s, on %s; "
+           "read bandwidth %.1f GB/s\n", page, B, Hq, Hkv, D, dtype_name(kv_dtype), info->name, g_bw);
+    printf("%8s %16s %12s %14s %12s %14s\n", "cache", "contiguous ms", "paged ms", "paged/contig",
+           "paged GB/s", "% of read bw");
+    int failures = 0;
+    for (size_t len = 4096; len <= 32768; len *= 2) {
+        const size_t n = B * Hkv * len * D;
+        cl_mem bk = kv_tokens(kv_dtype, n, (unsigned)len);
+        float *hq = tool_random_floats(B * Hq * D, 3, 1.0f);
+        cl_mem bq = upload(hq, B * Hq * D), bo = upload(hq, B * Hq * D);
+        clattn_tensor K = clattn_tensor_bhtd(bk, 0, B, Hkv, len, D);
+        K.dtype = kv_dtype == CLATTN_F16 ? CLATTN_F16 : CLATTN_F32;
+        decode_state st[2] = {{0}};
+        clattn_status s = CL_SUCCESS;
+        for (int c = 0; c < 2 && s == CL_SUCCESS; c++) {
+            clattn_kv_cache_params cp = clattn_kv_cache_params_default();
+            cp.batch = B, cp.num_kv_heads = Hkv, cp.head_dim = D, cp.capacity = len;
+            cp.dtype = kv_dtype;
+            if (c == 1)
+                cp.page_size = page, cp.num_pages = B * ((len + page - 1) / page);
+            s = clattn_kv_cache_create(g_cc, &cp, &st[c].cache);
+            st[c].q = clattn_tensor_bhtd(bq, 0, B, Hq, 1, D);
+            st[c].o = clattn_tensor_bhtd(bo, 0, B, Hq, 1, D);
+            st[c].ap = clattn_kv_attend_params_default();
+        }
+        if (s == CL_SUCCESS)
+            s = clattn_kv_cache_append(st[0].cache, g_queue, &K, &K, NULL, 0, NULL, NULL);
+        for (size_t t = 0; s == CL_SUCCESS && t < len; t += page) {
+            const size_t m = len - t < page ? len - t : page;
+            clattn_tensor part = K;
+            part.offset = t * D;
+            part.dims[2] = m;
+            for (size_t b = 0; b < B && s == CL_SUCCESS; b++) {
+                size_t counts[2] = {0, 0};
+                counts[b] = m;
+                s = clattn_kv_cache_append(st[1].cache, g_queue, &part, &part, counts, 0, NULL, NULL);
+            }
+        }
+        clFinish(g_queue);
+        result r[2] = {{0}};
+        for (int c = 0; c < 2; c++) {
+            r[c].status = s;
+            if (s == CL_SUCCESS)
+                time_runs(decode_enqueue, &st[c], o, &r[c]);
+        }
+        if (r[0].status != CL_SUCCESS || r[1].status != CL_SUCCESS) {
+            printf("%8zu  error: %s\n", len, clattn_status_name(r[0].status ? r[0].status : r[1].status));
+            failures++;
+        } else {
+            const double gbs = (double)(2 * B * Hkv * len * row_bytes) / (r[1].median_ms * 1e-3) * 1e-9;
+            printf("%8zu %16.3f %12.3f %14.3f %12.1f %14.1f\n", len, r[0].median_ms, r[1].median_ms,
+                   r[1].median_ms / r[0].median_ms, gbs, g_bw > 0 ? 100.0 * gbs / g_bw : 0.0);
+        }
+        for (int c = 0; c < 2; c++)
+            clattn_kv_cache_destroy(&st[c].cache);
+        clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
+        free(hq);
+    }
+    return failures ? 1 : 0;
+}
+
+/* Continuous batching over a KV cache: B = 4 sequences holding 4096 tokens each after a step in
+ * which sequence 0 appended a chunk of 256 tokens and the others one token each; the step's
+ * attention as one launch (packed queries, cu_seqlens_q) against one call per sequence (the
+ * same call with only that sequence's queries), on a contiguous and a paged cache. */
+#define MX_B 4
+typedef struct mixed_state {
+    clattn_kv_cache *cache;
+    clattn_tensor q, o;
+    size_t cu[MX_B + 1], one[MX_B][MX_B + 1];
+    int separate;
+} mixed_state;
+
+static clattn_status mixed_enqueue(void *s)
+{
+    mixed_state *st = s;
+    clattn_kv_attend_params ap = clattn_kv_attend_params_default();
+    ap.num_seqs = MX_B;
+    clattn_status r = CL_SUCCESS;
+    for (size_t b = 0; b < (st->separate ? MX_B : 1) && r == CL_SUCCESS; b++) {
+        clattn_tensor q = st->q, o = st->o; /* separate: sequence b's rows */
+        if (st->separate) {
+            q.offset += st->cu[b] * q.strides[2], o.offset += st->cu[b] * o.strides[2];
+            q.dims[2] = o.dims[2] = st->cu[b + 1] - st->cu[b];
+        }
+        ap.cu_seqlens_q = st->separate ? st->one[b] : st->cu;
+        r = clattn_kv_cache_attend(st->cache, g_queue, &q, &o, &ap, 0, NULL, NULL);
+    }
+    return r;
+}
+
+static int run_mixed(const options *o, const clattn_device_info *info, size_t page)
+{
+    const size_t Hq = 32, Hkv = 8, D = 128, len = 4096, chunk = 256;
+    const size_t step[MX_B] = {chunk, 1, 1, 1};
+    mixed_state st = {0};
+    for (size_t b = 0; b < MX_B; b++)
+        st.cu[b + 1] = st.cu[b] + step[b];
+    for (size_t b = 0; b < MX_B; b++) /* only sequence b's queries: the others get none */
+        for (size_t i = 0; i <= MX_B; i++)
+            st.one[b][i] = i <= b ? 0 : step[b];
+    const size_t total = st.cu[MX_B];
+    float *h = tool_random_floats(MX_B * Hkv * len * D, 7, 1.0f), *hq = tool_random_floats(Hq * total * D, 8, 1.0f);
+    cl_mem bk = upload(h, MX_B * Hkv * len * D), bq = upload(hq, Hq * total * D),
+           bo = upload(hq, Hq * total * D);
+    st.q = clattn_tensor_bhtd(bq, 0, 1, Hq, total, D);
+    st.o = clattn_tensor_bhtd(bo, 0, 1, Hq, total, D);
+    printf("mixed step: sequence 0 prefills %zu tokens, 3 others decode one, each holding %zu after "
+           "it; Hq = %zu, Hkv = %zu, D = %zu, f32, on %s\n", chunk, len, Hq, Hkv, D, info->name);
+    printf("%-12s %14s %20s %10s\n", "cache", "one launch ms", "one call per seq ms", "ratio");
+    int failures = 0;
+    for (int paged = 0; paged < 2; paged++) {
+        clattn_kv_cache_params cp = clattn_kv_cache_params_default();
+        cp.batch = MX_B, cp.num_kv_heads = Hkv, cp.head_dim = D, cp.capacity = len;
+        if (paged)
+            cp.page_size = page, cp.num_pages = MX_B * ((len + page - 1) / page);
+        clattn_status s = clattn_kv_cache_create(g_cc, &cp, &st.cache);
+        const clattn_tensor K = clattn_tensor_bhtd(bk, 0, MX_B, Hkv, len, D);
+        if (s == CL_SUCCESS)
+            s = clattn_kv_cache_append(st.cache, g_queue, &K, &K, NULL, 0, NULL, NULL);
+        clFinish(g_queue);
+        result r[2] = {{0}};
+        for (int k = 0; k < 2; k++) {
+            st.separate = k;
+            r[k].status = s;
+            if (s == CL_SUCCESS)
+                time_runs(mixed_enqueue, &st, o, &r[k]);
+        }
+        if (r[0].status != CL_SUCCESS || r[1].status != CL_SUCCESS) {
+            printf("%-12s error: %s\n", paged ? "paged" : "contiguous",
+                   clattn_status_name(r[0].status ? r[0].status : r[1].status));
+            failures++;
+        } else {
+            printf("%-12s %14.3f %20.3f %10.3f\n", paged ? "paged" : "contiguous", r[0].median_ms,
+                   r[1].median_ms, r[0].median_ms / r[1].median_ms);
+        }
+        clattn_kv_cache_destroy(&st.cache);
+    }
+    clReleaseMemObject(bk), clReleaseMemObject(bq), clReleaseMemObject(bo);
+    free(h), free(hq);
     return failures ? 1 : 0;
 }
 
@@ -1057,6 +1220,11 @@ static void usage(void)
         "      --kv-dtype f32|f16|bf16|q8  the decode cache's storage (default f32; q8: int8\n"
         "                         rows with a float scale each); its K+V GB/s is reported as a\n"
         "                         share of the read bandwidth, measured first\n"
+        "      --page-size N      with --decode: a paged cache (pages of N tokens) against a\n"
+        "                         contiguous one, two sequences of 4k..32k tokens\n"
+        "      --mixed            a continuous-batching step over a KV cache (one sequence\n"
+        "                         prefilling a chunk, three decoding) in one launch and one\n"
+        "                         call per sequence, contiguous and paged (--page-size, 16)\n"
         "      --host-time        time each call only until it returns (its work enqueued):\n"
         "                         the host's cost per call, not the device's\n"
         "      --layer-scratch    mha forwards without a workspace (the layer's kept scratch)\n"
@@ -1072,10 +1240,12 @@ int main(int argc, char **argv)
          do_varlen = false,
          do_startup_llama = false, do_bw = false;
     clattn_dtype kv_dtype = CLATTN_F32;
+    size_t page_size = 0;
+    bool do_mixed = false;
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
            O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_VARLEN, O_HOST_TIME,
-           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA, O_KV_DTYPE,
+           O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA, O_KV_DTYPE, O_PAGE_SIZE, O_MIXED,
            O_BANDWIDTH };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
@@ -1095,6 +1265,8 @@ int main(int argc, char **argv)
         {"alibi", no_argument, 0, O_ALIBI},         {"sinks", no_argument, 0, O_SINKS},
         {"startup-llama", no_argument, 0, O_STARTUP_LLAMA},
         {"kv-dtype", required_argument, 0, O_KV_DTYPE},
+        {"page-size", required_argument, 0, O_PAGE_SIZE},
+        {"mixed", no_argument, 0, O_MIXED},
         {"bandwidth", no_argument, 0, O_BANDWIDTH},
         {0, 0, 0, 0}};
     int c;
@@ -1130,6 +1302,8 @@ int main(int argc, char **argv)
         case O_STARTUP: do_startup = true; break;
         case O_DECODE: do_decode = true; break;
         case O_VARLEN: do_varlen = true; break;
+        case O_PAGE_SIZE: page_size = (size_t)strtoull(optarg, NULL, 10); break;
+        case O_MIXED: do_mixed = true; break;
         case O_KV_DTYPE:
             kv_dtype = strcmp(optarg, "f32") == 0    ? CLATTN_F32
                        : strcmp(optarg, "f16") == 0  ? CLATTN_F16
@@ -1197,8 +1371,15 @@ int main(int argc, char **argv)
         clattn_context_destroy(&g_cc);
         return rc;
     }
+    if (do_mixed) {
+        int rc = run_mixed(&o, &info, page_size ? page_size : 16);
+        clReleaseCommandQueue(g_queue);
+        clattn_context_destroy(&g_cc);
+        return rc;
+    }
     if (do_decode) {
-        int rc = run_decode(&o, &info, kv_dtype, json);
+        int rc = page_size ? run_paged(&o, &info, kv_dtype, page_size)
+                           : run_decode(&o, &info, kv_dtype, json);
         clReleaseCommandQueue(g_queue);
         clattn_context_destroy(&g_cc);
         return rc;

@@ -107,7 +107,8 @@ class KvCacheParams(ctypes.Structure):
     _fields_ = [('batch', ctypes.c_size_t), ('num_kv_heads', ctypes.c_size_t),
                 ('head_dim', ctypes.c_size_t), ('capacity', ctypes.c_size_t),
                 ('dtype', ctypes.c_int), ('rope', ctypes.POINTER(RopeParams)),
-                ('reserved', ctypes.c_void_p * 8)]
+                ('page_size', ctypes.c_size_t), ('num_pages', ctypes.c_size_t),
+                ('reserved', ctypes.c_void_p * 6)]
 
 
 class KvAttendParams(ctypes.Structure):
@@ -169,6 +170,9 @@ _PROTOTYPES = {
     'clattn_kv_cache_create': (_S, [_P, _R(KvCacheParams), _R(ctypes.c_void_p)]),
     'clattn_kv_cache_destroy': (None, [_R(ctypes.c_void_p)]),
     'clattn_kv_cache_length': (ctypes.c_size_t, [_P, ctypes.c_size_t]),
+    'clattn_kv_cache_free_pages': (ctypes.c_size_t, [_P]),
+    'clattn_kv_cache_release': (_S, [_P, ctypes.c_size_t]),
+    'clattn_kv_cache_fork': (_S, [_P, ctypes.c_size_t, ctypes.c_size_t]),
     'clattn_kv_cache_append': (_S, [_P, _P, _TP, _TP, _R(ctypes.c_size_t)] + _WAIT),
     'clattn_kv_attend_params_default': (KvAttendParams, []),
     'clattn_kv_cache_attend': (_S, [_P, _P, _TP, _TP, _R(KvAttendParams)] + _WAIT),

@@ -16,21 +16,25 @@ _NAN = float('nan')
 class KVCache(Handle):
     """B sequences × num_kv_heads heads of up to `capacity` tokens each, stored as dtype
     (float32, float16, 'bfloat16', or 'q8': int8 with a scale per token and head; a q8 cache
-    takes float32, float16 or bfloat16 (uint16) appends and quantizes them). rope: a dict of RoPE keywords (layout, rotary_dim, theta,
-    inv_freq) to rotate keys as they are appended and queries as they attend.
+    takes float32, float16 or bfloat16 (uint16) appends and quantizes them). rope: a dict of RoPE
+    keywords (layout, rotary_dim, theta, inv_freq) to rotate keys as they are appended and
+    queries as they attend. page_size, num_pages: a paged cache, whose sequences share a pool of
+    num_pages pages of page_size tokens (capacity: the most one sequence may hold), with
+    release(), fork() and free_pages().
 
-    Thread safety: none (as clattn_kv_cache): calls on one cache must not overlap; enqueue them in
-    order on one in-order queue or chain their events."""
+    Thread safety: as clattn_kv_cache: calls that change the cache must not overlap with any
+    other call on it; enqueue them in order on one in-order queue or chain their events."""
     _destroy = 'clattn_kv_cache_destroy'
 
     def __init__(self, ctx, *, batch, num_kv_heads, head_dim, capacity, dtype=np.float32,
-                 rope=None):
+                 rope=None, page_size=0, num_pages=0):
         self.ctx = ctx
         keep = []
         p = _capi.lib.clattn_kv_cache_params_default()
         p.batch, p.num_kv_heads, p.head_dim, p.capacity = (int(batch), int(num_kv_heads),
                                                            int(head_dim), int(capacity))
         p.dtype = dtype_value(dtype)
+        p.page_size, p.num_pages = int(page_size), int(num_pages)
         self.batch, self.num_kv_heads, self.head_dim = p.batch, p.num_kv_heads, p.head_dim
         self.capacity, self.dtype = p.capacity, p.dtype
         if rope is not None:
@@ -46,14 +50,29 @@ class KVCache(Handle):
         """Tokens each sequence holds."""
         return [_capi.lib.clattn_kv_cache_length(self.handle, b) for b in range(self.batch)]
 
+    def free_pages(self):
+        """Pages of a paged cache's pool that no sequence holds (0 for a contiguous cache)."""
+        return _capi.lib.clattn_kv_cache_free_pages(self.handle)
+
+    def release(self, b):
+        """Paged caches: sequence b forgets its tokens; pages no other sequence holds go back to
+        the pool. Host bookkeeping only (nothing is enqueued)."""
+        check(_capi.lib.clattn_kv_cache_release(self.handle, int(b)), 'clattn_kv_cache_release')
+
+    def fork(self, src, dst):
+        """Paged caches: the empty sequence dst shares all of src's pages (a common prefix); the
+        first append to either into a shared, partly filled page copies it."""
+        check(_capi.lib.clattn_kv_cache_fork(self.handle, int(src), int(dst)),
+              'clattn_kv_cache_fork')
+
     def _view(self, a):
         # bfloat16 has no numpy dtype: a bfloat16 cache takes uint16 arrays as its bits
         return tensor(a, dtype='bfloat16' if a.dtype == np.uint16 else None)
 
     def append(self, k_new, v_new, counts=None, *, wait_for=None, queue=None):
         """Appends k_new, v_new [B, Hkv, T, D]; sequence b gains counts[b] tokens (None: T each).
-        Past the capacity: clattn.Error CLATTN_ERROR_CACHE_FULL, the cache unchanged. Returns
-        the event."""
+        Past the capacity: clattn.Error CLATTN_ERROR_CACHE_FULL; past a paged cache's free pages,
+        CLATTN_ERROR_POOL_EXHAUSTED; either way the cache is unchanged. Returns the event."""
         queue = check_queue(self.ctx, queue)
         K, V = self._view(k_new), self._view(v_new)
         c = None

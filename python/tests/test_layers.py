@@ -227,3 +227,31 @@ def test_kv_cache_mixed_steps(ctx, queue, rng):
     assert got_lse is lse
     qs = q[1:5].reshape(1, -1, Hq, D).transpose(0, 2, 1, 3)
     close(lse.get()[:, :, 1:5], ref.sdpa(qs, k[1:2, :, :7], v[1:2, :, :7], causal='bottom_right')[1])
+
+
+def test_kv_cache_paged_fork_and_pool(ctx, queue, rng):
+    # pages of 4 tokens, 6 of them: a prompt of 6 tokens forked, both sides diverging (the shared
+    # half page copied on write), an append the pool cannot hold refused, a release
+    B, Hkv, Hq, D = 2, 1, 2, 8
+    cache = clattn.KVCache(ctx, batch=B, num_kv_heads=Hkv, head_dim=D, capacity=16,
+                           page_size=4, num_pages=6)
+    k, v = rng.standard_normal((2, B, Hkv, 16, D))
+    k[1, :, :6], v[1, :, :6] = k[0, :, :6], v[0, :, :6]  # the fork's prefix is sequence 0's
+    cache.append(dev(queue, k[:, :, :6]), dev(queue, v[:, :, :6]), counts=[6, 0]).wait()
+    cache.fork(0, 1)
+    assert cache.lengths() == [6, 6] and cache.free_pages() == 4
+    cache.append(dev(queue, k[:, :, 6:9]), dev(queue, v[:, :, 6:9])).wait()
+    assert cache.lengths() == [9, 9] and cache.free_pages() == 1
+    with pytest.raises(clattn.Error) as e:
+        cache.append(dev(queue, k[:, :, 9:13]), dev(queue, v[:, :, 9:13]))
+    assert e.value.name == 'CLATTN_ERROR_POOL_EXHAUSTED'
+    assert cache.lengths() == [9, 9] and cache.free_pages() == 1
+    q = rng.standard_normal((B, Hq, 1, D))
+    out, ev = cache.attend(dev(queue, q))
+    ev.wait()
+    close(out.get(), ref.sdpa(q, k[:, :, :9], v[:, :, :9], causal='bottom_right')[0])
+    cache.release(0)
+    assert cache.lengths() == [0, 9] and cache.free_pages() == 3
+    with pytest.raises(clattn.Error) as e:
+        cache.fork(1, 1)
+    assert e.value.name == 'CLATTN_ERROR_INVALID_ARGUMENT'

@@ -344,6 +344,24 @@ static void reset_kv(sweep *s)
     CL_OK(clFinish(s->e.queue));
 }
 
+/* A paged cache (pages of 4 tokens) whose sequence 0 holds the prompt of 19 tokens and whose
+ * sequence 1 is a fork of it: the op's append of three tokens to both copies the shared last
+ * page for one of them (copy on write) and takes fresh pages. */
+static void reset_kv_paged(sweep *s)
+{
+    clattn_kv_cache_destroy(&s->kv);
+    s->appended = false;
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = B, kp.num_kv_heads = HKV, kp.head_dim = D, kp.capacity = 64;
+    kp.page_size = 4, kp.num_pages = 16;
+    CL_OK(clattn_kv_cache_create(s->cc, &kp, &s->kv));
+    const clattn_tensor K = view(s, IN_K, B, HKV, T, D), V = view(s, IN_V, B, HKV, T, D);
+    const size_t counts[B] = {T, 0};
+    CL_OK(clattn_kv_cache_append(s->kv, s->e.queue, &K, &V, counts, 0, NULL, NULL));
+    CL_OK(clattn_kv_cache_fork(s->kv, 0, 1));
+    CL_OK(clFinish(s->e.queue));
+}
+
 /* ---- The sweep ------------------------------------------------------------------------------ */
 
 static void balances(long *b)
@@ -390,10 +408,12 @@ static long counted_run(sweep *s, op_fn op, void (*reset)(sweep *), int kinds)
 }
 
 /* The library's state a caller can see besides buffers: a KV cache's lengths. */
+/* The KV cache's lengths, then its free pages (a paged cache's). */
 static void kv_lengths(const sweep *s, size_t *len)
 {
     for (size_t b = 0; b < B; b++)
         len[b] = s->kv ? clattn_kv_cache_length(s->kv, b) : 0;
+    len[B] = clattn_kv_cache_free_pages(s->kv);
 }
 
 static bool same(const float *a, const float *b, size_t n)
@@ -439,7 +459,7 @@ static bool sweep_op(op_fn op, void (*reset)(sweep *), const int *outs, int nout
     counted_run(&s, op, reset, 0);
     for (int k = 0; k < nouts; k++)
         ref[outs[k]] = read_all(&s, outs[k]);
-    size_t ref_len[B], len[B];
+    size_t ref_len[B + 1], len[B + 1];
     kv_lengths(&s, ref_len);
     for (int kind = FAULT_CL; kind <= FAULT_ALLOC; kind++)
         total[kind] = counted_run(&s, op, reset, kind);
@@ -603,6 +623,11 @@ static bool kv_append_attend(void)
     static const int outs[] = {OUT_M};
     return sweep_op(op_kv, reset_kv, outs, 1, false);
 }
+static bool kv_paged_append_attend(void)
+{
+    static const int outs[] = {OUT_M};
+    return sweep_op(op_kv, reset_kv_paged, outs, 1, false);
+}
 static bool kv_create(void)
 {
     static const int outs[] = {OUT_M};
@@ -659,6 +684,7 @@ int main(int argc, char **argv)
         CASE(mha_cross),
         CASE(mha_create),
         CASE_IN(kv_append_attend, "auto-clattn"),
+        CASE_IN(kv_paged_append_attend, "auto-clattn"),
         CASE_IN(kv_create, "auto-clattn"),
         CASE_IN(merge, "auto-clattn"),
         CASE(cold_context),

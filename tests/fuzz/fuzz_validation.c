@@ -407,6 +407,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         clattn_rope_params rp = clattn_rope_params_default();
         rp.rotary_dim = u8(&r) % 20;
         kp.rope = (flags & 32) ? &rp : NULL;
+        kp.page_size = u8(&r) % 6; /* 0: contiguous */
+        kp.num_pages = u8(&r) % 12;
         clattn_kv_cache *kv = NULL;
         st = clattn_kv_cache_create(CC, &kp, &kv);
         judge(st, EVENT_SENTINEL, NULL, 0);
@@ -420,6 +422,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                         evp);
             judge(st, ev, NULL, 0); /* writes nothing of the caller's */
             ev = EVENT_SENTINEL;
+            /* a paged cache's host calls: a fork and a release of drawn sequences */
+            const uint8_t pg = u8(&r);
+            if (pg & 1)
+                judge(clattn_kv_cache_fork(kv, (pg >> 1) & 3, (pg >> 3) & 3), EVENT_SENTINEL, NULL, 0);
+            if (pg & 32)
+                judge(clattn_kv_cache_release(kv, pg >> 6), EVENT_SENTINEL, NULL, 0);
+            if (pg & 2) { /* and a second append, into what the fork shares */
+                st = clattn_kv_cache_append(kv, Q, &t[0], &t[1], (flags & 4) ? counts : NULL, 0,
+                                            NULL, evp);
+                judge(st, ev, NULL, 0);
+                ev = EVENT_SENTINEL;
+            }
             clattn_kv_attend_params ap = clattn_kv_attend_params_default();
             ap.splits = u8(&r) % 5;
             ap.lse = (flags & 8) ? &t[4] : NULL;

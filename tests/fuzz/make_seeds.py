@@ -42,10 +42,16 @@ seeds = {
     # the KV cache (op 9): a q8 cache of 1 sequence, 1 kv head, D 4, capacity 8; 3 tokens
     # appended (t0, t1), 2 query heads attending (t2 into t3); then flags, causal, len offset,
     # variants, and the cache's own bytes: batch, kv heads, D, capacity, dtype (200: q8),
-    # rotary dim, 4 counts, splits
+    # rotary dim, page size and pages (0: contiguous), 4 counts, the paged calls' byte, splits
     'kv_q8': bytes([9]) + bhtd(0, 1, 1, 3, 4) + bhtd(20, 1, 1, 3, 4) + bhtd(40, 1, 2, 1, 4)
     + bhtd(0, 1, 2, 1, 4, buf=2) + bhtd(20, 1, 2, 1, 1, buf=2) + bhtd(0, 1, 1, 1, 1)
-    + bytes([0, 0, 0, 0, 1, 1, 4, 8, 200, 0, 0, 0, 0, 0, 0]),
+    + bytes([0, 0, 0, 0, 1, 1, 4, 8, 200, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    # a paged cache (pages of 2 tokens, 6 of them) of 2 sequences: 3 tokens to sequence 0 (with
+    # counts), a fork of it into sequence 1, a second append of 3 tokens to sequence 0 (copy on
+    # write of the shared half page), both attending
+    'kv_paged': bytes([9]) + bhtd(0, 2, 1, 3, 4) + bhtd(30, 2, 1, 3, 4) + bhtd(40, 2, 2, 1, 4)
+    + bhtd(0, 2, 2, 1, 4, buf=2) + bhtd(20, 2, 2, 1, 1, buf=2) + bhtd(0, 1, 1, 1, 1)
+    + bytes([4, 0, 0, 0, 2, 1, 4, 8, 0, 0, 2, 6, 3, 0, 0, 0, 1 | 2 | (1 << 3), 0]),
     'sdpa_masked_lse': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4)
     + bhtd(60, 1, 2, 3, 4) + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4)
     + bhtd(9, 1, 2, 3, 1, buf=4) + bytes([1 | 2 | 8, 2, 0, 0, 2, 0]),
