@@ -288,27 +288,31 @@ static clattn_status page_steps(clattn_plan *p, clattn_kv_cache *c, const char *
         copies += pg->changes[i].from >= 0;
     if (st != CL_SUCCESS || copies == 0)
         return st;
-    cl_int *pairs = malloc(2 * copies * sizeof *pairs);
-    if (!pairs)
+    /* Rows are a whole number of 16-bit words in every storage format; a head's rows of a page
+     * are `words` of them, heads `head` words apart. Only the rows the sequence holds are
+     * copied (the rest were never written). */
+    const clattn_tensor pool = storage_view(c, c->k);
+    const size_t row = pool.strides[2] * clattn_dtype_size(c->dtype) / 2;
+    const size_t words = pool.strides[0] * clattn_dtype_size(c->dtype) / 2;
+    cl_int *copy = malloc(3 * copies * sizeof *copy);
+    if (!copy)
         return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
     size_t n = 0;
     for (size_t i = 0; i < pg->num_changes; i++)
         if (pg->changes[i].from >= 0) {
-            pairs[n++] = pg->changes[i].from;
-            pairs[n++] = pg->changes[i].page;
+            copy[n++] = pg->changes[i].from;
+            copy[n++] = pg->changes[i].page;
+            copy[n++] = (cl_int)(c->len[pg->changes[i].b] % pg->page_size * row);
         }
-    cl_mem pairs_buf;
-    st = clattn__plan_buffer_copy(p, n * sizeof *pairs, pairs, &pairs_buf);
-    free(pairs);
+    cl_mem copy_buf;
+    st = clattn__plan_buffer_copy(p, n * sizeof *copy, copy, &copy_buf);
+    free(copy);
     if (st != CL_SUCCESS)
         return st;
-    /* a page of every head: a whole number of 16-bit words in every storage format */
-    const clattn_tensor pool = storage_view(c, c->k);
-    const size_t words = pool.strides[0] * clattn_dtype_size(c->dtype) / 2;
     clattn_kargs args = {0};
     clattn__arg_mem(&args, c->k);
     clattn__arg_mem(&args, c->v);
-    clattn__arg_mem(&args, pairs_buf);
+    clattn__arg_mem(&args, copy_buf);
     clattn__arg_ulong(&args, words);
     clattn__arg_ulong(&args, pool.strides[1] * clattn_dtype_size(c->dtype) / 2);
     const size_t global[3] = {words, c->Hkv, copies};

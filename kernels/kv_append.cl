@@ -12,7 +12,7 @@
  * `at` of sequence b goes to row at % PAGE_SIZE of page pt[pt_off + b * pt_stride + at /
  * PAGE_SIZE] (the block tables the host uploads with the call, already holding the pages the
  * append takes), and the host, which owns the lengths, runs no kv_advance. kv_copy_pages copies
- * the shared pages an append writes into (copy on write) first. */
+ * the rows the sequence holds of the shared pages an append writes into (copy on write) first. */
 
 #ifndef HAS_COUNTS
 #define HAS_COUNTS 0
@@ -121,15 +121,18 @@ __kernel void kv_advance(__global int *len, __global const int *counts, uint cou
     len[b] += (int)new_tokens(counts, b, count);
 }
 
-/* Copy on write: pages pairs[2i] of K and V copied to pages pairs[2i + 1]: each head's rows of a
- * page are `page` 16-bit words (every storage format's rows are a whole number of them), the
- * heads `head` words apart. NDRange (page, Hkv, pairs). */
-__kernel void kv_copy_pages(__global ushort *k, __global ushort *v, __global const int *pairs,
+/* Copy on write: for each copy i, page copy[3i] of K and V copied to page copy[3i + 1], the
+ * first copy[3i + 2] 16-bit words of each head's rows (those the sequence holds; every storage
+ * format's rows are a whole number of words). A head's rows of a page are `page` words, heads
+ * `head` words apart. NDRange (page, Hkv, copies). */
+__kernel void kv_copy_pages(__global ushort *k, __global ushort *v, __global const int *copy,
                             ulong page, ulong head)
 {
     const ulong w = get_global_id(0), h = get_global_id(1), i = get_global_id(2);
-    const ulong from = (ulong)pairs[2 * i] * page + h * head + w;
-    const ulong to = (ulong)pairs[2 * i + 1] * page + h * head + w;
+    if (w >= (ulong)copy[3 * i + 2])
+        return;
+    const ulong from = (ulong)copy[3 * i] * page + h * head + w;
+    const ulong to = (ulong)copy[3 * i + 1] * page + h * head + w;
     k[to] = k[from];
     v[to] = v[from];
 }
