@@ -168,13 +168,12 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     if (params->cu_seqlens_q && (st = varlen_offsets(p, params, &seqs, &rows, &cu)) != CL_SUCCESS)
         return st;
     flash_config c = choose(p->ctx, D, Dv);
-    /* One query per sequence on a CPU (decoding) over K and V stored as half, bfloat16 or int8:
-     * the decode layout, a work-item per kv head converting each K and V row once, as vectors,
-     * for its whole group of query heads. Float rows stay on variant 0, whose broadcast loads
-     * fold into its FMAs and ran 10-25 % faster there (BENCHMARKS.md, 2026-11-29). */
+    /* One query per sequence on a CPU (decoding): the decode layout, a work-item per kv head
+     * reading (and converting) each K and V row once, as vectors, for its whole group of query
+     * heads, and summing 16 keys' dot products at once. Faster than variant 0 for every
+     * storage format since that summing (BENCHMARKS.md, 2026-11-29). */
     const size_t group = K->dims[1] ? Hq / K->dims[1] : 1;
-    if (c.variant == 0 && rows == 1 && D == Dv && group <= 16 && !params->mask.additive &&
-        V->dtype != CLATTN_F32)
+    if (c.variant == 0 && rows == 1 && D == Dv && group <= 16 && !params->mask.additive)
         c.variant = 2;
     const size_t pack = c.variant == 2 ? group : pack_heads(&c, Q, V, rows);
     const clattn_mask_params *m = &params->mask;

@@ -20,10 +20,10 @@
  *     written out: scores are vectorised across the 16 queries, the weighted sum across the value
  *     dim. No local memory, no barriers. NDRange (ceil(Lq / (16 / PACK)), B * H / PACK), local
  *     (1, 1).
- *   VARIANT 2 (CPUs, one query per sequence over half, bfloat16 or int8 K and V: decoding from
- *     a KV cache): one work-item per kv head and its GROUP query heads; each K and V row is
- *     loaded and converted once, as vectors along the head dim, for all of them (variant 0
- *     there fills GROUP of its 16 lanes and converts K a scalar at a time).
+ *   VARIANT 2 (CPUs, one query per sequence: decoding): one work-item per kv head and its
+ *     GROUP query heads; each K and V row is loaded (and converted) once, as vectors along the
+ *     head dim, for all of them, and the dot products of 16 keys are summed across their lanes
+ *     together (variant 0 there fills GROUP of its 16 lanes and loads K a scalar at a time).
  *     NDRange (1, B * Hkv, splits), local (1, 1, 1).
  *   VARIANT 1 (GPUs): a work-group of WG work-items, one query each; the work-group stages
  *     blocks of K and V in local memory with coalesced loads. NDRange (ceil(Lq / WG) * WG, B * H),
@@ -445,11 +445,11 @@ void flash_attention(FLASH_PARAMS)
 #elif VARIANT == 2
 /* ---- CPU decode variant --------------------------------------------------------------------- */
 
-/* One query per sequence (decoding) over K and V stored as half, bfloat16 or int8 (host/flash.c
- * picks it): a work-item takes a kv head and the GROUP query heads that share it, and reads and
- * converts each K and V row once for all of them, as VEC-wide vectors along the head dim
- * (HEAD_DIM == VALUE_DIM, VEC divides it). A score is a dot product of vectors summed
- * across the lanes; the weighted sum adds a weight times the V row to each head's accumulators.
+/* One query per sequence (decoding; host/flash.c picks it): a work-item takes a kv head and the
+ * GROUP query heads that share it, and reads and converts each K and V row once for all of
+ * them, as VEC-wide vectors along the head dim (HEAD_DIM == VALUE_DIM, VEC divides it). A score
+ * is a dot product of vectors summed across the lanes (16 keys at once when VEC is 16); the
+ * weighted sum adds a weight times the V row to each head's accumulators.
  * No additive mask (the host picks this variant only without one). */
 #if VEC == 1
 #define floatV float
@@ -469,6 +469,63 @@ inline float lane_sum(floatV x)
 }
 #define NV (HEAD_DIM / VEC) /* vectors per row */
 
+#if VEC == 16 && BLOCK_K % 16 == 0
+/* Scores 16 keys at a time: each key's dot product is left as 16 partial sums (a vector), and
+ * the 16 vectors of 16 keys are summed across their lanes together, by adding the even and the
+ * odd lanes of pairs of them four times, which leaves the sums in key order: 15 vector additions
+ * for 16 keys instead of 15 scalar ones per key. The softmax then runs on vectors of 16 scores.
+ * (shuffle2, not .even / .odd: Oclgrind 21.10's uninitialised-value check crashes on a vector
+ * built from those swizzles.) */
+#define KEY_LANES 1
+#define EVENS (uint16)(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#define ODDS (uint16)(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+#define PAIR_SUM(a, b) (shuffle2((a), (b), EVENS) + shuffle2((a), (b), ODDS))
+inline float16 lane_sums16(__private const float16 *t)
+{
+    float16 u[8], w[4], x[2];
+    for (int i = 0; i < 8; i++)
+        u[i] = PAIR_SUM(t[2 * i], t[2 * i + 1]);
+    for (int i = 0; i < 4; i++)
+        w[i] = PAIR_SUM(u[2 * i], u[2 * i + 1]);
+    for (int i = 0; i < 2; i++)
+        x[i] = PAIR_SUM(w[2 * i], w[2 * i + 1]);
+    return PAIR_SUM(x[0], x[1]);
+}
+/* The largest and the sum of x's lanes. */
+inline float lane_max16(float16 x)
+{
+    for (int i = 0; i < 4; i++)
+        x = fmax(shuffle2(x, x, EVENS), shuffle2(x, x, ODDS));
+    return x.s0;
+}
+inline float lane_add16(float16 x)
+{
+    for (int i = 0; i < 4; i++)
+        x = PAIR_SUM(x, x);
+    return x.s0;
+}
+
+/* ONLINE_SOFTMAX_BLOCK for one head's BLOCK_K scores s, 16 at a time. */
+inline float online_softmax16(__private float *s, __private float *m, __private float *l)
+{
+    float16 mx = vload16(0, s);
+    for (int j = 1; j < BLOCK_K / 16; j++)
+        mx = fmax(mx, vload16(j, s));
+    const float m_new = fmax(*m, lane_max16(mx)), base = EXP_BASE(m_new);
+    const float alpha = exp2(*m - base);
+    float16 sum = 0.0f;
+    for (int j = 0; j < BLOCK_K / 16; j++) {
+        const float16 p = exp2(vload16(j, s) - base);
+        vstore16(p, j, s);
+        sum += p;
+    }
+    *l = fma(*l, alpha, lane_add16(sum));
+    *m = m_new;
+    return alpha;
+}
+#else
+#define KEY_LANES 0
+#endif
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void flash_attention(FLASH_PARAMS)
@@ -522,9 +579,58 @@ void flash_attention(FLASH_PARAMS)
     const __global T_KV *kb0 = KV_BASE(k, bk, hk);
     const __global T_KV *vb0 = KV_BASE(v, bk, hk);
     float s[GROUP][BLOCK_K];
+#if KEY_LANES
+    const int16 firstv = (int16)(int)min(first, (long)INT_MAX), limv = (int16)(int)min(lim, hi_max);
+    const int16 keepv = (int16)(int)min(keep, (long)INT_MAX);
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    (void)firstv, (void)keepv;
+#endif
     for (long kb = WINDOW_SKIP(k_begin, keep_end, lo); kb < hi_max;
          kb = WINDOW_SKIP(kb + BLOCK_K, keep_end, lo)) {
         const int nk = (int)min((long)BLOCK_K, hi_max - kb);
+#if KEY_LANES
+        for (int j0 = 0; j0 < BLOCK_K; j0 += 16) {
+            /* keys past the block's end read the last row (valid memory) and are hidden */
+            float16 t[GROUP][16];
+            float sc[16];
+            for (int jj = 0; jj < 16; jj++) {
+                const __global T_KV *kr = KV_ROW(kb0, k, min(kb + j0 + jj, hi_max - 1));
+                floatV kv[NV];
+                for (int c = 0; c < NV; c++)
+                    kv[c] = LOADV(c, kr);
+                sc[jj] = KV_SCALED(1.0f, kr, HEAD_DIM);
+                for (int g = 0; g < GROUP; g++) {
+                    floatV a = qv[g][0] * kv[0];
+                    for (int c = 1; c < NV; c++)
+                        a = fma(qv[g][c], kv[c], a);
+                    t[g][jj] = a;
+                }
+            }
+            (void)sc;
+            const int16 jv = (int)(kb + j0) + lane;
+            const int16 seen = KEY_VISIBLE(jv, firstv, limv, keepv);
+            for (int g = 0; g < GROUP; g++) {
+                float16 a = lane_sums16(t[g]);
+#if KV_FMT == 3
+                a *= vload16(0, sc); /* int8 rows: each key's scale */
+#endif
+#if HAS_SOFTCAP
+                a = cap * (SOFTCAP_IS_FAST(inv_cap) ? softcap_fast16(a * inv_cap)
+                                                    : softcap_exact16(a * inv_cap));
+#endif
+#if HAS_ALIBI
+                a += ALIBI(float16, slope[g], pos, convert_float16(jv));
+#endif
+                vstore16(select((float16)(-INFINITY), a, seen), 0, &s[g][j0]);
+            }
+        }
+        float alpha[GROUP];
+        for (int g = 0; g < GROUP; g++) {
+            alpha[g] = online_softmax16(s[g], &m[g], &l[g]);
+            for (int c = 0; c < NV; c++)
+                acc[g][c] *= alpha[g];
+        }
+#else
         for (int j = 0; j < BLOCK_K; j++) {
             if (j >= nk) { /* past the split's or the window's end: no weight */
                 for (int g = 0; g < GROUP; g++)
@@ -559,6 +665,9 @@ void flash_attention(FLASH_PARAMS)
             for (int c = 0; c < NV; c++)
                 acc[g][c] *= alpha[g];
         }
+#endif
+        /* Keys below nk are below the key limit: only a window hides some of them, so only
+         * then does a weight of 0 need the zero-weight rule (as variant 0's uncut blocks). */
         for (int j = 0; j < nk; j++) {
             const __global T_KV *vr = KV_ROW(vb0, v, kb + j);
             floatV vv[NV];
@@ -567,7 +676,8 @@ void flash_attention(FLASH_PARAMS)
             for (int g = 0; g < GROUP; g++) {
                 const floatV p = (floatV)s[g][j];
                 for (int c = 0; c < NV; c++)
-                    acc[g][c] = WEIGHTED_ADD(floatV, acc[g][c], p, vv[c]);
+                    acc[g][c] = HAS_WINDOW ? WEIGHTED_ADD(floatV, acc[g][c], p, vv[c])
+                                           : fma(p, vv[c], acc[g][c]);
             }
         }
     }
