@@ -333,6 +333,9 @@ static clattn_status append_plan(clattn_plan *p, clattn_kv_cache *c, const clatt
         return CLATTN_ERROR_INVALID_SHAPE;
     if (V->dtype != K->dtype)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
+    /* Nothing planned yet: an append that failed after planning its pages left them there,
+     * and this call's commit must not take them (an append of no tokens plans none). */
+    c->pg.num_changes = 0;
     size_t most = 0;
     bool uniform = true;
     for (size_t b = 0; b < c->B; b++) {

@@ -362,6 +362,16 @@ static void reset_kv_paged(sweep *s)
     CL_OK(clFinish(s->e.queue));
 }
 
+/* An append of no tokens (which commits whatever append it plans: nothing), then op_kv: after a
+ * point that failed, the repeated op starts with it. */
+static clattn_status op_kv_paged(sweep *s, cl_event *ev)
+{
+    const clattn_tensor KN = view(s, IN_KN, B, HKV, 3, D), VN = view(s, IN_VN, B, HKV, 3, D);
+    const size_t none[B] = {0, 0};
+    clattn_status st = clattn_kv_cache_append(s->kv, s->e.queue, &KN, &VN, none, 0, NULL, NULL);
+    return st != CL_SUCCESS ? st : op_kv(s, ev);
+}
+
 /* ---- The sweep ------------------------------------------------------------------------------ */
 
 static void balances(long *b)
@@ -626,7 +636,7 @@ static bool kv_append_attend(void)
 static bool kv_paged_append_attend(void)
 {
     static const int outs[] = {OUT_M};
-    return sweep_op(op_kv, reset_kv_paged, outs, 1, false);
+    return sweep_op(op_kv_paged, reset_kv_paged, outs, 1, false);
 }
 static bool kv_create(void)
 {
