@@ -96,6 +96,9 @@ clattn_status clattn_kv_cache_create(clattn_context *ctx, const clattn_kv_cache_
     clattn_status st = clattn__flash_supports(ctx, p->head_dim, p->head_dim, p->dtype);
     if (st != CL_SUCCESS)
         return st;
+    /* A head's rows of a page, in bytes, fit an int too (the copy on write counts them). */
+    if (paged && p->page_size > 0x7fffffff / clattn__kv_row_bytes(p->dtype, p->head_dim))
+        return CLATTN_ERROR_INVALID_SHAPE;
     size_t rotary = 0;
     if (p->rope && (p->rope->positions ||
                     (st = clattn__rope_check(ctx, p->rope, p->head_dim, p->batch, &rotary)) !=
@@ -474,8 +477,10 @@ static clattn_status attend_check(const clattn_kv_cache *c, const clattn_tensor 
     if (Hq == 0 || Lq == 0)
         return CL_SUCCESS; /* nothing to attend */
 
+    /* The splits cover the longest sequence's keys: every sequence's, also in mixed steps
+     * (whose queries sit in one batch item). */
     size_t max_len = 0;
-    for (size_t b = 0; b < B; b++)
+    for (size_t b = 0; b < c->B; b++)
         max_len = c->len[b] > max_len ? c->len[b] : max_len;
     const size_t groups = B * Hq * ((Lq + 15) / 16);
     size_t S = ap->splits ? ap->splits : auto_splits(c, groups, max_len);
