@@ -866,7 +866,9 @@ typedef struct clattn_kv_cache_params {
      * page_size tokens each, taken as sequences grow and given back by
      * clattn_kv_cache_release; `capacity` is then the most tokens one sequence may hold (its
      * block table's length, capacity / page_size rounded up). 0 (default): every sequence owns
-     * `capacity` tokens of contiguous storage. */
+     * `capacity` tokens of contiguous storage. CLATTN_ERROR_INVALID_SHAPE: num_pages without a
+     * page_size, a page_size without num_pages, either above 2^31 - 1, or a head's rows of a page
+     * above 2^31 - 1 bytes. The host keeps a table of B x ceil(capacity / page_size) ints. */
     size_t page_size;
     size_t num_pages;
     void *reserved[6];   /* must be zero */
@@ -876,8 +878,9 @@ CLATTN_API clattn_kv_cache_params clattn_kv_cache_params_default(void);
 
 /*
  * Keys and values of B sequences x Hkv heads, up to `capacity` tokens each, in device memory the
- * cache owns, with every sequence's length kept on the host (for capacity checks) and on the
- * device (for attention).
+ * cache owns, with every sequence's length kept on the host (for capacity checks) and given to
+ * the attention on the device (a contiguous cache keeps a copy there; a paged one uploads its
+ * lengths with its tables at every call).
  *   Contiguous (page_size 0): [B, Hkv, capacity, D] each for K and V.
  *   Paged: a pool of num_pages pages of page_size tokens per kv head ([Hkv, num_pages,
  *   page_size, D] each, a head's pages side by side), and per sequence a block table (its
@@ -889,9 +892,9 @@ CLATTN_API clattn_kv_cache_params clattn_kv_cache_params_default(void);
  *   more free pages than the pool has is CLATTN_ERROR_POOL_EXHAUSTED and changes nothing.
  * Ownership: created by clattn_kv_cache_create, freed by clattn_kv_cache_destroy; the context
  * must outlive it. Thread safety: calls that change the cache (append, attend, release, fork,
- * prepare, destroy) must not overlap in time with any other call on it; the getters
- * (clattn_kv_cache_length, clattn_kv_cache_free_pages) may run from several threads at once
- * while nothing changes it. Different caches are independent. Work is enqueued in call order:
+ * prepare, destroy) must not overlap in time with any other call on it; the calls that only
+ * read it (clattn_kv_cache_length, clattn_kv_cache_free_pages,
+ * clattn_kv_cache_workspace_size) may run from several threads at once while nothing changes it. Different caches are independent. Work is enqueued in call order:
  * use one in-order queue per cache, or chain the events.
  */
 typedef struct clattn_kv_cache clattn_kv_cache;
@@ -908,9 +911,11 @@ CLATTN_API size_t clattn_kv_cache_length(const clattn_kv_cache *cache, size_t b)
 CLATTN_API size_t clattn_kv_cache_free_pages(const clattn_kv_cache *cache);
 
 /* Paged caches only (CLATTN_ERROR_UNSUPPORTED_PATH otherwise); host bookkeeping, nothing is
- * enqueued, so they take no queue: work already queued keeps the tables it was given, but a
- * page given back may be written by the next append, so wait for queued attention over a
- * released sequence before appending to others on another queue.
+ * enqueued, so they take no queue and no events: work already queued keeps the tables it was
+ * given, but a page given back may be written by the next append. On one in-order queue that is
+ * all in order; with several queues, wait for the queued work that reads or writes a released
+ * sequence's pages (its attention, its appends, a copy on write from them) before appending on
+ * another queue.
  * release: sequence b forgets its tokens (length 0); its pages that no other sequence shares go
  * back to the pool. fork: sequence dst (empty: length 0, else CLATTN_ERROR_INVALID_ARGUMENT)
  * becomes a copy of src sharing all of src's pages (a shared prompt prefix, beam search); the

@@ -363,7 +363,7 @@ static void reset_kv_paged(sweep *s)
 }
 
 /* An append of no tokens (which commits whatever append it plans: nothing), then op_kv: after a
- * point that failed, the repeated op starts with it. */
+ * point that failed, the repeated op starts with it. (Its cache: reset_kv_paged, below.) */
 static clattn_status op_kv_paged(sweep *s, cl_event *ev)
 {
     const clattn_tensor KN = view(s, IN_KN, B, HKV, 3, D), VN = view(s, IN_VN, B, HKV, 3, D);
@@ -417,8 +417,8 @@ static long counted_run(sweep *s, op_fn op, void (*reset)(sweep *), int kinds)
     return n;
 }
 
-/* The library's state a caller can see besides buffers: a KV cache's lengths. */
-/* The KV cache's lengths, then its free pages (a paged cache's). */
+/* The library's state a caller can see besides buffers: a KV cache's lengths, then its free
+ * pages (a paged cache's). */
 static void kv_lengths(const sweep *s, size_t *len)
 {
     for (size_t b = 0; b < B; b++)

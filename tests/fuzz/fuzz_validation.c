@@ -422,12 +422,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                         evp);
             judge(st, ev, NULL, 0); /* writes nothing of the caller's */
             ev = EVENT_SENTINEL;
-            /* a paged cache's host calls: a fork and a release of drawn sequences */
+            /* a paged cache's host calls: a fork and a release of drawn sequences (bit 0: fork
+             * from bits 2-3 into bits 4-5; bit 6: release bit 7; bit 1: append again) */
             const uint8_t pg = u8(&r);
             if (pg & 1)
-                judge(clattn_kv_cache_fork(kv, (pg >> 1) & 3, (pg >> 3) & 3), EVENT_SENTINEL, NULL, 0);
-            if (pg & 32)
-                judge(clattn_kv_cache_release(kv, pg >> 6), EVENT_SENTINEL, NULL, 0);
+                judge(clattn_kv_cache_fork(kv, (pg >> 2) & 3, (pg >> 4) & 3), EVENT_SENTINEL, NULL, 0);
+            if (pg & 64)
+                judge(clattn_kv_cache_release(kv, pg >> 7), EVENT_SENTINEL, NULL, 0);
             if (pg & 2) { /* and a second append, into what the fork shares */
                 st = clattn_kv_cache_append(kv, Q, &t[0], &t[1], (flags & 4) ? counts : NULL, 0,
                                             NULL, evp);

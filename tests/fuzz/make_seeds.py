@@ -51,7 +51,7 @@ seeds = {
     # write of the shared half page), both attending
     'kv_paged': bytes([9]) + bhtd(0, 2, 1, 3, 4) + bhtd(30, 2, 1, 3, 4) + bhtd(40, 2, 2, 1, 4)
     + bhtd(0, 2, 2, 1, 4, buf=2) + bhtd(20, 2, 2, 1, 1, buf=2) + bhtd(0, 1, 1, 1, 1)
-    + bytes([4, 0, 0, 0, 2, 1, 4, 8, 0, 0, 2, 6, 3, 0, 0, 0, 1 | 2 | (1 << 3), 0]),
+    + bytes([4, 0, 0, 0, 2, 1, 4, 8, 0, 0, 2, 6, 3, 0, 0, 0, 1 | 2 | (0 << 2) | (1 << 4), 0]),
     'sdpa_masked_lse': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4)
     + bhtd(60, 1, 2, 3, 4) + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4)
     + bhtd(9, 1, 2, 3, 1, buf=4) + bytes([1 | 2 | 8, 2, 0, 0, 2, 0]),
