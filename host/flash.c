@@ -170,10 +170,13 @@ clattn_status clattn__flash_plan(clattn_plan *p, const clattn_tensor *Q, const c
     flash_config c = choose(p->ctx, D, Dv);
     /* One query per sequence on a CPU (decoding): the decode layout, a work-item per kv head
      * reading (and converting) each K and V row once, as vectors, for its whole group of query
-     * heads, and summing 16 keys' dot products at once. Faster than variant 0 for every
-     * storage format since that summing (BENCHMARKS.md, 2026-11-29). */
+     * heads. Where it sums 16 keys' dot products at once (vectors of 16 along the head dim,
+     * blocks of a multiple of 16 keys) it is faster than variant 0 for every storage format;
+     * one key at a time, only for those that convert (BENCHMARKS.md, 2026-11-29). */
     const size_t group = K->dims[1] ? Hq / K->dims[1] : 1;
-    if (c.variant == 0 && rows == 1 && D == Dv && group <= 16 && !params->mask.additive)
+    const bool key_lanes = c.vec == 16 && c.block_k % 16 == 0;
+    if (c.variant == 0 && rows == 1 && D == Dv && group <= 16 && !params->mask.additive &&
+        (key_lanes || V->dtype != CLATTN_F32))
         c.variant = 2;
     const size_t pack = c.variant == 2 ? group : pack_heads(&c, Q, V, rows);
     const clattn_mask_params *m = &params->mask;
