@@ -44,7 +44,7 @@ if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
     logs+=("$build-asan/meson-logs/testlog-leaks.json")
     ASAN_OPTIONS=detect_leaks=0:strict_string_checks=1:detect_stack_use_after_return=1 \
       meson test -C "$build-asan" --print-errorlogs --suite ops --suite sdpa --suite mha \
-        --suite kv --suite events --suite varlen || rc=1
+        --suite kv --suite kv_paged --suite events --suite varlen || rc=1
     logs+=("$build-asan/meson-logs/testlog.json")
   else
     echo "sanitizer build failed"; rc=1
