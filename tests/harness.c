@@ -222,6 +222,26 @@ float half_to_float(uint16_t h)
     return f;
 }
 
+float bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+cl_mem buf_floats(test_env *e, const double *x, size_t n)
+{
+    float *f = malloc((n ? n : 1) * sizeof *f);
+    for (size_t i = 0; i < n; i++)
+        f[i] = (float)x[i];
+    cl_mem b = buf_new(e, n * sizeof *f);
+    buf_write(e, b, 0, f, n * sizeof *f);
+    free(f);
+    return b;
+}
+
 static uint64_t next(uint64_t *s)
 {
     /* splitmix64 */

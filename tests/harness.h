@@ -56,6 +56,11 @@ void buf_read(test_env *e, cl_mem b, size_t off_bytes, void *dst, size_t bytes);
  * independent of the device's vstore_half). */
 uint16_t half_from_float(float f);
 float half_to_float(uint16_t h);
+/* bfloat16 of x, rounded to nearest even, as a float (the tests' own conversion). */
+float bf16_round(float x);
+
+/* A new buffer holding n doubles as floats (slopes, sinks and other small vectors). */
+cl_mem buf_floats(test_env *e, const double *x, size_t n);
 
 /* Deterministic uniform floats in [lo, hi). */
 void fill_uniform(float *x, size_t n, uint64_t *seed, float lo, float hi);

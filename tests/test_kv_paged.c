@@ -98,16 +98,6 @@ static clattn_status world_append(world *w, const size_t *counts)
     return st;
 }
 
-static double bf16_round(double x)
-{
-    float f = (float)x;
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* What the attention calls get besides their queries: a variant, split keys, cross. */
 typedef struct attend_opts {
     size_t splits;
@@ -123,16 +113,6 @@ static attend_opts plain(size_t splits)
     return o;
 }
 #define PLAIN(splits) (&(attend_opts){(splits), false, false, -1, 0.0, false, false})
-
-static cl_mem floats_buf(test_env *e, const double *x, size_t n)
-{
-    float f[HQ];
-    for (size_t i = 0; i < n; i++)
-        f[i] = (float)x[i];
-    cl_mem b = buf_new(e, n * sizeof(float));
-    buf_write(e, b, 0, f, n * sizeof(float));
-    return b;
-}
 
 /* Attention of sequence b's newest nq[b] queries over everything it holds, in one call: packed
  * queries (o->mixed, cu_seqlens_q) or nq[0] for every sequence; each sequence against the
@@ -160,7 +140,7 @@ static bool world_check(world *w, const size_t *nq, const attend_opts *o, const 
     ref_alibi_slopes(HQ, slopes);
     for (size_t h = 0; h < HQ; h++)
         sinks[h] = 0.4 * (double)h - 0.7;
-    cl_mem sb = floats_buf(&w->e, slopes, HQ), kb = floats_buf(&w->e, sinks, HQ);
+    cl_mem sb = buf_floats(&w->e, slopes, HQ), kb = buf_floats(&w->e, sinks, HQ);
     clattn_kv_attend_params ap = clattn_kv_attend_params_default();
     ap.splits = o->splits, ap.cross = o->cross;
     if (o->mixed)
@@ -210,7 +190,7 @@ static bool world_check(world *w, const size_t *nq, const attend_opts *o, const 
                 ref_quantize_q8(HKV * len, D, vd, vd);
             } else if (w->dtype == CLATTN_BF16) {
                 for (size_t i = 0; i < HKV * len * D; i++)
-                    kd[i] = bf16_round(kd[i]), vd[i] = bf16_round(vd[i]);
+                    kd[i] = bf16_round((float)kd[i]), vd[i] = bf16_round((float)vd[i]);
             }
             ref_sdpa_variant(1, HQ, HKV, m, len, D, D, 1.0 / sqrt((double)D), o->cross ? 0 : 2,
                              NULL, NULL, &rv, qd, kd, vd, ro, NULL, NULL);

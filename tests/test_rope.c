@@ -131,18 +131,8 @@ static bool rope_fp16(void)
 
 /* A cache with RoPE: a prompt of P tokens appended at once, then `steps` single tokens; after
  * each append the newest Lq queries attend (split or not). Reference: every key rotated at its
- * position, the queries at theirs, bottom-right causal attention. */
-/* bfloat16 of x, rounded to nearest even (the test's own conversion). */
-static float bf16_round(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
-/* rope false: the same cache without RoPE. A bfloat16 cache gets float K/V whose values are
+ * position, the queries at theirs, bottom-right causal attention.
+ * rope false: the same cache without RoPE. A bfloat16 cache gets float K/V whose values are
  * already bfloat16 (so that only what the cache computes, the rotated keys, is rounded). */
 static bool kv_rope(int gptj, size_t R, clattn_dtype dtype, size_t splits, long window, bool rope)
 {

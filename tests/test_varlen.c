@@ -42,16 +42,6 @@ static double *rows_of(const double *all, size_t H, size_t total, size_t D, size
     return out;
 }
 
-static cl_mem floats_buf(test_env *e, const double *x, size_t n)
-{
-    float f[64];
-    for (size_t i = 0; i < n; i++)
-        f[i] = (float)x[i];
-    cl_mem b = buf_new(e, n * sizeof(float));
-    buf_write(e, b, 0, f, n * sizeof(float));
-    return b;
-}
-
 /* The view's whole buffer as fp16: its host copy rounded, a new device buffer of halves. */
 static void make_half(test_env *e, view_buf *v)
 {
@@ -106,7 +96,7 @@ static bool run(const vl_case *c)
     int lens[MAX_SEQS];
     for (size_t b = 0; b < c->n; b++) /* keys per sequence: some cut, one past the end */
         lens[b] = (int)(b % 3 == 1 ? (cross ? c->lk[b] : c->lq[b]) / 2 : b % 3 == 2 ? 1000 : 7);
-    cl_mem slope_buf = floats_buf(&e, slopes, c->Hq), sink_buf = floats_buf(&e, sinks, c->Hq);
+    cl_mem slope_buf = buf_floats(&e, slopes, c->Hq), sink_buf = buf_floats(&e, sinks, c->Hq);
     cl_mem len_buf = buf_new(&e, sizeof lens);
     buf_write(&e, len_buf, 0, lens, sizeof lens);
     if (c->half) {
