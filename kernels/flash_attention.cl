@@ -469,6 +469,23 @@ inline float lane_sum(floatV x)
 }
 #define NV (HEAD_DIM / VEC) /* vectors per row */
 
+/* The K row kr times each query head g of the group, as VEC partial sums not yet added across
+ * their lanes: STORE(g, x) takes each. The loops over the row's vectors and the group are
+ * unrolled: PoCL 3.1 left them rolled, with the accumulators in memory (decoding ran 1.1-1.7x
+ * slower). */
+#define ROW_DOTS(kr, STORE)                                                                        \
+    do {                                                                                           \
+        floatV kv_[NV];                                                                            \
+        _Pragma("unroll") for (int c_ = 0; c_ < NV; c_++)                                          \
+            kv_[c_] = LOADV(c_, (kr));                                                             \
+        _Pragma("unroll") for (int g_ = 0; g_ < GROUP; g_++) {                                     \
+            floatV a_ = qv[g_][0] * kv_[0];                                                        \
+            _Pragma("unroll") for (int c_ = 1; c_ < NV; c_++)                                      \
+                a_ = fma(qv[g_][c_], kv_[c_], a_);                                                 \
+            STORE(g_, a_);                                                                         \
+        }                                                                                          \
+    } while (0)
+
 #if VEC == 16 && BLOCK_K % 16 == 0
 /* Scores 16 keys at a time: each key's dot product is left as 16 partial sums (a vector), and
  * the 16 vectors of 16 keys are summed across their lanes together, by adding the even and the
@@ -595,21 +612,9 @@ void flash_attention(FLASH_PARAMS)
             float sc[16];
             for (int jj = 0; jj < 16; jj++) {
                 const __global T_KV *kr = KV_ROW(kb0, k, min(kb + j0 + jj, hi_max - 1));
-                floatV kv[NV];
-                /* The loops over the row's vectors and the group unrolled: PoCL 3.1 left them
-                 * rolled, with the accumulators in memory (decoding ran 1.1-1.7x slower). */
-                #pragma unroll
-                for (int c = 0; c < NV; c++)
-                    kv[c] = LOADV(c, kr);
+#define TO_LANES(g, x) (t[g][jj] = (x))
+                ROW_DOTS(kr, TO_LANES);
                 sc[jj] = KV_SCALED(1.0f, kr, HEAD_DIM);
-                #pragma unroll
-                for (int g = 0; g < GROUP; g++) {
-                    floatV a = qv[g][0] * kv[0];
-                    #pragma unroll
-                    for (int c = 1; c < NV; c++)
-                        a = fma(qv[g][c], kv[c], a);
-                    t[g][jj] = a;
-                }
             }
             (void)sc;
             const int16 jv = (int)(kb + j0) + lane;
@@ -644,18 +649,12 @@ void flash_attention(FLASH_PARAMS)
                 continue;
             }
             const __global T_KV *kr = KV_ROW(kb0, k, kb + j);
-            floatV kv[NV];
-            #pragma unroll
-            for (int c = 0; c < NV; c++)
-                kv[c] = LOADV(c, kr);
+            floatV dot[GROUP];
+#define TO_DOT(g, x) (dot[g] = (x))
+            ROW_DOTS(kr, TO_DOT);
             const bool seen = KEY_VISIBLE(kb + j, first, lim, keep);
-            #pragma unroll
             for (int g = 0; g < GROUP; g++) {
-                floatV t = qv[g][0] * kv[0];
-                #pragma unroll
-                for (int c = 1; c < NV; c++)
-                    t = fma(qv[g][c], kv[c], t);
-                float a = KV_SCALED(lane_sum(t), kr, HEAD_DIM);
+                float a = KV_SCALED(lane_sum(dot[g]), kr, HEAD_DIM);
 #if HAS_SOFTCAP
                 a = SOFTCAP(a, cap, inv_cap);
 #endif
