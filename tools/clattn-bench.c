@@ -948,6 +948,23 @@ static const char *peak_source =
     "}\n";
 
 /* Measured fp32 peak in GFLOP/s (0 on failure); prints one line per vector width. */
+/* Kernel `name` of the tool's own `source`, built with `opts` for the device (its program in
+ * *prog), or NULL (and *prog NULL) when it does not build. */
+static cl_kernel build_kernel(const char *source, const char *opts, const char *name,
+                              cl_program *prog)
+{
+    cl_int err;
+    *prog = clCreateProgramWithSource(g_context, 1, &source, NULL, &err);
+    cl_kernel k = NULL;
+    if (err == CL_SUCCESS && clBuildProgram(*prog, 1, &g_device, opts, NULL, NULL) == CL_SUCCESS)
+        k = clCreateKernel(*prog, name, &err);
+    if (!k && *prog) {
+        clReleaseProgram(*prog);
+        *prog = NULL;
+    }
+    return k;
+}
+
 static double measure_peak(const clattn_device_info *info, bool verbose)
 {
     static const int widths[] = {1, 4, 8, 16};
@@ -955,14 +972,12 @@ static double measure_peak(const clattn_device_info *info, bool verbose)
     const bool cpu = (info->type & CL_DEVICE_TYPE_CPU) != 0;
     for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
         cl_int err;
-        cl_program prog = clCreateProgramWithSource(g_context, 1, &peak_source, NULL, &err);
         char opts[64];
         snprintf(opts, sizeof opts, "-DVEC=%d", widths[w]);
-        if (err != CL_SUCCESS || clBuildProgram(prog, 1, &g_device, opts, NULL, NULL) != CL_SUCCESS) {
-            clReleaseProgram(prog);
+        cl_program prog;
+        cl_kernel k = build_kernel(peak_source, opts, "peak", &prog);
+        if (!k)
             continue;
-        }
-        cl_kernel k = clCreateKernel(prog, "peak", &err);
         /* CPUs: a few long work-items per core. GPUs: many work-items. */
         size_t global = cpu ? (size_t)info->compute_units * 4 : (size_t)info->compute_units * 4096;
         cl_mem out = clCreateBuffer(g_context, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
@@ -1047,15 +1062,12 @@ static double measure_bandwidth(const clattn_device_info *info, bool verbose)
     clFinish(g_queue);
     double best = 0.0;
     for (size_t w = 0; err == CL_SUCCESS && w < sizeof widths / sizeof widths[0]; w++) {
-        cl_program prog = clCreateProgramWithSource(g_context, 1, &bw_source, NULL, &err);
         char opts[64];
         snprintf(opts, sizeof opts, "-DVEC=%d%s", widths[w], cpu ? " -DCHUNKED" : "");
-        if (err != CL_SUCCESS || clBuildProgram(prog, 1, &g_device, opts, NULL, NULL) != CL_SUCCESS) {
-            clReleaseProgram(prog);
-            err = CL_SUCCESS;
+        cl_program prog;
+        cl_kernel k = build_kernel(bw_source, opts, "bw", &prog);
+        if (!k)
             continue;
-        }
-        cl_kernel k = clCreateKernel(prog, "bw", &err);
         const cl_uint per = (cl_uint)(bytes / (4 * (size_t)widths[w]) / global) & ~3u;
         clSetKernelArg(k, 0, sizeof in, &in);
         clSetKernelArg(k, 1, sizeof out, &out);
