@@ -73,6 +73,7 @@ void clattn__arg_window(clattn_kargs *a, const clattn_mask_params *m)
     clattn__arg_long(a, window_side(m->window_left));
     clattn__arg_long(a, window_side(m->window_right));
     clattn__arg_long(a, keep > (size_t)WINDOW_OPEN ? WINDOW_OPEN : (cl_long)keep);
+    clattn__arg_long(a, (cl_long)m->query_offset);
 }
 
 void clattn__arg_softcap(clattn_kargs *a, const clattn_logit_params *lp, float unit)

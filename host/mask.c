@@ -28,6 +28,8 @@ clattn_status clattn__mask_validate(const clattn_context *ctx, const size_t sdim
     clattn_status st = clattn__window_check(m->window_left, m->window_right);
     if (st != CL_SUCCESS)
         return st;
+    if (m->query_offset > CLATTN__QUERY_OFFSET_MAX || m->query_offset < -CLATTN__QUERY_OFFSET_MAX)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
     if (m->additive) {
         if ((st = clattn__view_check(ctx, m->additive, CLATTN_VIEW_INPUT)) != CL_SUCCESS)
             return st;

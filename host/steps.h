@@ -39,10 +39,14 @@ clattn_status clattn__window_check(int64_t left, int64_t right);
 /* Whether mask params have a window (either side bounded; window_keep_first alone does
  * nothing). */
 bool clattn__window_on(const clattn_mask_params *m);
-/* Kernel arguments, as the prelude's rules read them: the window's left and right sides and
- * kept first keys (three longs); the cap times `unit` (log2(e) for kernels that keep scores in
- * base 2) and its inverse (two floats); a float vector (buffer, offset; NULL and 0 for none). */
+/* Kernel arguments, as the prelude's rules read them: the window's left and right sides, the
+ * kept first keys and the query offset (four longs); the cap times `unit` (log2(e) for kernels
+ * that keep scores in base 2) and its inverse (two floats); a float vector (buffer, offset; NULL
+ * and 0 for none). */
 void clattn__arg_window(clattn_kargs *a, const clattn_mask_params *m);
+/* The largest |clattn_mask_params.query_offset|: far below the 2^40 that stands for an
+ * unbounded window side, so that an offset never closes an open side. */
+#define CLATTN__QUERY_OFFSET_MAX ((ptrdiff_t)1 << 38)
 void clattn__arg_softcap(clattn_kargs *a, const clattn_logit_params *lp, float unit);
 void clattn__arg_vector(clattn_kargs *a, cl_mem buf, size_t offset);
 /* A float [count] vector as a view, for the workspace overlap checks. */

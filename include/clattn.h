@@ -495,7 +495,15 @@ typedef struct clattn_mask_params {
     /* Keys j < window_keep_first stay visible whatever window_left says (StreamingLLM's
      * "attention sink" tokens; the causal mask and key lengths still apply). 0: none. */
     size_t window_keep_first;
-    void *reserved[4];
+    /* Moves every query along the keys: the position i' above becomes i + query_offset under
+     * CLATTN_CAUSAL_TOP_LEFT, and i + Lk_b - Lq + query_offset otherwise, for the causal mask,
+     * the window and ALiBi alike. For a block of a longer sequence: queries at positions q0 + i
+     * against keys at k0 + j see what the whole sequence's top-left mask shows them with
+     * query_offset = q0 - k0 (how clattn_mpi's ring attention computes one block against
+     * another). 0 (the default): as before. |query_offset| <= 2^38, or
+     * CLATTN_ERROR_INVALID_ARGUMENT. */
+    ptrdiff_t query_offset;
+    void *reserved[3];
 } clattn_mask_params;
 
 /* A window side with no limit (clattn_mask_params.window_left / window_right). */

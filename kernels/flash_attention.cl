@@ -157,7 +157,7 @@
     VIEW(const T_QO, q), VIEW(const T_KV, k), VIEW(const T_KV, v), VIEW(T_QO, o),                  \
     VIEW(float, lse), VIEW(const float, mask), __global const int *len, ulong len_off, ulong H,    \
     ulong group, ulong Lq_, ulong Lk_, float qscale, ulong split_keys, ulong o_split,              \
-    ulong l_split, long wl, long wr, long keep, float cap, float inv_cap,                          \
+    ulong l_split, long wl, long wr, long keep, long qoff, float cap, float inv_cap,               \
     __global const float *slopes, ulong slopes_off, __global const float *sinks, ulong sinks_off,  \
     ROPE_PARAMS, __global const int *cu, ulong cu_k_off, __global const int *pt, ulong pt_off,    \
     ulong pt_stride
@@ -275,12 +275,12 @@ void flash_attention(FLASH_PARAMS)
     const ulong hk = h0 / group;
     const long lk = valid_keys(len, len_off, b, Lk);
     const long i_last = min(i0 + QPB, Lq) - 1;
-    const long hi_first = key_limit(i0, lk, Lq, wr);
+    const long hi_first = key_limit(i0, lk, Lq, qoff, wr);
     const ulong split = get_global_id(2);
     const long k_begin = (long)(split * split_keys);
-    const long hi_max = split_keys ? min(key_limit(i_last, lk, Lq, wr), k_begin + (long)split_keys)
-                                   : key_limit(i_last, lk, Lq, wr);
-    const long lo = WINDOW_LO(k_begin, key_first(i0, lk, Lq, wl));
+    const long hi_last = key_limit(i_last, lk, Lq, qoff, wr);
+    const long hi_max = split_keys ? min(hi_last, k_begin + (long)split_keys) : hi_last;
+    const long lo = WINDOW_LO(k_begin, key_first(i0, lk, Lq, qoff, wl));
     const long keep_end = KEEP_END(keep, lo);
     o += split * o_split;
     lse += split * l_split;
@@ -292,9 +292,9 @@ void flash_attention(FLASH_PARAMS)
     for (int r = 0; r < BQ; r++) {
         const long ir = min(i0 + r / PACK, i_last);
         const ulong hr = h0 + r % PACK;
-        lim[r] = (int)key_limit(ir, lk, Lq, wr);
-        first[r] = (int)min(key_first(ir, lk, Lq, wl), (long)INT_MAX);
-        pos[r] = (float)query_pos(ir, lk, Lq);
+        lim[r] = (int)key_limit(ir, lk, Lq, qoff, wr);
+        first[r] = (int)min(key_first(ir, lk, Lq, qoff, wl), (long)INT_MAX);
+        pos[r] = (float)query_pos(ir, lk, Lq, qoff);
         slope[r] = HAS_ALIBI ? slopes[slopes_off + hr] * LOG2E : 0.0f;
         sink[r] = HAS_SINKS ? sinks[sinks_off + hr] * LOG2E : 0.0f;
     }
@@ -317,7 +317,7 @@ void flash_attention(FLASH_PARAMS)
             const __global T_QO *qr = q + AT(q, bv, h0 + r % PACK, ir, 0);
 #if HAS_ROPE /* queries rotated at their positions among the keys (KV-cache attention) */
 #define Q_DIM(j) LOAD_QO(qr, j)
-            const long qpos = query_pos(ir, lk, Lq);
+            const long qpos = query_pos(ir, lk, Lq, qoff);
             for (int d = 0; d < HEAD_DIM; d++)
                 qtf[d * BQ + r] = ROPE_AT(Q_DIM, d, qpos) * qscale;
 #else
@@ -553,8 +553,8 @@ void flash_attention(FLASH_PARAMS)
     if (Lq <= 0)
         return; /* a sequence with no query (VARLEN) */
     const long lk = valid_keys(len, len_off, b, Lk);
-    const long lim = key_limit(0, lk, Lq, wr), first = key_first(0, lk, Lq, wl);
-    const float pos = (float)query_pos(0, lk, Lq);
+    const long lim = key_limit(0, lk, Lq, qoff, wr), first = key_first(0, lk, Lq, qoff, wl);
+    const float pos = (float)query_pos(0, lk, Lq, qoff);
     const ulong split = get_global_id(2);
     const long k_begin = (long)(split * split_keys);
     const long hi_max = split_keys ? min(lim, k_begin + (long)split_keys) : lim;
@@ -574,7 +574,7 @@ void flash_attention(FLASH_PARAMS)
 #if HAS_ROPE
 #define Q_DIM(j) LOAD_QO(qr, j)
         for (int d = 0; d < HEAD_DIM; d++)
-            qf[d] = ROPE_AT(Q_DIM, d, query_pos(0, lk, Lq)) * qscale;
+            qf[d] = ROPE_AT(Q_DIM, d, query_pos(0, lk, Lq, qoff)) * qscale;
 #else
         for (int d = 0; d < HEAD_DIM; d++)
             qf[d] = LOAD_QO(qr, d) * qscale;
@@ -734,15 +734,15 @@ void flash_attention(FLASH_PARAMS)
     /* Uniform across the work-group: the key loop and its barriers run the same for all. */
     const ulong split = get_global_id(2);
     const long k_begin = (long)(split * split_keys);
-    const long hi_all = key_limit(min(g0 + WG, Lq) - 1, lk, Lq, wr);
+    const long hi_all = key_limit(min(g0 + WG, Lq) - 1, lk, Lq, qoff, wr);
     const long hi_max = split_keys ? min(hi_all, k_begin + (long)split_keys) : hi_all;
-    const long lo = WINDOW_LO(k_begin, key_first(min(g0, Lq - 1), lk, Lq, wl));
+    const long lo = WINDOW_LO(k_begin, key_first(min(g0, Lq - 1), lk, Lq, qoff, wl));
     const long keep_end = KEEP_END(keep, lo);
     o += split * o_split;
     lse += split * l_split;
-    const long lim = key_limit(ic, lk, Lq, wr);
-    const long first = key_first(ic, lk, Lq, wl);
-    const float pos = (float)query_pos(ic, lk, Lq);
+    const long lim = key_limit(ic, lk, Lq, qoff, wr);
+    const long first = key_first(ic, lk, Lq, qoff, wl);
+    const float pos = (float)query_pos(ic, lk, Lq, qoff);
     const float slope = HAS_ALIBI ? slopes[slopes_off + h] * LOG2E : 0.0f;
     (void)first;
     (void)pos;
@@ -754,7 +754,7 @@ void flash_attention(FLASH_PARAMS)
 #if HAS_ROPE
 #define Q_DIM(j) LOAD_QO(q, AT(q, bv, h, ic, j))
     for (int d = 0; d < HEAD_DIM; d++)
-        qr[d] = ROPE_AT(Q_DIM, d, query_pos(ic, lk, Lq)) * qscale;
+        qr[d] = ROPE_AT(Q_DIM, d, query_pos(ic, lk, Lq, qoff)) * qscale;
 #else
     ROPE_UNUSED;
     for (int d = 0; d < HEAD_DIM; d++)

@@ -7,7 +7,8 @@
 
 __kernel void mask_apply(VIEW(float, s), ulong H, ulong Lq, ulong Lk, VIEW(const float, m),
                          __global const int *len, ulong len_off, long wl, long wr, long keep,
-                         float cap, float inv_cap, __global const float *slopes, ulong slopes_off)
+                         long qoff, float cap, float inv_cap, __global const float *slopes,
+                         ulong slopes_off)
 {
     const ulong j = get_global_id(0);
     const ulong i = get_global_id(1);
@@ -28,11 +29,13 @@ __kernel void mask_apply(VIEW(float, s), ulong H, ulong Lq, ulong Lk, VIEW(const
     UNUSED_VIEW(m);
 #endif
 #if HAS_ALIBI
-    v += ALIBI(float, slopes[slopes_off + h], (float)query_pos((long)i, lk, (long)Lq), (long)j);
+    const float pos = (float)query_pos((long)i, lk, (long)Lq, qoff);
+    v += ALIBI(float, slopes[slopes_off + h], pos, (long)j);
 #else
     (void)slopes;
     (void)slopes_off;
 #endif
-    const long first = key_first((long)i, lk, (long)Lq, wl);
-    s[at] = KEY_VISIBLE((long)j, first, key_limit((long)i, lk, (long)Lq, wr), keep) ? v : -INFINITY;
+    const long first = key_first((long)i, lk, (long)Lq, qoff, wl);
+    const long limit = key_limit((long)i, lk, (long)Lq, qoff, wr);
+    s[at] = KEY_VISIBLE((long)j, first, limit, keep) ? v : -INFINITY;
 }

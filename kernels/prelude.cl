@@ -124,48 +124,47 @@ inline long valid_keys(__global const int *len, ulong len_off, ulong b, long Lk)
 }
 
 /* The position of query i (of Lq) among its batch item's lk keys, i': i when the causal mask is
- * top-left, i + lk - Lq otherwise (the last query sits at the last key). The window and ALiBi
- * measure distances from it. */
-inline long query_pos(long i, long lk, long Lq)
+ * top-left, i + lk - Lq otherwise (the last query sits at the last key), moved by qoff (the
+ * mask's query_offset). The window and ALiBi measure distances from it. */
+inline long query_pos(long i, long lk, long Lq, long qoff)
 {
 #if CAUSAL == 1
     (void)lk;
     (void)Lq;
-    return i;
+    return i + qoff;
 #else
-    return i + lk - Lq;
+    return i + lk - Lq + qoff;
 #endif
 }
 
-/* Query i sees the keys j < key_limit(i, lk, Lq, wr) that are at or past key_first(i, lk, Lq,
- * wl) or below the kept first keys (KEY_VISIBLE). wl and wr are the window's sides (the host
- * passes a huge value for an unbounded side); without HAS_WINDOW they are ignored. Both bounds
- * grow with i, so the first and last queries of a block bound the keys the block sees. */
-inline long key_limit(long i, long lk, long Lq, long wr)
+/* Query i sees the keys j < key_limit(i, lk, Lq, qoff, wr) that are at or past key_first(i, lk,
+ * Lq, qoff, wl) or below the kept first keys (KEY_VISIBLE). wl and wr are the window's sides (the
+ * host passes a huge value for an unbounded side); without HAS_WINDOW they are ignored. Both
+ * bounds grow with i, so the first and last queries of a block bound the keys the block sees. */
+inline long key_limit(long i, long lk, long Lq, long qoff, long wr)
 {
-#if CAUSAL == 1
-    long lim = min(i + 1, lk);
-#elif CAUSAL == 2
-    long lim = clamp(i + lk - Lq + 1, 0L, lk);
+#if CAUSAL != 0
+    long lim = clamp(query_pos(i, lk, Lq, qoff) + 1, 0L, lk);
 #else
     long lim = lk;
 #endif
 #if HAS_WINDOW
-    lim = clamp(query_pos(i, lk, Lq) + wr + 1, 0L, lim);
+    lim = clamp(query_pos(i, lk, Lq, qoff) + wr + 1, 0L, lim);
 #else
     (void)wr;
 #endif
     return lim;
 }
 
-inline long key_first(long i, long lk, long Lq, long wl)
+inline long key_first(long i, long lk, long Lq, long qoff, long wl)
 {
 #if HAS_WINDOW
-    return max(query_pos(i, lk, Lq) - wl, 0L);
+    return max(query_pos(i, lk, Lq, qoff) - wl, 0L);
 #else
     (void)i;
     (void)lk;
     (void)Lq;
+    (void)qoff;
     (void)wl;
     return 0;
 #endif

@@ -133,7 +133,7 @@ void ref_sdpa(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, size_t D, s
 
 ref_variant ref_variant_none(void)
 {
-    ref_variant v = {-1, -1, 0, 0.0, NULL, NULL};
+    ref_variant v = {-1, -1, 0, 0.0, NULL, NULL, 0};
     return v;
 }
 
@@ -166,7 +166,8 @@ void ref_sdpa_variant(size_t B, size_t Hq, size_t Hkv, size_t Lq, size_t Lk, siz
         for (size_t h = 0; h < Hq; h++)
             for (size_t i = 0; i < Lq; i++) {
                 /* where the query stands among the keys */
-                const long pos = causal == 1 ? (long)i : (long)i + lk - (long)Lq;
+                const long pos =
+                    (causal == 1 ? (long)i : (long)i + lk - (long)Lq) + var->query_offset;
                 const size_t row = (b * Hq + h) * Lq + i;
                 int has_nan = 0;
                 double mx = -INFINITY;

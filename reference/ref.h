@@ -41,6 +41,7 @@ typedef struct ref_variant {
     double softcap;                 /* 0: off */
     const double *alibi;            /* slopes [Hq] or NULL */
     const double *sinks;            /* sink logits [Hq] or NULL */
+    long query_offset;              /* added to every query's position among the keys */
 } ref_variant;
 
 ref_variant ref_variant_none(void);

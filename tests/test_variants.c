@@ -22,11 +22,13 @@ typedef struct var_case {
     float softcap;  /* 0 off */
     bool alibi, sinks, lse;
     float qmul; /* 0 or 1: Q as drawn; else Q times this (scores large enough for a cap to bite) */
+    long qoff;  /* the mask's query_offset */
 } var_case;
 
 static var_case base(size_t Lq, size_t Lk)
 {
-    var_case c = {2, 4, 2, Lq, Lk, 32, 0, false, false, -1, -1, 0, 0.0f, false, false, true, 0.0f};
+    var_case c = {2, 4, 2, Lq, Lk, 32, 0, false, false, -1, -1, 0, 0.0f, false, false, true, 0.0f,
+                  0};
     return c;
 }
 
@@ -77,6 +79,8 @@ static void inputs_new(test_env *e, const var_case *c, var_inputs *in)
     in->mp.window_left = c->wl;
     in->mp.window_right = c->wr;
     in->mp.window_keep_first = c->keep;
+    in->mp.query_offset = c->qoff;
+    in->rv.query_offset = c->qoff;
     in->rv.window_left = c->wl;
     in->rv.window_right = c->wr;
     in->rv.keep_first = c->keep;
@@ -291,6 +295,17 @@ VAR_CASE(window_sinks_gqa, c.Hq = 8; c.Hkv = 2; c.Lq = 3; c.Lk = 150; c.causal =
 VAR_CASE(alibi_causal_lengths, c.causal = 1; c.Lq = c.Lk = 70; c.alibi = true; c.lengths = true)
 VAR_CASE(everything, c.Lq = 33; c.Lk = 120; c.causal = 2; c.wl = 30; c.wr = 2; c.keep = 3;
          c.softcap = 1.5f; c.alibi = true; c.sinks = true; c.mask = true; c.lengths = true)
+/* Query offsets (a block of a longer sequence, as ring attention computes it): queries ahead of
+ * the keys (every key visible to the late rows), behind them (early rows see nothing), in both
+ * alignments, with the window, ALiBi, key lengths and sinks measuring from the moved positions. */
+VAR_CASE(offset_ahead_causal, c.Lq = 40; c.Lk = 90; c.causal = 1; c.qoff = 64)
+VAR_CASE(offset_behind_causal, c.Lq = c.Lk = 100; c.causal = 1; c.qoff = -30; c.lengths = true)
+VAR_CASE(offset_bottom_right, c.Lq = 20; c.Lk = 130; c.causal = 2; c.qoff = -50; c.wl = 40)
+VAR_CASE(offset_window_alibi_sinks, c.Lq = 70; c.Lk = 70; c.causal = 1; c.qoff = 45; c.wl = 50;
+         c.keep = 2; c.alibi = true; c.sinks = true)
+VAR_CASE(offset_no_causal_window, c.Lq = 33; c.Lk = 80; c.qoff = 17; c.wl = 9; c.wr = 4;
+         c.alibi = true)
+VAR_CASE(offset_hides_all, c.Lq = 16; c.Lk = 50; c.causal = 1; c.qoff = -60)
 /* Odd head dims with the variants. */
 VAR_CASE(variants_odd_head_dim, c.D = 7; c.causal = 1; c.wl = 5; c.alibi = true; c.sinks = true)
 
@@ -429,6 +444,12 @@ int main(int argc, char **argv)
         CASE(alibi_causal_lengths),
         CASE(everything),
         CASE(variants_odd_head_dim),
+        CASE(offset_ahead_causal),
+        CASE(offset_behind_causal),
+        CASE(offset_bottom_right),
+        CASE(offset_window_alibi_sinks),
+        CASE(offset_no_causal_window),
+        CASE(offset_hides_all),
         CASE(split_merge_add_sinks),
         CASE_IN(kv_window_sinks_split, "fused fused-gpu"),
         CASE_IN(kv_alibi_softcap_chunk, "fused fused-gpu"),

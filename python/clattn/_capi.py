@@ -56,7 +56,8 @@ class MaskParams(ctypes.Structure):
     _fields_ = [('causal', ctypes.c_int), ('additive', ctypes.POINTER(Tensor)),
                 ('key_lengths', c_mem), ('key_lengths_offset', ctypes.c_size_t),
                 ('window_left', ctypes.c_int64), ('window_right', ctypes.c_int64),
-                ('window_keep_first', ctypes.c_size_t), ('reserved', ctypes.c_void_p * 4)]
+                ('window_keep_first', ctypes.c_size_t), ('query_offset', ctypes.c_ssize_t),
+                ('reserved', ctypes.c_void_p * 3)]
 
 
 class LogitParams(ctypes.Structure):
