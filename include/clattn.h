@@ -135,7 +135,8 @@ CLATTN_API size_t clattn_struct_size(const char *name);
     X(CLATTN_ERROR_CACHE_FULL, 1020, "appending would pass the KV cache's capacity")                  \
     X(CLATTN_ERROR_INTERNAL, 1021, "internal inconsistency in clattn (a bug: please report it)")  \
     X(CLATTN_ERROR_IO, 1022, "a file of clattn's could not be read or written")                     \
-    X(CLATTN_ERROR_POOL_EXHAUSTED, 1023, "the paged KV cache has too few free pages for the append")
+    X(CLATTN_ERROR_POOL_EXHAUSTED, 1023, "the paged KV cache has too few free pages for the append") \
+    X(CLATTN_ERROR_COMMUNICATION, 1024, "a collective call's communication failed (clattn_mpi)")
 
 typedef int32_t clattn_status;
 

@@ -1,0 +1,360 @@
+/* clattn_mpi under mpirun -np 1..4, each rank with its own context on the device: every rank
+ * draws the same whole problem, holds its chunk as the layout deals it, and checks its output
+ * rows against the double-precision reference over the whole sequence (reference/ref.c). Each
+ * case's verdict is agreed between the ranks, so that every rank reports the same. Error cases: a
+ * bad argument on one rank, and a device failure injected on one rank in the middle of the ring
+ * (the fault interposer of tests/faults, preloaded by meson), must give the same status on every
+ * rank without a hang (meson's timeout catches one). */
+#include "clattn_mpi.h"
+#include "harness.h"
+#include "ref.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SETUPS ""
+
+static int g_rank, g_size;
+
+/* The fault interposer's controls (tests/faults/interpose.c), when it is preloaded. */
+static void (*f_arm)(int, long);
+static long (*f_disarm)(void);
+
+typedef struct ring_case {
+    clattn_mpi_layout layout;
+    size_t B, Hq, Hkv, Tq, Tk, D, Dv;
+    int causal;
+    long wl, wr;
+    size_t keep;
+    float softcap;
+    bool alibi, sinks, lengths, bthd_odd; /* bthd_odd: odd ranks hold K/V as [B, T, H, D] */
+    bool lse;
+} ring_case;
+
+static ring_case base(clattn_mpi_layout layout, size_t T)
+{
+    ring_case c = {layout, 2, 4, 2, T, T, 16, 16, 1, -1, -1, 0, 0.0f, false, false, false, true,
+                   true};
+    return c;
+}
+
+/* The positions rank r holds (returned count; pos[] at least T long). Contiguous chunks are
+ * uneven on purpose: rank 1 of three or more holds none. */
+static size_t positions(clattn_mpi_layout layout, int r, int P, size_t T, size_t *pos)
+{
+    size_t n = 0;
+    if (layout == CLATTN_MPI_STRIPED) {
+        for (size_t t = (size_t)r; t < T; t += (size_t)P)
+            pos[n++] = t;
+    } else if (layout == CLATTN_MPI_ZIGZAG) {
+        const size_t c = 2 * (size_t)P;
+        for (size_t t = (size_t)r * T / c; t < ((size_t)r + 1) * T / c; t++)
+            pos[n++] = t;
+        for (size_t t = (c - 1 - (size_t)r) * T / c; t < (c - (size_t)r) * T / c; t++)
+            pos[n++] = t;
+    } else {
+        size_t w[8], sum = 0, start = 0;
+        for (int i = 0; i < P; i++)
+            sum += (w[i] = (P >= 3 && i == 1) ? 0 : (size_t)(i + 2));
+        for (int i = 0; i < P; i++) {
+            const size_t cnt = i == P - 1 ? T - start : T * w[i] / sum;
+            if (i == r)
+                for (size_t t = start; t < start + cnt; t++)
+                    pos[n++] = t;
+            start += cnt;
+        }
+    }
+    return n;
+}
+
+/* Rows pos[] of a dense [B, H, T, D] array, as floats in [B, H, n, D] or [B, n, H, D]. */
+static float *gather(const float *all, size_t B, size_t H, size_t T, size_t D, const size_t *pos,
+                     size_t n, bool bthd)
+{
+    float *out = malloc((B * H * n * D + 1) * sizeof *out);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < H; h++)
+            for (size_t i = 0; i < n; i++)
+                for (size_t d = 0; d < D; d++) {
+                    const size_t at = bthd ? ((b * n + i) * H + h) * D + d
+                                           : ((b * H + h) * n + i) * D + d;
+                    out[at] = all[((b * H + h) * T + pos[i]) * D + d];
+                }
+    return out;
+}
+
+/* A device buffer with `pad` floats of decoys before the data; the view of it. */
+static clattn_tensor upload(test_env *e, const float *x, size_t B, size_t H, size_t T, size_t D,
+                            bool bthd, size_t pad, cl_mem *buf)
+{
+    const size_t n = B * H * T * D;
+    float *all = malloc((n + pad + 1) * sizeof *all);
+    for (size_t i = 0; i < pad; i++)
+        all[i] = 1e4f;
+    memcpy(all + pad, x, n * sizeof *x);
+    *buf = buf_new(e, (n + pad + 1) * sizeof *all);
+    buf_write(e, *buf, 0, all, (n + pad + 1) * sizeof *all);
+    free(all);
+    return bthd ? clattn_tensor_bthd(*buf, pad, B, T, H, D) : clattn_tensor_bhtd(*buf, pad, B, H, T, D);
+}
+
+static bool agreed(bool ok)
+{
+    int mine = ok, all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+    return all != 0;
+}
+
+static int lengths_of(const ring_case *c, size_t b)
+{
+    /* the last batch item sees no key at all; the first a prefix that ends inside a chunk */
+    return b == c->B - 1 && c->B > 1 ? 0 : (int)(c->Tk - c->Tk / 3 - b);
+}
+
+typedef struct ring_run {
+    clattn_status status;
+    bool ok;
+} ring_run;
+
+/* Runs one case; fault_at > 0 arms the interposer on rank `fault_rank` to fail that call. */
+static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long fault_at)
+{
+    test_env e;
+    env_open(&e, false);
+    const size_t B = c->B, Hq = c->Hq, Hkv = c->Hkv, Tq = c->Tq, Tk = c->Tk, D = c->D, Dv = c->Dv;
+    float *q = malloc(B * Hq * Tq * D * sizeof *q), *k = malloc(B * Hkv * Tk * D * sizeof *k);
+    float *v = malloc(B * Hkv * Tk * Dv * sizeof *v);
+    uint64_t seed = 1234 + Tq * 7 + Tk;
+    fill_uniform(q, B * Hq * Tq * D, &seed, -1.0f, 1.0f);
+    fill_uniform(k, B * Hkv * Tk * D, &seed, -1.0f, 1.0f);
+    fill_uniform(v, B * Hkv * Tk * Dv, &seed, -1.0f, 1.0f);
+    double sinks[16], slopes[16];
+    float fs[16];
+    fill_uniform(fs, Hq, &seed, -1.0f, 2.0f);
+    for (size_t h = 0; h < Hq; h++)
+        sinks[h] = fs[h];
+    /* The reference over the whole sequence. */
+    double *qd = malloc(B * Hq * Tq * D * sizeof *qd), *kd = malloc(B * Hkv * Tk * D * sizeof *kd);
+    double *vd = malloc(B * Hkv * Tk * Dv * sizeof *vd);
+    for (size_t i = 0; i < B * Hq * Tq * D; i++)
+        qd[i] = q[i];
+    for (size_t i = 0; i < B * Hkv * Tk * D; i++)
+        kd[i] = k[i];
+    for (size_t i = 0; i < B * Hkv * Tk * Dv; i++)
+        vd[i] = v[i];
+    int lens[8];
+    for (size_t b = 0; b < B; b++)
+        lens[b] = lengths_of(c, b);
+    ref_variant rv = ref_variant_none();
+    rv.window_left = c->wl, rv.window_right = c->wr, rv.keep_first = c->keep;
+    rv.softcap = c->softcap;
+    if (c->alibi) {
+        ref_alibi_slopes(Hq, slopes);
+        rv.alibi = slopes;
+    }
+    rv.sinks = c->sinks ? sinks : NULL;
+    double *ref_o = malloc(B * Hq * Tq * Dv * sizeof *ref_o), *ref_l = malloc(B * Hq * Tq * sizeof *ref_l);
+    ref_sdpa_variant(B, Hq, Hkv, Tq, Tk, D, Dv, 1.0 / sqrt((double)D), c->causal, NULL,
+                     c->lengths ? lens : NULL, &rv, qd, kd, vd, ref_o, NULL, ref_l);
+    /* This rank's chunk. */
+    size_t *qpos = malloc((Tq + 1) * sizeof *qpos), *kpos = malloc((Tk + 1) * sizeof *kpos);
+    const size_t nq = positions(c->layout, g_rank, g_size, Tq, qpos);
+    const size_t nk = positions(c->layout, g_rank, g_size, Tk, kpos);
+    const bool bthd = c->bthd_odd && g_rank % 2 == 1;
+    float *ql = gather(q, B, Hq, Tq, D, qpos, nq, false);
+    float *kl = gather(k, B, Hkv, Tk, D, kpos, nk, bthd);
+    float *vl = gather(v, B, Hkv, Tk, Dv, kpos, nk, bthd);
+    cl_mem bq, bk, bv, bo, bl, blen = NULL, bslope = NULL, bsink = NULL;
+    clattn_tensor Q = upload(&e, ql, B, Hq, nq, D, false, 3, &bq);
+    clattn_tensor K = upload(&e, kl, B, Hkv, nk, D, bthd, 5 + (size_t)g_rank, &bk);
+    clattn_tensor V = upload(&e, vl, B, Hkv, nk, Dv, bthd, 1, &bv);
+    float *zeros = calloc(B * Hq * (nq + 1) * Dv + 1, sizeof *zeros);
+    clattn_tensor O = upload(&e, zeros, B, Hq, nq, Dv, false, 2, &bo);
+    clattn_tensor L = upload(&e, zeros, B, Hq, nq, 1, false, 0, &bl);
+    clattn_mpi_ring_params rp = clattn_mpi_ring_params_default();
+    rp.layout = c->layout;
+    clattn_sdpa_params *ap = &rp.attention;
+    ap->mask.causal = (clattn_causal)c->causal;
+    ap->mask.window_left = c->wl, ap->mask.window_right = c->wr;
+    ap->mask.window_keep_first = c->keep;
+    ap->logits.softcap = c->softcap;
+    ap->path = test_path();
+    if (c->lengths) {
+        blen = buf_new(&e, sizeof lens);
+        buf_write(&e, blen, 0, lens, sizeof lens);
+        ap->mask.key_lengths = blen;
+    }
+    if (c->alibi) {
+        float f[16];
+        CL_OK(clattn_alibi_slopes(Hq, f));
+        bslope = buf_new(&e, Hq * sizeof *f);
+        buf_write(&e, bslope, 0, f, Hq * sizeof *f);
+        ap->logits.alibi_slopes = bslope;
+    }
+    if (c->sinks) {
+        bsink = buf_new(&e, Hq * sizeof *fs);
+        buf_write(&e, bsink, 0, fs, Hq * sizeof *fs);
+        ap->logits.sinks = bsink;
+    }
+    clattn_tensor Qarg = Q;
+    if (g_rank == bad_rank)
+        Qarg.dims[3] = D + 1; /* a head dim the keys do not have */
+    if (fault_at > 0 && g_rank == fault_rank && f_arm)
+        f_arm(1, fault_at);
+    clattn_mpi_stats stats;
+    rp.stats = &stats;
+    ring_run res = {clattn_mpi_ring_attention(e.cc, e.queue, MPI_COMM_WORLD, &Qarg, &K, &V, &O,
+                                              c->lse ? &L : NULL, &rp, 0, NULL),
+                    true};
+    if (fault_at > 0 && g_rank == fault_rank && f_disarm)
+        f_disarm();
+    if (res.status == CLATTN_SUCCESS) {
+        float *o = malloc((B * Hq * nq * Dv + 1) * sizeof *o), *l = malloc((B * Hq * nq + 1) * sizeof *l);
+        CL_OK(clEnqueueReadBuffer(e.queue, bo, CL_TRUE, 2 * sizeof(float), B * Hq * nq * Dv * sizeof *o, o, 0, NULL, NULL));
+        CL_OK(clEnqueueReadBuffer(e.queue, bl, CL_TRUE, 0, B * Hq * nq * sizeof *l, l, 0, NULL, NULL));
+        double *got = malloc((B * Hq * nq * Dv + 1) * sizeof *got), *want = malloc((B * Hq * nq * Dv + 1) * sizeof *want);
+        double *gl = malloc((B * Hq * nq + 1) * sizeof *gl), *wl = malloc((B * Hq * nq + 1) * sizeof *wl);
+        for (size_t b = 0; b < B; b++)
+            for (size_t h = 0; h < Hq; h++)
+                for (size_t i = 0; i < nq; i++) {
+                    const size_t row = (b * Hq + h) * nq + i, grow = (b * Hq + h) * Tq + qpos[i];
+                    for (size_t d = 0; d < Dv; d++) {
+                        got[row * Dv + d] = o[row * Dv + d];
+                        want[row * Dv + d] = ref_o[grow * Dv + d];
+                    }
+                    gl[row] = l[row];
+                    wl[row] = ref_l[grow];
+                }
+        char what[64];
+        snprintf(what, sizeof what, "rank %d O", g_rank);
+        res.ok = check_close(what, got, want, B * Hq * nq * Dv, TOL);
+        if (c->lse) {
+            snprintf(what, sizeof what, "rank %d lse", g_rank);
+            res.ok = check_close(what, gl, wl, B * Hq * nq, TOL) && res.ok;
+        }
+        if (g_rank == 0)
+            printf("  P=%d computed %llu skipped %llu pairs, sent %llu bytes\n", g_size,
+                   (unsigned long long)stats.blocks_computed,
+                   (unsigned long long)stats.blocks_skipped,
+                   (unsigned long long)stats.bytes_sent);
+        free(o), free(l), free(got), free(want), free(gl), free(wl);
+    }
+    cl_mem bufs[] = {bq, bk, bv, bo, bl, blen, bslope, bsink};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i])
+            clReleaseMemObject(bufs[i]);
+    free(q), free(k), free(v), free(qd), free(kd), free(vd), free(ref_o), free(ref_l);
+    free(qpos), free(kpos), free(ql), free(kl), free(vl), free(zeros);
+    env_close(&e);
+    return res;
+}
+
+static bool ring_ok(const ring_case *c)
+{
+    ring_run r = run_ring(c, -1, -1, 0);
+    if (r.status != CLATTN_SUCCESS)
+        fprintf(stderr, "rank %d: %s\n", g_rank, clattn_status_name(r.status));
+    return agreed(r.status == CLATTN_SUCCESS && r.ok);
+}
+
+#define RING_CASE(fname, layout, T, ...)                                                           \
+    static bool fname(void)                                                                        \
+    {                                                                                              \
+        ring_case c = base(layout, T);                                                             \
+        __VA_ARGS__;                                                                               \
+        return ring_ok(&c);                                                                        \
+    }
+
+/* The three layouts, causal, GQA, K/V strides differing between ranks. */
+RING_CASE(contiguous_causal, CLATTN_MPI_CONTIGUOUS, 70, (void)0)
+RING_CASE(zigzag_causal, CLATTN_MPI_ZIGZAG, 83, (void)0)
+RING_CASE(striped_causal, CLATTN_MPI_STRIPED, 77, (void)0)
+RING_CASE(contiguous_no_mask, CLATTN_MPI_CONTIGUOUS, 50, c.causal = 0; c.Dv = 8)
+/* Bottom-right with fewer queries than keys (a prompt's continuation), both alignments. */
+RING_CASE(contiguous_bottom_right, CLATTN_MPI_CONTIGUOUS, 0, c.Tq = 30; c.Tk = 90; c.causal = 2)
+RING_CASE(zigzag_top_left_fewer_queries, CLATTN_MPI_ZIGZAG, 0, c.Tq = 40; c.Tk = 64;
+          c.causal = 1)
+/* Key lengths (one batch item sees no key: fully masked rows), with windows and the model
+ * variants measured in whole-sequence positions. */
+RING_CASE(contiguous_lengths_window, CLATTN_MPI_CONTIGUOUS, 90, c.causal = 2; c.lengths = true;
+          c.wl = 20)
+RING_CASE(zigzag_window_alibi_sinks_softcap, CLATTN_MPI_ZIGZAG, 96, c.wl = 25; c.keep = 3;
+          c.alibi = true; c.sinks = true; c.softcap = 2.0f; c.Hq = 6; c.Hkv = 3)
+RING_CASE(striped_window_sinks_lengths, CLATTN_MPI_STRIPED, 81, c.wl = 9; c.sinks = true;
+          c.lengths = true)
+RING_CASE(striped_two_sided_window, CLATTN_MPI_STRIPED, 64, c.causal = 0; c.wl = 6; c.wr = 3)
+RING_CASE(contiguous_alibi_no_causal_window, CLATTN_MPI_CONTIGUOUS, 60, c.causal = 0;
+          c.alibi = true; c.wl = 12; c.wr = 5; c.lse = false)
+
+/* A bad argument on the last rank only: every rank returns the same error, nothing hangs. */
+static bool bad_argument_one_rank(void)
+{
+    ring_case c = base(CLATTN_MPI_CONTIGUOUS, 40);
+    ring_run r = run_ring(&c, g_size - 1, -1, 0);
+    int st = r.status, lo = 0, hi = 0;
+    MPI_Allreduce(&st, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&st, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (g_rank == 0)
+        printf("  status on every rank: %s .. %s\n", clattn_status_name(lo),
+               clattn_status_name(hi));
+    return agreed(lo == hi && st == CLATTN_ERROR_INVALID_SHAPE);
+}
+
+/* A device-side failure on the last rank in the middle of the ring (the fault interposer fails
+ * the Nth OpenCL call libclattn makes there): every rank returns that status. A run with the
+ * interposer counting first finds how many calls the ring makes on that rank. */
+static bool failure_mid_ring(void)
+{
+    if (!f_arm || !f_disarm) {
+        fprintf(stderr, "the fault interposer is not preloaded\n");
+        return false;
+    }
+    ring_case c = base(CLATTN_MPI_CONTIGUOUS, 64);
+    c.causal = 0; /* every block computed at every step */
+    const int victim = g_size - 1;
+    if (g_rank == victim)
+        f_arm(1, 0); /* count only */
+    ring_run dry = run_ring(&c, -1, -1, 0);
+    long calls = g_rank == victim ? f_disarm() : 0;
+    MPI_Bcast(&calls, 1, MPI_LONG, victim, MPI_COMM_WORLD);
+    if (!agreed(dry.status == CLATTN_SUCCESS && dry.ok) || calls < 2)
+        return false;
+    ring_run r = run_ring(&c, -1, victim, calls / 2 + 1);
+    int st = r.status, lo = 0, hi = 0;
+    MPI_Allreduce(&st, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&st, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (g_rank == 0)
+        printf("  %ld calls on rank %d, the %ld-th failed: %s .. %s\n", calls, victim,
+               calls / 2 + 1, clattn_status_name(lo), clattn_status_name(hi));
+    return agreed(lo == hi && st != CLATTN_SUCCESS);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    *(void **)&f_arm = dlsym(RTLD_DEFAULT, "fault_arm");
+    *(void **)&f_disarm = dlsym(RTLD_DEFAULT, "fault_disarm");
+    static const test_case cases[] = {
+        CASE(contiguous_causal),
+        CASE(zigzag_causal),
+        CASE(striped_causal),
+        CASE(contiguous_no_mask),
+        CASE(contiguous_bottom_right),
+        CASE(zigzag_top_left_fewer_queries),
+        CASE(contiguous_lengths_window),
+        CASE(zigzag_window_alibi_sinks_softcap),
+        CASE(striped_window_sinks_lengths),
+        CASE(striped_two_sided_window),
+        CASE(contiguous_alibi_no_causal_window),
+        CASE(bad_argument_one_rank),
+        CASE(failure_mid_ring),
+    };
+    int rc = run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]), worst = 0;
+    MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return worst;
+}
