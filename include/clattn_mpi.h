@@ -68,10 +68,10 @@ typedef struct clattn_mpi_stats {
     uint64_t blocks_computed, blocks_skipped; /* (query block, key block) pairs; skipped: fully
                                                * hidden by the causal mask, the window or the key
                                                * lengths */
-    uint64_t staging_bytes;              /* host and device memory the call held for transfers */
-    double seconds;                      /* the whole call */
-    double seconds_waiting;              /* blocked on communication after the device finished */
-    uint64_t reserved[8];                /* set to zero */
+    uint64_t staging_bytes; /* host and device memory the call held for transfers */
+    double seconds;         /* the whole call */
+    double seconds_waiting; /* blocked on communication after the device finished */
+    uint64_t reserved[8];   /* set to zero */
 } clattn_mpi_stats;
 
 typedef struct clattn_mpi_ring_params {
@@ -84,8 +84,8 @@ typedef struct clattn_mpi_ring_params {
      * additive mask, probs, a workspace, cu_seqlens, a nonzero mask.query_offset (the ring sets
      * it per block). RoPE is the caller's, at global positions, before the call. */
     clattn_sdpa_params attention;
-    clattn_mpi_stats *stats;             /* NULL, or filled in when the call returns */
-    void *reserved[8];                   /* must be zero */
+    clattn_mpi_stats *stats; /* NULL, or filled in when the call returns */
+    void *reserved[8];       /* must be zero */
 } clattn_mpi_ring_params;
 
 CLATTN_API clattn_mpi_ring_params clattn_mpi_ring_params_default(void);
@@ -105,8 +105,7 @@ CLATTN_API clattn_mpi_ring_params clattn_mpi_ring_params_default(void);
 CLATTN_API clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue queue,
                                                    MPI_Comm comm, const clattn_tensor *Q,
                                                    const clattn_tensor *K, const clattn_tensor *V,
-                                                   const clattn_tensor *O,
-                                                   const clattn_tensor *lse,
+                                                   const clattn_tensor *O, const clattn_tensor *lse,
                                                    const clattn_mpi_ring_params *params,
                                                    cl_uint num_wait, const cl_event *wait_list);
 
@@ -118,16 +117,11 @@ CLATTN_API clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_comma
  * CLATTN_ERROR_HEAD_MISMATCH). Everything clattn_sdpa takes applies unchanged (ALiBi slopes and
  * sinks: every rank's buffers hold all Hq heads). Shapes and types as for the ring; CLATTN_F32.
  */
-CLATTN_API clattn_status clattn_mpi_head_split_attention(clattn_context *ctx,
-                                                         cl_command_queue queue, MPI_Comm comm,
-                                                         const clattn_tensor *Q,
-                                                         const clattn_tensor *K,
-                                                         const clattn_tensor *V,
-                                                         const clattn_tensor *O,
-                                                         const clattn_tensor *lse,
-                                                         const clattn_mpi_ring_params *params,
-                                                         cl_uint num_wait,
-                                                         const cl_event *wait_list);
+CLATTN_API clattn_status clattn_mpi_head_split_attention(
+    clattn_context *ctx, cl_command_queue queue, MPI_Comm comm, const clattn_tensor *Q,
+    const clattn_tensor *K, const clattn_tensor *V, const clattn_tensor *O,
+    const clattn_tensor *lse, const clattn_mpi_ring_params *params, cl_uint num_wait,
+    const cl_event *wait_list);
 
 typedef struct clattn_mpi_decode_params {
     /* As clattn_kv_cache_attend takes them: scale, splits, soft-capping, sinks (added once,
@@ -135,10 +129,10 @@ typedef struct clattn_mpi_decode_params {
      * which need the shard's positions; a cache built with RoPE (rotate K at global positions,
      * clattn_rope with positions, before appending); lse, workspace, cu_seqlens (the call's own). */
     clattn_kv_attend_params attend;
-    int root;                  /* the rank whose Q is broadcast to the others */
-    const clattn_tensor *lse;  /* NULL, or [B, Hq, Lq, 1] CLATTN_F32 over all shards */
-    clattn_mpi_stats *stats;   /* NULL, or filled in */
-    void *reserved[8];         /* must be zero */
+    int root;                 /* the rank whose Q is broadcast to the others */
+    const clattn_tensor *lse; /* NULL, or [B, Hq, Lq, 1] CLATTN_F32 over all shards */
+    clattn_mpi_stats *stats;  /* NULL, or filled in */
+    void *reserved[8];        /* must be zero */
 } clattn_mpi_decode_params;
 
 CLATTN_API clattn_mpi_decode_params clattn_mpi_decode_params_default(void);

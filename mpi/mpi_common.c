@@ -2,7 +2,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "mpi_common.h"
 
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 clattn_status clattn_mpi__agree(MPI_Comm comm, clattn_status local)
@@ -48,8 +50,8 @@ clattn_status clattn_mpi__wait(cl_event event, MPI_Request *reqs, int n, double 
         }
         if (!dev_done) {
             cl_int exec = CL_QUEUED;
-            cl_int rc = clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof exec,
-                                       &exec, NULL);
+            cl_int rc =
+                clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof exec, &exec, NULL);
             if (rc != CL_SUCCESS)
                 return rc;
             if (exec < 0)
@@ -143,4 +145,153 @@ void clattn_mpi__release(cl_event *e)
     if (*e)
         clReleaseEvent(*e);
     *e = NULL;
+}
+
+static bool dims_are(const clattn_tensor *t, size_t d0, size_t d1, size_t d2, size_t d3)
+{
+    return t->dims[0] == d0 && t->dims[1] == d1 && t->dims[2] == d2 && t->dims[3] == d3;
+}
+
+/* What one rank can check alone: everything but the agreement between ranks. */
+clattn_status clattn_mpi__validate(clattn_context *ctx, cl_command_queue queue,
+                                   const clattn_tensor *Q, const clattn_tensor *K,
+                                   const clattn_tensor *V, const clattn_tensor *O,
+                                   const clattn_tensor *lse, const clattn_mpi_ring_params *rp)
+{
+    if (!ctx || !queue || !Q || !K || !V || !O || !rp)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    for (size_t i = 0; i < sizeof rp->reserved / sizeof rp->reserved[0]; i++)
+        if (rp->reserved[i])
+            return CLATTN_ERROR_INVALID_ARGUMENT;
+    const clattn_sdpa_params *ap = &rp->attention;
+    if (rp->layout != CLATTN_MPI_CONTIGUOUS && rp->layout != CLATTN_MPI_ZIGZAG &&
+        rp->layout != CLATTN_MPI_STRIPED)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (ap->mask.additive || ap->probs || ap->lse || ap->workspace || ap->cu_seqlens_q ||
+        ap->cu_seqlens_k || ap->num_seqs || ap->mask.query_offset)
+        return CLATTN_ERROR_INVALID_ARGUMENT;
+    if (rp->layout == CLATTN_MPI_STRIPED && (ap->logits.alibi_slopes || ap->mask.window_keep_first))
+        return CLATTN_ERROR_UNSUPPORTED_PATH;
+    if (Q->dtype != CLATTN_F32 || K->dtype != CLATTN_F32 || V->dtype != CLATTN_F32 ||
+        O->dtype != CLATTN_F32)
+        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
+    if (lse && !dims_are(lse, O->dims[0], O->dims[1], O->dims[2], 1))
+        return CLATTN_ERROR_INVALID_SHAPE;
+    /* The local block against its own keys: clattn's own validation of shapes, views, the
+     * mask and logits (and the kernels it needs, built now). */
+    clattn_sdpa_params p = *ap;
+    p.lse = lse;
+    size_t bytes = 0;
+    return clattn_sdpa_workspace_size(ctx, Q, K, V, O, &p, &bytes);
+}
+
+/* The ranks' descriptions must agree; the same verdict on every rank (same data). */
+clattn_status clattn_mpi__consistent(const int64_t *meta, int P, const clattn_mpi_ring_params *rp,
+                                     int64_t *nq, int64_t *nk, int64_t *Tq, int64_t *Tk)
+{
+    const int64_t *m0 = meta;
+    *Tq = *Tk = 0;
+    for (int i = 0; i < P; i++) {
+        const int64_t *m = meta + (size_t)i * M_N;
+        for (int f = M_B; f <= M_FLAGS; f++)
+            if (f != M_NQ && f != M_NK && m[f] != m0[f])
+                return f <= M_DV ? CLATTN_ERROR_INVALID_SHAPE : CLATTN_ERROR_INVALID_ARGUMENT;
+        nq[i] = m[M_NQ];
+        nk[i] = m[M_NK];
+        *Tq += nq[i];
+        *Tk += nk[i];
+    }
+    for (int i = 0; i < P; i++) {
+        const int64_t cq = clattn_mpi__layout_count(rp->layout, i, P, *Tq);
+        const int64_t ck = clattn_mpi__layout_count(rp->layout, i, P, *Tk);
+        if ((cq >= 0 && cq != nq[i]) || (ck >= 0 && ck != nk[i]))
+            return CLATTN_ERROR_INVALID_SHAPE;
+    }
+    return CLATTN_SUCCESS;
+}
+
+void clattn_mpi__describe(int64_t *m, const clattn_tensor *Q, const clattn_tensor *K,
+                          const clattn_tensor *V, const clattn_mpi_ring_params *rp)
+{
+    memset(m, 0, M_N * sizeof *m);
+    if (!Q || !K || !V || !rp)
+        return;
+    const clattn_mask_params *mk = &rp->attention.mask;
+    m[M_B] = (int64_t)Q->dims[0], m[M_HQ] = (int64_t)Q->dims[1], m[M_HKV] = (int64_t)K->dims[1];
+    m[M_D] = (int64_t)Q->dims[3], m[M_DV] = (int64_t)V->dims[3];
+    m[M_NQ] = (int64_t)Q->dims[2], m[M_NK] = (int64_t)K->dims[2];
+    m[M_DTYPE] = K->dtype, m[M_LAYOUT] = rp->layout, m[M_CAUSAL] = mk->causal;
+    m[M_WL] = mk->window_left, m[M_WR] = mk->window_right;
+    m[M_KEEP] = (int64_t)mk->window_keep_first;
+    const clattn_logit_params *lp = &rp->attention.logits;
+    m[M_FLAGS] = (mk->key_lengths != NULL) | (lp->alibi_slopes != NULL) << 1 |
+                 (lp->sinks != NULL) << 2 | (lp->softcap > 0.0f) << 3;
+    size_t b, e;
+    clattn_mpi__span(K, &b, &e);
+    m[M_KSPAN] = (int64_t)(e - b);
+    clattn_mpi__span(V, &b, &e);
+    m[M_VSPAN] = (int64_t)(e - b);
+    for (int d = 0; d < 4; d++) {
+        m[M_KS + d] = (int64_t)K->strides[d];
+        m[M_VS + d] = (int64_t)V->strides[d];
+    }
+}
+
+clattn_status clattn_mpi__read_dense(cl_command_queue queue, const clattn_tensor *t, float *out)
+{
+    size_t begin, end;
+    clattn_mpi__span(t, &begin, &end);
+    if (end == begin)
+        return CLATTN_SUCCESS;
+    float *span = malloc(end - begin);
+    if (!span)
+        return CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+    cl_int rc =
+        clEnqueueReadBuffer(queue, t->buffer, CL_TRUE, begin, end - begin, span, 0, NULL, NULL);
+    if (rc == CL_SUCCESS) {
+        size_t n = 0;
+        for (size_t a = 0; a < t->dims[0]; a++)
+            for (size_t b = 0; b < t->dims[1]; b++)
+                for (size_t c = 0; c < t->dims[2]; c++)
+                    for (size_t d = 0; d < t->dims[3]; d++)
+                        out[n++] = span[a * t->strides[0] + b * t->strides[1] + c * t->strides[2] +
+                                        d * t->strides[3]];
+    }
+    free(span);
+    return rc;
+}
+
+cl_mem clattn_mpi__buffer(cl_context context, size_t bytes, clattn_status *st)
+{
+    cl_int rc = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(context, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &rc);
+    if (rc != CL_SUCCESS && *st == CLATTN_SUCCESS)
+        *st = rc;
+    return rc == CL_SUCCESS ? m : NULL;
+}
+
+clattn_status clattn_mpi__store(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *O,
+                                const clattn_tensor *lse, cl_mem neg, const clattn_tensor *O_out,
+                                const clattn_tensor *lse_out, cl_event *last)
+{
+    const size_t rows = O->dims[0] * O->dims[1] * O->dims[2];
+    if (rows == 0)
+        return CLATTN_SUCCESS;
+    const float minus_inf = -INFINITY;
+    cl_event fill = NULL, merged = NULL;
+    cl_int rc =
+        clEnqueueFillBuffer(queue, neg, &minus_inf, sizeof minus_inf, 0, rows * sizeof(float),
+                            *last ? 1 : 0, *last ? last : NULL, &fill);
+    if (rc != CL_SUCCESS)
+        return rc;
+    const clattn_tensor none = clattn_tensor_bhtd(neg, 0, O->dims[0], O->dims[1], O->dims[2], 1);
+    /* The part's O is never read where its lse is −inf: O itself stands in for it. */
+    clattn_status st =
+        clattn_merge(ctx, queue, O, lse, O, &none, O_out, lse_out, 1, &fill, &merged);
+    clReleaseEvent(fill);
+    if (st != CLATTN_SUCCESS)
+        return st;
+    clattn_mpi__release(last);
+    *last = merged;
+    return CLATTN_SUCCESS;
 }

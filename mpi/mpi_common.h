@@ -10,6 +10,44 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Each rank's description, all-gathered before any data moves. */
+enum {
+    M_B,
+    M_HQ,
+    M_HKV,
+    M_D,
+    M_DV,
+    M_NQ,
+    M_NK,
+    M_DTYPE,
+    M_LAYOUT,
+    M_CAUSAL,
+    M_WL,
+    M_WR,
+    M_KEEP,
+    M_FLAGS,
+    M_KSPAN,
+    M_VSPAN,
+    M_KS,            /* K's 4 strides */
+    M_VS = M_KS + 4, /* V's 4 strides */
+    M_N = M_VS + 4
+};
+
+/* What one rank can check alone of a ring or head-split call: everything but the agreement
+ * between ranks (clattn_sdpa's own validation of the local block, which also builds its
+ * kernels). */
+clattn_status clattn_mpi__validate(clattn_context *ctx, cl_command_queue queue,
+                                   const clattn_tensor *Q, const clattn_tensor *K,
+                                   const clattn_tensor *V, const clattn_tensor *O,
+                                   const clattn_tensor *lse, const clattn_mpi_ring_params *rp);
+/* This rank's description (meta[M_N]); NULL tensors leave zeros (the call fails anyway). */
+void clattn_mpi__describe(int64_t *meta, const clattn_tensor *Q, const clattn_tensor *K,
+                          const clattn_tensor *V, const clattn_mpi_ring_params *rp);
+/* Whether the ranks' descriptions agree (the same verdict on every rank: the same data); every
+ * rank's query and key counts and their sums. */
+clattn_status clattn_mpi__consistent(const int64_t *meta, int P, const clattn_mpi_ring_params *rp,
+                                     int64_t *nq, int64_t *nk, int64_t *Tq, int64_t *Tk);
+
 /* The first nonzero of every rank's `local`, in rank order (0 when all are 0), returned on every
  * rank. CLATTN_ERROR_COMMUNICATION when the all-gather itself fails. */
 clattn_status clattn_mpi__agree(MPI_Comm comm, clattn_status local);
@@ -46,6 +84,21 @@ clattn_tensor clattn_mpi__dense(cl_mem buf, clattn_dtype dtype, size_t B, size_t
 
 /* Releases an event when not NULL. */
 void clattn_mpi__release(cl_event *e);
+
+/* Reads view t (CLATTN_F32, any strides) into dense host floats in its dims' order; blocking. */
+clattn_status clattn_mpi__read_dense(cl_command_queue queue, const clattn_tensor *t, float *out);
+
+/* A new device buffer of `bytes` (at least 4); on failure *st takes the error (if it held
+ * none) and NULL is returned. */
+cl_mem clattn_mpi__buffer(cl_context context, size_t bytes, clattn_status *st);
+
+/* Writes dense results into the caller's views: O_out (any strides) and lse_out (or NULL) from
+ * O [B, H, T, Dv] and lse [B, H, T, 1] on the device, by clattn_merge with a part that saw no
+ * key (lse −inf in `neg`, B·H·T floats this fills), which gives O and lse back exactly. The
+ * commands wait on *last and the newest becomes *last. */
+clattn_status clattn_mpi__store(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *O,
+                                const clattn_tensor *lse, cl_mem neg, const clattn_tensor *O_out,
+                                const clattn_tensor *lse_out, cl_event *last);
 
 /* An MPI return code as a clattn status. */
 static inline clattn_status clattn_mpi__status(int mpi_rc)

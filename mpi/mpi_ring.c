@@ -19,15 +19,6 @@ clattn_mpi_ring_params clattn_mpi_ring_params_default(void)
     return p;
 }
 
-/* Each rank's description, all-gathered before any data moves. */
-enum {
-    M_B, M_HQ, M_HKV, M_D, M_DV, M_NQ, M_NK, M_DTYPE, M_LAYOUT, M_CAUSAL, M_WL, M_WR, M_KEEP,
-    M_FLAGS, M_KSPAN, M_VSPAN,
-    M_KS,            /* K's 4 strides */
-    M_VS = M_KS + 4, /* V's 4 strides */
-    M_N = M_VS + 4
-};
-
 static int64_t floor_div(int64_t a, int64_t s)
 {
     return a >= 0 ? a / s : -((-a + s - 1) / s);
@@ -111,8 +102,8 @@ static clattn_status pair(ring *g, const clattn_mpi_piece *qp, const clattn_mpi_
     p.mask.window_left = wl;
     p.mask.window_right = wr;
     p.mask.window_keep_first = (size_t)keep;
-    p.mask.query_offset = (ptrdiff_t)(p.mask.causal == CLATTN_CAUSAL_TOP_LEFT ? off
-                                                                               : off - (lk - nq));
+    p.mask.query_offset =
+        (ptrdiff_t)(p.mask.causal == CLATTN_CAUSAL_TOP_LEFT ? off : off - (lk - nq));
     const clattn_tensor q = clattn_mpi__rows(&g->Q, qp->local0, qp->n, b);
     const clattn_tensor k = clattn_mpi__rows(K, kp->local0, (size_t)lk, b);
     const clattn_tensor v = clattn_mpi__rows(V, kp->local0, (size_t)lk, b);
@@ -128,8 +119,8 @@ static clattn_status pair(ring *g, const clattn_mpi_piece *qp, const clattn_mpi_
 }
 
 /* Every pair of this rank's query pieces with the key pieces of rank src, held in K and V. */
-static clattn_status block(ring *g, const clattn_mpi_piece *qp, int nqp, const int64_t *nk,
-                           int src, const clattn_tensor *K, const clattn_tensor *V)
+static clattn_status block(ring *g, const clattn_mpi_piece *qp, int nqp, const int64_t *nk, int src,
+                           const clattn_tensor *K, const clattn_tensor *V)
 {
     clattn_mpi_piece kp[2];
     const int nkp = clattn_mpi__pieces(g->rp->layout, src, g->P, nk, kp);
@@ -141,97 +132,6 @@ static clattn_status block(ring *g, const clattn_mpi_piece *qp, int nqp, const i
                     return st;
             }
     return CLATTN_SUCCESS;
-}
-
-static bool dims_are(const clattn_tensor *t, size_t d0, size_t d1, size_t d2, size_t d3)
-{
-    return t->dims[0] == d0 && t->dims[1] == d1 && t->dims[2] == d2 && t->dims[3] == d3;
-}
-
-/* What one rank can check alone: everything but the agreement between ranks. */
-static clattn_status validate(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *Q,
-                              const clattn_tensor *K, const clattn_tensor *V,
-                              const clattn_tensor *O, const clattn_tensor *lse,
-                              const clattn_mpi_ring_params *rp)
-{
-    if (!ctx || !queue || !Q || !K || !V || !O || !rp)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    for (size_t i = 0; i < sizeof rp->reserved / sizeof rp->reserved[0]; i++)
-        if (rp->reserved[i])
-            return CLATTN_ERROR_INVALID_ARGUMENT;
-    const clattn_sdpa_params *ap = &rp->attention;
-    if (rp->layout != CLATTN_MPI_CONTIGUOUS && rp->layout != CLATTN_MPI_ZIGZAG &&
-        rp->layout != CLATTN_MPI_STRIPED)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (ap->mask.additive || ap->probs || ap->lse || ap->workspace || ap->cu_seqlens_q ||
-        ap->cu_seqlens_k || ap->num_seqs || ap->mask.query_offset)
-        return CLATTN_ERROR_INVALID_ARGUMENT;
-    if (rp->layout == CLATTN_MPI_STRIPED &&
-        (ap->logits.alibi_slopes || ap->mask.window_keep_first))
-        return CLATTN_ERROR_UNSUPPORTED_PATH;
-    if (Q->dtype != CLATTN_F32 || K->dtype != CLATTN_F32 || V->dtype != CLATTN_F32 ||
-        O->dtype != CLATTN_F32)
-        return CLATTN_ERROR_UNSUPPORTED_DTYPE;
-    if (lse && !dims_are(lse, O->dims[0], O->dims[1], O->dims[2], 1))
-        return CLATTN_ERROR_INVALID_SHAPE;
-    /* The local block against its own keys: clattn's own validation of shapes, views, the
-     * mask and logits (and the kernels it needs, built now). */
-    clattn_sdpa_params p = *ap;
-    p.lse = lse;
-    size_t bytes = 0;
-    return clattn_sdpa_workspace_size(ctx, Q, K, V, O, &p, &bytes);
-}
-
-/* The ranks' descriptions must agree; the same verdict on every rank (same data). */
-static clattn_status consistent(const int64_t *meta, int P, const clattn_mpi_ring_params *rp,
-                                int64_t *nq, int64_t *nk, int64_t *Tq, int64_t *Tk)
-{
-    const int64_t *m0 = meta;
-    *Tq = *Tk = 0;
-    for (int i = 0; i < P; i++) {
-        const int64_t *m = meta + (size_t)i * M_N;
-        for (int f = M_B; f <= M_FLAGS; f++)
-            if (f != M_NQ && f != M_NK && m[f] != m0[f])
-                return f <= M_DV ? CLATTN_ERROR_INVALID_SHAPE : CLATTN_ERROR_INVALID_ARGUMENT;
-        nq[i] = m[M_NQ];
-        nk[i] = m[M_NK];
-        *Tq += nq[i];
-        *Tk += nk[i];
-    }
-    for (int i = 0; i < P; i++) {
-        const int64_t cq = clattn_mpi__layout_count(rp->layout, i, P, *Tq);
-        const int64_t ck = clattn_mpi__layout_count(rp->layout, i, P, *Tk);
-        if ((cq >= 0 && cq != nq[i]) || (ck >= 0 && ck != nk[i]))
-            return CLATTN_ERROR_INVALID_SHAPE;
-    }
-    return CLATTN_SUCCESS;
-}
-
-static void describe(int64_t *m, const clattn_tensor *Q, const clattn_tensor *K,
-                     const clattn_tensor *V, const clattn_mpi_ring_params *rp)
-{
-    memset(m, 0, M_N * sizeof *m);
-    if (!Q || !K || !V || !rp)
-        return;
-    const clattn_mask_params *mk = &rp->attention.mask;
-    m[M_B] = (int64_t)Q->dims[0], m[M_HQ] = (int64_t)Q->dims[1], m[M_HKV] = (int64_t)K->dims[1];
-    m[M_D] = (int64_t)Q->dims[3], m[M_DV] = (int64_t)V->dims[3];
-    m[M_NQ] = (int64_t)Q->dims[2], m[M_NK] = (int64_t)K->dims[2];
-    m[M_DTYPE] = K->dtype, m[M_LAYOUT] = rp->layout, m[M_CAUSAL] = mk->causal;
-    m[M_WL] = mk->window_left, m[M_WR] = mk->window_right;
-    m[M_KEEP] = (int64_t)mk->window_keep_first;
-    const clattn_logit_params *lp = &rp->attention.logits;
-    m[M_FLAGS] = (mk->key_lengths != NULL) | (lp->alibi_slopes != NULL) << 1 |
-                 (lp->sinks != NULL) << 2 | (lp->softcap > 0.0f) << 3;
-    size_t b, e;
-    clattn_mpi__span(K, &b, &e);
-    m[M_KSPAN] = (int64_t)(e - b);
-    clattn_mpi__span(V, &b, &e);
-    m[M_VSPAN] = (int64_t)(e - b);
-    for (int d = 0; d < 4; d++) {
-        m[M_KS + d] = (int64_t)K->strides[d];
-        m[M_VS + d] = (int64_t)V->strides[d];
-    }
 }
 
 /* Rank src's K and V as they lie in a staging device buffer: K from byte 0, V from v_at. */
@@ -261,8 +161,8 @@ static void resources_free(resources *res)
 {
     free(res->meta), free(res->nq), free(res->nk);
     free(res->host[0]), free(res->host[1]);
-    cl_mem *m[] = {&res->dev[0], &res->dev[1], &res->acc, &res->acc_lse, &res->part,
-                   &res->part_lse};
+    cl_mem *m[] = {&res->dev[0],  &res->dev[1], &res->acc,
+                   &res->acc_lse, &res->part,   &res->part_lse};
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         if (*m[i])
             clReleaseMemObject(*m[i]);
@@ -273,8 +173,8 @@ static void resources_free(resources *res)
 static cl_mem buffer(clattn_context *ctx, size_t bytes, clattn_status *st)
 {
     cl_int rc = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE,
-                              bytes ? bytes : 4, NULL, &rc);
+    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, bytes ? bytes : 4,
+                              NULL, &rc);
     if (rc != CL_SUCCESS && *st == CLATTN_SUCCESS)
         *st = rc;
     return m;
@@ -316,8 +216,7 @@ static clattn_status run(ring *g, resources *res, const clattn_tensor *K, const 
                 MPI_Irecv(in + v_at, (int)mi[M_VSPAN], MPI_BYTE, prev, 2, res->comm,
                           &req[nreq++]) ||
                 MPI_Isend(out, (int)ms[M_KSPAN], MPI_BYTE, next, 1, res->comm, &req[nreq++]) ||
-                MPI_Isend(out + v_at, (int)ms[M_VSPAN], MPI_BYTE, next, 2, res->comm,
-                          &req[nreq++]))
+                MPI_Isend(out + v_at, (int)ms[M_VSPAN], MPI_BYTE, next, 2, res->comm, &req[nreq++]))
                 return CLATTN_ERROR_COMMUNICATION;
             g->stats.bytes_sent += (uint64_t)(ms[M_KSPAN] + ms[M_VSPAN]);
             g->stats.bytes_received += (uint64_t)(mi[M_KSPAN] + mi[M_VSPAN]);
@@ -362,8 +261,7 @@ static clattn_status run(ring *g, resources *res, const clattn_tensor *K, const 
     if (rows == 0)
         return CLATTN_SUCCESS;
     rc = clEnqueueFillBuffer(g->queue, res->part_lse, &minus_inf, sizeof minus_inf, 0,
-                             rows * sizeof(float), g->last ? 1 : 0, g->last ? &g->last : NULL,
-                             &e1);
+                             rows * sizeof(float), g->last ? 1 : 0, g->last ? &g->last : NULL, &e1);
     if (rc != CL_SUCCESS)
         return rc;
     clattn_mpi__release(&g->last);
@@ -379,10 +277,10 @@ static clattn_status run(ring *g, resources *res, const clattn_tensor *K, const 
     return rc;
 }
 
-clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue queue,
-                                        MPI_Comm comm, const clattn_tensor *Q,
-                                        const clattn_tensor *K, const clattn_tensor *V,
-                                        const clattn_tensor *O, const clattn_tensor *lse,
+clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue queue, MPI_Comm comm,
+                                        const clattn_tensor *Q, const clattn_tensor *K,
+                                        const clattn_tensor *V, const clattn_tensor *O,
+                                        const clattn_tensor *lse,
                                         const clattn_mpi_ring_params *params, cl_uint num_wait,
                                         const cl_event *wait_list)
 {
@@ -394,7 +292,7 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
     int r = 0, P = 1;
     MPI_Comm_rank(res.comm, &r);
     MPI_Comm_size(res.comm, &P);
-    clattn_status st = validate(ctx, queue, Q, K, V, O, lse, params);
+    clattn_status st = clattn_mpi__validate(ctx, queue, Q, K, V, O, lse, params);
     if (st == CLATTN_SUCCESS && (num_wait > 0) != (wait_list != NULL))
         st = CLATTN_ERROR_INVALID_ARGUMENT;
     res.meta = calloc((size_t)P * M_N, sizeof *res.meta);
@@ -408,13 +306,13 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
         return st;
     }
     int64_t mine[M_N];
-    describe(mine, Q, K, V, params);
+    clattn_mpi__describe(mine, Q, K, V, params);
     if (MPI_Allgather(mine, M_N, MPI_INT64_T, res.meta, M_N, MPI_INT64_T, res.comm)) {
         resources_free(&res);
         return CLATTN_ERROR_COMMUNICATION;
     }
     ring g = {.ctx = ctx, .queue = queue, .rp = params, .r = r, .P = P, .B = Q->dims[0]};
-    st = consistent(res.meta, P, params, res.nq, res.nk, &g.Tq, &g.Tk);
+    st = clattn_mpi__consistent(res.meta, P, params, res.nq, res.nk, &g.Tq, &g.Tk);
     if (st != CLATTN_SUCCESS) {
         resources_free(&res);
         return st;
@@ -470,11 +368,11 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
         clattn_mpi__span(K, &kb, &ke);
         clattn_mpi__span(V, &vb, &ve);
         if (ke > kb)
-            st = clEnqueueReadBuffer(queue, K->buffer, CL_TRUE, kb, ke - kb, res.host[0], 0,
-                                     NULL, NULL);
+            st = clEnqueueReadBuffer(queue, K->buffer, CL_TRUE, kb, ke - kb, res.host[0], 0, NULL,
+                                     NULL);
         if (st == CLATTN_SUCCESS && ve > vb)
-            st = clEnqueueReadBuffer(queue, V->buffer, CL_TRUE, vb, ve - vb, res.host[0] + v_at,
-                                     0, NULL, NULL);
+            st = clEnqueueReadBuffer(queue, V->buffer, CL_TRUE, vb, ve - vb, res.host[0] + v_at, 0,
+                                     NULL, NULL);
     }
     st = clattn_mpi__agree(res.comm, st);
     if (st == CLATTN_SUCCESS && mk->key_lengths) {

@@ -31,12 +31,13 @@ typedef struct ring_case {
     float softcap;
     bool alibi, sinks, lengths, bthd_odd; /* bthd_odd: odd ranks hold K/V as [B, T, H, D] */
     bool lse;
+    bool heads; /* clattn_mpi_head_split_attention instead of the ring */
 } ring_case;
 
 static ring_case base(clattn_mpi_layout layout, size_t T)
 {
-    ring_case c = {layout, 2, 4, 2, T, T, 16, 16, 1, -1, -1, 0, 0.0f, false, false, false, true,
-                   true};
+    ring_case c = {layout, 2, 4,    2,     T,     T,     16,   16,   1,    -1,
+                   -1,     0, 0.0f, false, false, false, true, true, false};
     return c;
 }
 
@@ -78,8 +79,8 @@ static float *gather(const float *all, size_t B, size_t H, size_t T, size_t D, c
         for (size_t h = 0; h < H; h++)
             for (size_t i = 0; i < n; i++)
                 for (size_t d = 0; d < D; d++) {
-                    const size_t at = bthd ? ((b * n + i) * H + h) * D + d
-                                           : ((b * H + h) * n + i) * D + d;
+                    const size_t at =
+                        bthd ? ((b * n + i) * H + h) * D + d : ((b * H + h) * n + i) * D + d;
                     out[at] = all[((b * H + h) * T + pos[i]) * D + d];
                 }
     return out;
@@ -97,7 +98,8 @@ static clattn_tensor upload(test_env *e, const float *x, size_t B, size_t H, siz
     *buf = buf_new(e, (n + pad + 1) * sizeof *all);
     buf_write(e, *buf, 0, all, (n + pad + 1) * sizeof *all);
     free(all);
-    return bthd ? clattn_tensor_bthd(*buf, pad, B, T, H, D) : clattn_tensor_bhtd(*buf, pad, B, H, T, D);
+    return bthd ? clattn_tensor_bthd(*buf, pad, B, T, H, D)
+                : clattn_tensor_bhtd(*buf, pad, B, H, T, D);
 }
 
 static bool agreed(bool ok)
@@ -130,8 +132,8 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
     fill_uniform(q, B * Hq * Tq * D, &seed, -1.0f, 1.0f);
     fill_uniform(k, B * Hkv * Tk * D, &seed, -1.0f, 1.0f);
     fill_uniform(v, B * Hkv * Tk * Dv, &seed, -1.0f, 1.0f);
-    double sinks[16], slopes[16];
-    float fs[16];
+    double sinks[32], slopes[32];
+    float fs[32];
     fill_uniform(fs, Hq, &seed, -1.0f, 2.0f);
     for (size_t h = 0; h < Hq; h++)
         sinks[h] = fs[h];
@@ -155,7 +157,8 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
         rv.alibi = slopes;
     }
     rv.sinks = c->sinks ? sinks : NULL;
-    double *ref_o = malloc(B * Hq * Tq * Dv * sizeof *ref_o), *ref_l = malloc(B * Hq * Tq * sizeof *ref_l);
+    double *ref_o = malloc(B * Hq * Tq * Dv * sizeof *ref_o),
+           *ref_l = malloc(B * Hq * Tq * sizeof *ref_l);
     ref_sdpa_variant(B, Hq, Hkv, Tq, Tk, D, Dv, 1.0 / sqrt((double)D), c->causal, NULL,
                      c->lengths ? lens : NULL, &rv, qd, kd, vd, ref_o, NULL, ref_l);
     /* This rank's chunk. */
@@ -187,7 +190,7 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
         ap->mask.key_lengths = blen;
     }
     if (c->alibi) {
-        float f[16];
+        float f[32];
         CL_OK(clattn_alibi_slopes(Hq, f));
         bslope = buf_new(&e, Hq * sizeof *f);
         buf_write(&e, bslope, 0, f, Hq * sizeof *f);
@@ -205,17 +208,25 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
         f_arm(1, fault_at);
     clattn_mpi_stats stats;
     rp.stats = &stats;
-    ring_run res = {clattn_mpi_ring_attention(e.cc, e.queue, MPI_COMM_WORLD, &Qarg, &K, &V, &O,
-                                              c->lse ? &L : NULL, &rp, 0, NULL),
+    ring_run res = {c->heads
+                        ? clattn_mpi_head_split_attention(e.cc, e.queue, MPI_COMM_WORLD, &Qarg, &K,
+                                                          &V, &O, c->lse ? &L : NULL, &rp, 0, NULL)
+                        : clattn_mpi_ring_attention(e.cc, e.queue, MPI_COMM_WORLD, &Qarg, &K, &V,
+                                                    &O, c->lse ? &L : NULL, &rp, 0, NULL),
                     true};
     if (fault_at > 0 && g_rank == fault_rank && f_disarm)
         f_disarm();
     if (res.status == CLATTN_SUCCESS) {
-        float *o = malloc((B * Hq * nq * Dv + 1) * sizeof *o), *l = malloc((B * Hq * nq + 1) * sizeof *l);
-        CL_OK(clEnqueueReadBuffer(e.queue, bo, CL_TRUE, 2 * sizeof(float), B * Hq * nq * Dv * sizeof *o, o, 0, NULL, NULL));
-        CL_OK(clEnqueueReadBuffer(e.queue, bl, CL_TRUE, 0, B * Hq * nq * sizeof *l, l, 0, NULL, NULL));
-        double *got = malloc((B * Hq * nq * Dv + 1) * sizeof *got), *want = malloc((B * Hq * nq * Dv + 1) * sizeof *want);
-        double *gl = malloc((B * Hq * nq + 1) * sizeof *gl), *wl = malloc((B * Hq * nq + 1) * sizeof *wl);
+        float *o = malloc((B * Hq * nq * Dv + 1) * sizeof *o),
+              *l = malloc((B * Hq * nq + 1) * sizeof *l);
+        CL_OK(clEnqueueReadBuffer(e.queue, bo, CL_TRUE, 2 * sizeof(float),
+                                  B * Hq * nq * Dv * sizeof *o, o, 0, NULL, NULL));
+        CL_OK(clEnqueueReadBuffer(e.queue, bl, CL_TRUE, 0, B * Hq * nq * sizeof *l, l, 0, NULL,
+                                  NULL));
+        double *got = malloc((B * Hq * nq * Dv + 1) * sizeof *got),
+               *want = malloc((B * Hq * nq * Dv + 1) * sizeof *want);
+        double *gl = malloc((B * Hq * nq + 1) * sizeof *gl),
+               *wl = malloc((B * Hq * nq + 1) * sizeof *wl);
         for (size_t b = 0; b < B; b++)
             for (size_t h = 0; h < Hq; h++)
                 for (size_t i = 0; i < nq; i++) {
@@ -237,8 +248,7 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
         if (g_rank == 0)
             printf("  P=%d computed %llu skipped %llu pairs, sent %llu bytes\n", g_size,
                    (unsigned long long)stats.blocks_computed,
-                   (unsigned long long)stats.blocks_skipped,
-                   (unsigned long long)stats.bytes_sent);
+                   (unsigned long long)stats.blocks_skipped, (unsigned long long)stats.bytes_sent);
         free(o), free(l), free(got), free(want), free(gl), free(wl);
     }
     cl_mem bufs[] = {bq, bk, bv, bo, bl, blen, bslope, bsink};
@@ -274,8 +284,7 @@ RING_CASE(striped_causal, CLATTN_MPI_STRIPED, 77, (void)0)
 RING_CASE(contiguous_no_mask, CLATTN_MPI_CONTIGUOUS, 50, c.causal = 0; c.Dv = 8)
 /* Bottom-right with fewer queries than keys (a prompt's continuation), both alignments. */
 RING_CASE(contiguous_bottom_right, CLATTN_MPI_CONTIGUOUS, 0, c.Tq = 30; c.Tk = 90; c.causal = 2)
-RING_CASE(zigzag_top_left_fewer_queries, CLATTN_MPI_ZIGZAG, 0, c.Tq = 40; c.Tk = 64;
-          c.causal = 1)
+RING_CASE(zigzag_top_left_fewer_queries, CLATTN_MPI_ZIGZAG, 0, c.Tq = 40; c.Tk = 64; c.causal = 1)
 /* Key lengths (one batch item sees no key: fully masked rows), with windows and the model
  * variants measured in whole-sequence positions. */
 RING_CASE(contiguous_lengths_window, CLATTN_MPI_CONTIGUOUS, 90, c.causal = 2; c.lengths = true;
@@ -287,6 +296,24 @@ RING_CASE(striped_window_sinks_lengths, CLATTN_MPI_STRIPED, 81, c.wl = 9; c.sink
 RING_CASE(striped_two_sided_window, CLATTN_MPI_STRIPED, 64, c.causal = 0; c.wl = 6; c.wr = 3)
 RING_CASE(contiguous_alibi_no_causal_window, CLATTN_MPI_CONTIGUOUS, 60, c.causal = 0;
           c.alibi = true; c.wl = 12; c.wr = 5; c.lse = false)
+
+/* The all-to-all head split: heads divisible by 1..4 ranks; GQA, the variants, key lengths. */
+RING_CASE(heads_causal, CLATTN_MPI_CONTIGUOUS, 45, c.heads = true; c.Hq = c.Hkv = 12; c.D = 8;
+          c.Dv = 8)
+RING_CASE(heads_gqa_variants, CLATTN_MPI_CONTIGUOUS, 50, c.heads = true; c.Hq = 24; c.Hkv = 12;
+          c.D = 8; c.Dv = 4; c.causal = 2; c.Tq = 20; c.lengths = true; c.wl = 15; c.alibi = true;
+          c.sinks = true; c.softcap = 3.0f; c.bthd_odd = true)
+
+/* Heads that do not divide among the ranks: the same error everywhere (and none on one rank). */
+static bool heads_not_divisible(void)
+{
+    ring_case c = base(CLATTN_MPI_CONTIGUOUS, 30);
+    c.heads = true;
+    c.Hq = c.Hkv = 5;
+    ring_run r = run_ring(&c, -1, -1, 0);
+    const clattn_status want = g_size == 1 ? CLATTN_SUCCESS : CLATTN_ERROR_HEAD_MISMATCH;
+    return agreed(r.status == want && r.ok);
+}
 
 /* A bad argument on the last rank only: every rank returns the same error, nothing hangs. */
 static bool bad_argument_one_rank(void)
@@ -350,6 +377,9 @@ int main(int argc, char **argv)
         CASE(striped_window_sinks_lengths),
         CASE(striped_two_sided_window),
         CASE(contiguous_alibi_no_causal_window),
+        CASE(heads_causal),
+        CASE(heads_gqa_variants),
+        CASE(heads_not_divisible),
         CASE(bad_argument_one_rank),
         CASE(failure_mid_ring),
     };
