@@ -140,18 +140,18 @@ CLATTN_API clattn_mpi_decode_params clattn_mpi_decode_params_default(void);
 /*
  * Decoding over a KV cache sharded between the ranks: rank r's cache holds, for each sequence,
  * the r-th contiguous shard of its keys and values (any lengths, 0 included); the ranks' caches
- * share B, Hkv, D and dtype. Q (root's values; the other ranks' Q are overwritten with them) is
- * broadcast, every rank attends its shard (clattn_kv_cache_attend, with log-sum-exp), and the
- * partial (O, lse) rows are all-reduced with an MPI operation that merges them by log-sum-exp;
- * every rank gets O (and lse) over the whole cache, as one cache holding all the keys would
- * give. Causal: Lq = 1, the new token at the newest key, which sees every key of every shard
- * (a chunk of several queries would need each shard's positions: run it with the ring); with
- * attend.cross, any Lq.
+ * share B, Hkv, D and dtype; ctx is the context the cache was created with. Root's Q is
+ * broadcast (the other ranks' Q give the shape only and are not read), every rank attends its
+ * shard (clattn_kv_cache_attend, with log-sum-exp), and the partial (O, lse) rows are
+ * all-reduced with an MPI operation that merges them by log-sum-exp; every rank gets O (and
+ * lse) over the whole cache, as one cache holding all the keys would give. Causal: Lq = 1, the
+ * new token at the newest key, which sees every key of every shard (a chunk of several queries
+ * would need each shard's positions: run it with the ring); with attend.cross, any Lq.
  *   Q [B, Hq, Lq, D]   O [B, Hq, Lq, D]   CLATTN_F32
  */
-CLATTN_API clattn_status clattn_mpi_kv_attend(clattn_kv_cache *cache, cl_command_queue queue,
-                                              MPI_Comm comm, const clattn_tensor *Q,
-                                              const clattn_tensor *O,
+CLATTN_API clattn_status clattn_mpi_kv_attend(clattn_context *ctx, clattn_kv_cache *cache,
+                                              cl_command_queue queue, MPI_Comm comm,
+                                              const clattn_tensor *Q, const clattn_tensor *O,
                                               const clattn_mpi_decode_params *params,
                                               cl_uint num_wait, const cl_event *wait_list);
 

@@ -315,6 +315,149 @@ static bool heads_not_divisible(void)
     return agreed(r.status == want && r.ok);
 }
 
+/* Decoding over a sharded cache: sequence b's L_b keys dealt in contiguous shards (rank 1 of
+ * three or more holds none), root's query broadcast (the other ranks' Q hold decoys), against
+ * the reference over all keys (over the int8 rows' dequantized values for a CLATTN_Q8 cache). */
+typedef struct decode_case {
+    clattn_dtype dtype;
+    size_t Hq, Hkv, D, Lq;
+    bool cross, sinks;
+    float softcap;
+    int root;    /* -1: the last rank */
+    long window; /* refused: UNSUPPORTED_PATH on every rank */
+} decode_case;
+
+static bool run_decode(const decode_case *c)
+{
+    test_env e;
+    env_open(&e, false);
+    const size_t B = 2, Hq = c->Hq, Hkv = c->Hkv, D = c->D, Lq = c->Lq, Lmax = 53;
+    const size_t lens[2] = {53, 29};
+    const int root = c->root < 0 ? g_size - 1 : c->root;
+    float *k = malloc(B * Hkv * Lmax * D * sizeof *k), *v = malloc(B * Hkv * Lmax * D * sizeof *v);
+    float *q = malloc(B * Hq * Lq * D * sizeof *q);
+    uint64_t seed = 99 + D;
+    fill_uniform(k, B * Hkv * Lmax * D, &seed, -1.0f, 1.0f);
+    fill_uniform(v, B * Hkv * Lmax * D, &seed, -1.0f, 1.0f);
+    fill_uniform(q, B * Hq * Lq * D, &seed, -1.0f, 1.0f);
+    float fs[32];
+    fill_uniform(fs, Hq, &seed, -1.0f, 2.0f);
+    double *kd = malloc(B * Hkv * Lmax * D * sizeof *kd),
+           *vd = malloc(B * Hkv * Lmax * D * sizeof *vd);
+    double *qd = malloc(B * Hq * Lq * D * sizeof *qd), sinks[32];
+    for (size_t i = 0; i < B * Hkv * Lmax * D; i++)
+        kd[i] = k[i], vd[i] = v[i];
+    for (size_t i = 0; i < B * Hq * Lq * D; i++)
+        qd[i] = q[i];
+    for (size_t h = 0; h < Hq; h++)
+        sinks[h] = fs[h];
+    if (c->dtype == CLATTN_Q8) {
+        ref_quantize_q8(B * Hkv * Lmax, D, kd, kd);
+        ref_quantize_q8(B * Hkv * Lmax, D, vd, vd);
+    }
+    int ilens[2] = {(int)lens[0], (int)lens[1]};
+    ref_variant rv = ref_variant_none();
+    rv.softcap = c->softcap;
+    rv.sinks = c->sinks ? sinks : NULL;
+    double *ro = malloc(B * Hq * Lq * D * sizeof *ro), *rl = malloc(B * Hq * Lq * sizeof *rl);
+    ref_sdpa_variant(B, Hq, Hkv, Lq, Lmax, D, D, 1.0 / sqrt((double)D), c->cross ? 0 : 2, NULL,
+                     ilens, &rv, qd, kd, vd, ro, NULL, rl);
+    /* This rank's shard of each sequence, appended as [B, Hkv, T, D] with counts. */
+    size_t first[2], count[2], T = 0, pos[64];
+    for (size_t b = 0; b < B; b++) {
+        count[b] = positions(CLATTN_MPI_CONTIGUOUS, g_rank, g_size, lens[b], pos);
+        first[b] = count[b] ? pos[0] : 0;
+        T = count[b] > T ? count[b] : T;
+    }
+    clattn_kv_cache_params kp = clattn_kv_cache_params_default();
+    kp.batch = B, kp.num_kv_heads = Hkv, kp.head_dim = D, kp.capacity = Lmax, kp.dtype = c->dtype;
+    clattn_kv_cache *cache = NULL;
+    CL_OK(clattn_kv_cache_create(e.cc, &kp, &cache));
+    float *kn = calloc(B * Hkv * (T + 1) * D, sizeof *kn),
+          *vn = calloc(B * Hkv * (T + 1) * D, sizeof *vn);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < Hkv; h++)
+            for (size_t t = 0; t < count[b]; t++)
+                for (size_t d = 0; d < D; d++) {
+                    const size_t src = ((b * Hkv + h) * Lmax + first[b] + t) * D + d;
+                    kn[((b * Hkv + h) * T + t) * D + d] = k[src];
+                    vn[((b * Hkv + h) * T + t) * D + d] = v[src];
+                }
+    cl_mem bk, bv, bq, bo, bl, bs = NULL;
+    const clattn_tensor KN = upload(&e, kn, B, Hkv, T, D, false, 0, &bk);
+    const clattn_tensor VN = upload(&e, vn, B, Hkv, T, D, false, 0, &bv);
+    if (T)
+        CL_OK(clattn_kv_cache_append(cache, e.queue, &KN, &VN, count, 0, NULL, NULL));
+    if (g_rank != root)
+        for (size_t i = 0; i < B * Hq * Lq * D; i++)
+            q[i] = 1e3f; /* decoys: root's query must be the one used */
+    const clattn_tensor Q = upload(&e, q, B, Hq, Lq, D, false, 1, &bq);
+    float *zeros = calloc(B * Hq * Lq * D + 8, sizeof *zeros);
+    const clattn_tensor O = upload(&e, zeros, B, Hq, Lq, D, false, 3, &bo);
+    const clattn_tensor Lt = upload(&e, zeros, B, Hq, Lq, 1, false, 0, &bl);
+    clattn_mpi_decode_params p = clattn_mpi_decode_params_default();
+    p.root = root;
+    p.lse = &Lt;
+    p.attend.cross = c->cross;
+    p.attend.logits.softcap = c->softcap;
+    if (c->window >= 0)
+        p.attend.window_left = c->window;
+    if (c->sinks) {
+        bs = buf_new(&e, Hq * sizeof *fs);
+        buf_write(&e, bs, 0, fs, Hq * sizeof *fs);
+        p.attend.logits.sinks = bs;
+    }
+    const clattn_status st =
+        clattn_mpi_kv_attend(e.cc, cache, e.queue, MPI_COMM_WORLD, &Q, &O, &p, 0, NULL);
+    bool ok;
+    if (c->window >= 0) {
+        ok = st == CLATTN_ERROR_UNSUPPORTED_PATH;
+    } else if (st != CLATTN_SUCCESS) {
+        fprintf(stderr, "rank %d: %s\n", g_rank, clattn_status_name(st));
+        ok = false;
+    } else {
+        const size_t n = B * Hq * Lq;
+        float *o = malloc((n * D + 3) * sizeof *o), *l = malloc(n * sizeof *l);
+        buf_read(&e, bo, 0, o, (n * D + 3) * sizeof *o);
+        buf_read(&e, bl, 0, l, n * sizeof *l);
+        double *go = malloc(n * D * sizeof *go), *gl = malloc(n * sizeof *gl);
+        for (size_t i = 0; i < n * D; i++)
+            go[i] = o[i + 3];
+        for (size_t i = 0; i < n; i++)
+            gl[i] = l[i];
+        const double tol = TOL; /* int8: against the dequantized values, so as tight as fp32 */
+        char what[48];
+        snprintf(what, sizeof what, "rank %d O", g_rank);
+        ok = check_close(what, go, ro, n * D, tol);
+        snprintf(what, sizeof what, "rank %d lse", g_rank);
+        ok = check_close(what, gl, rl, n, tol) && ok;
+        free(o), free(l), free(go), free(gl);
+    }
+    clattn_kv_cache_destroy(&cache);
+    cl_mem bufs[] = {bk, bv, bq, bo, bl, bs};
+    for (size_t i = 0; i < 6; i++)
+        if (bufs[i])
+            clReleaseMemObject(bufs[i]);
+    free(k), free(v), free(q), free(kd), free(vd), free(qd), free(ro), free(rl), free(kn), free(vn);
+    free(zeros);
+    env_close(&e);
+    return agreed(ok);
+}
+
+#define DECODE_CASE(fname, ...)                                                                    \
+    static bool fname(void)                                                                        \
+    {                                                                                              \
+        decode_case c = {CLATTN_F32, 4, 2, 16, 1, false, false, 0.0f, 0, -1};                      \
+        __VA_ARGS__;                                                                               \
+        return run_decode(&c);                                                                     \
+    }
+
+DECODE_CASE(decode_f32, (void)0)
+DECODE_CASE(decode_sinks_softcap_root_last, c.sinks = true; c.softcap = 2.0f; c.root = -1)
+DECODE_CASE(decode_q8_gqa, c.dtype = CLATTN_Q8; c.Hq = 8; c.Hkv = 2; c.D = 32)
+DECODE_CASE(decode_cross_chunk, c.cross = true; c.Lq = 3; c.sinks = true)
+DECODE_CASE(decode_window_refused, c.window = 8)
+
 /* A bad argument on the last rank only: every rank returns the same error, nothing hangs. */
 static bool bad_argument_one_rank(void)
 {
@@ -380,6 +523,11 @@ int main(int argc, char **argv)
         CASE(heads_causal),
         CASE(heads_gqa_variants),
         CASE(heads_not_divisible),
+        CASE(decode_f32),
+        CASE(decode_sinks_softcap_root_last),
+        CASE(decode_q8_gqa),
+        CASE(decode_cross_chunk),
+        CASE(decode_window_refused),
         CASE(bad_argument_one_rank),
         CASE(failure_mid_ring),
     };
