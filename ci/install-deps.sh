@@ -8,7 +8,7 @@ set -euo pipefail
 want=(meson ninja-build gcc pkg-config python3 ocl-icd-opencl-dev opencl-c-headers
       libclblast-dev libxxhash-dev pocl-opencl-icd clinfo
       oclgrind clang libclang-rt-14-dev libfuzzer-14-dev python3-pyopencl python3-numpy
-      python3-pytest python3-venv "$@")
+      python3-pytest python3-venv libopenmpi-dev openmpi-bin "$@")
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

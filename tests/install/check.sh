@@ -19,3 +19,15 @@ LD_LIBRARY_PATH="$libdir" "$scratch/consumer"
 # number gives (include/clattn.h's ABI policy).
 abi=$(sed -n 's/^#define CLATTN_ABI_VERSION \([0-9]*\)$/\1/p' "$src/include/clattn.h")
 LD_LIBRARY_PATH="$libdir" ldd "$scratch/consumer" | grep -q "libclattn.so.$abi => $libdir/libclattn"
+# libclattn_mpi, when the build has it: a program using clattn_mpi.h builds and links from
+# nothing but `pkg-config clattn-mpi` (it is not run: that takes mpirun).
+if [ -f "$pc/clattn-mpi.pc" ]; then
+  printf '#include <clattn_mpi.h>\nint main(void) { clattn_mpi_ring_params p = clattn_mpi_ring_params_default(); return (int)p.layout; }\n' > "$scratch/mpi_consumer.c"
+  # shellcheck disable=SC2046
+  # (MPI's own module lies outside the scratch root, which PKG_CONFIG_SYSROOT_DIR would prefix
+  # to its paths: its flags are asked for without it.)
+  cc -std=c11 -Wall -Werror -o "$scratch/mpi_consumer" "$scratch/mpi_consumer.c" \
+     $(pkg-config --cflags --libs clattn-mpi) \
+     $(env -u PKG_CONFIG_SYSROOT_DIR pkg-config --cflags --libs mpi-c)
+  echo "pkg-config --cflags --libs clattn-mpi: ok"
+fi
