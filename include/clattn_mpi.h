@@ -68,10 +68,11 @@ typedef struct clattn_mpi_stats {
     uint64_t blocks_computed, blocks_skipped; /* (query block, key block) pairs; skipped: fully
                                                * hidden by the causal mask, the window or the key
                                                * lengths */
-    uint64_t staging_bytes; /* host and device memory the call held for transfers */
+    uint64_t device_bytes;  /* device memory the call allocated (staging, partial results) */
+    uint64_t host_bytes;    /* host memory the call allocated (staging for MPI) */
     double seconds;         /* the whole call */
     double seconds_waiting; /* blocked on communication after the device finished */
-    uint64_t reserved[8];   /* set to zero */
+    uint64_t reserved[7];   /* set to zero */
 } clattn_mpi_stats;
 
 typedef struct clattn_mpi_ring_params {
@@ -96,8 +97,8 @@ CLATTN_API clattn_mpi_ring_params clattn_mpi_ring_params_default(void);
  * the whole sequence. K/V chunks go around the ring, P − 1 steps, each block's transfer
  * overlapping the attention of the block before; partial results merge by log-sum-exp
  * (clattn_merge), sinks are added once at the end (clattn_add_sinks); blocks the causal mask,
- * window or key lengths hide entirely are skipped. Memory per rank: its chunks, two received
- * K/V blocks on the device and two on the host, two partial outputs.
+ * window or key lengths hide entirely are skipped. Memory per rank: its chunks, one received
+ * K/V block and two partial outputs on the device, two K/V blocks on the host.
  *   Q [B, Hq, n_q, D]   K [B, Hkv, n_k, D]   V [B, Hkv, n_k, Dv]   O [B, Hq, n_q, Dv]
  *   lse [B, Hq, n_q, 1] CLATTN_F32 or NULL (of the whole sequence's rows, sinks excluded).
  * Q, K, V, O all CLATTN_F32 or all CLATTN_F16 (K/V travel in their storage type); any strides.

@@ -125,7 +125,8 @@ clattn_status clattn_mpi_kv_attend(clattn_context *ctx, clattn_kv_cache *cache,
     cl_mem bo = clattn_mpi__buffer(cc, rows * Dv * sizeof(float), &st);
     cl_mem bl = clattn_mpi__buffer(cc, rows * sizeof(float), &st);
     cl_mem neg = clattn_mpi__buffer(cc, rows * sizeof(float), &st);
-    stats.staging_bytes = rows * (2 * D + 3 * Dv + 6) * sizeof(float);
+    stats.host_bytes = rows * (D + 2 * Dv + 3) * sizeof(float);
+    stats.device_bytes = rows * (D + Dv + 2) * sizeof(float);
     if (rows * (Dv + 1) > INT32_MAX || rows * D > INT32_MAX)
         st = CLATTN_ERROR_SIZE_OVERFLOW;
     if (st == CLATTN_SUCCESS && num_wait)

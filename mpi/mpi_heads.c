@@ -129,9 +129,12 @@ clattn_status clattn_mpi_head_split_attention(clattn_context *ctx, cl_command_qu
     bod = clattn_mpi__buffer(cc, B * h.Hq * n_q * Dv * sizeof(float), &st);
     bld = clattn_mpi__buffer(cc, B * h.Hq * n_q * sizeof(float), &st);
     neg = clattn_mpi__buffer(cc, B * h.Hq * n_q * sizeof(float), &st);
-    stats.staging_bytes = (qn + kn + vn + total_out + total_in + B * Hg * (Tq * (D + Dv + 1)) +
-                           B * Hk * Tk * (D + Dv)) *
-                          2 * sizeof(float);
+    stats.host_bytes = (qn + kn + vn + total_out + total_in + B * Hg * Tq * (D + 2 * Dv + 2) +
+                        B * Hk * Tk * (D + Dv) + B * h.Hq * n_q * (Dv + 1)) *
+                       sizeof(float);
+    stats.device_bytes =
+        (B * Hg * Tq * (D + Dv + 1) + B * Hk * Tk * (D + Dv) + B * h.Hq * n_q * (Dv + 2)) *
+        sizeof(float);
     if (st == CLATTN_SUCCESS && num_wait)
         st = clWaitForEvents(num_wait, wait_list);
     if (st == CLATTN_SUCCESS)

@@ -154,15 +154,14 @@ typedef struct resources {
     MPI_Comm comm;
     int64_t *meta, *nq, *nk;
     unsigned char *host[2];
-    cl_mem dev[2], acc, acc_lse, part, part_lse;
+    cl_mem dev, acc, acc_lse, part, part_lse;
 } resources;
 
 static void resources_free(resources *res)
 {
     free(res->meta), free(res->nq), free(res->nk);
     free(res->host[0]), free(res->host[1]);
-    cl_mem *m[] = {&res->dev[0],  &res->dev[1], &res->acc,
-                   &res->acc_lse, &res->part,   &res->part_lse};
+    cl_mem *m[] = {&res->dev, &res->acc, &res->acc_lse, &res->part, &res->part_lse};
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         if (*m[i])
             clReleaseMemObject(*m[i]);
@@ -223,7 +222,7 @@ static clattn_status run(ring *g, resources *res, const clattn_tensor *K, const 
         }
         clattn_tensor k = *K, v = *V;
         if (s > 0)
-            staged_views(ms, res->dev[s % 2], v_at, &k, &v);
+            staged_views(ms, res->dev, v_at, &k, &v);
         const uint64_t before = g->stats.blocks_computed;
         st = block(g, qp, nqp, res->nk, src, &k, &v);
         if (st == CLATTN_SUCCESS && g->stats.blocks_computed != before)
@@ -238,12 +237,11 @@ static clattn_status run(ring *g, resources *res, const clattn_tensor *K, const 
             /* The block just received goes to the device for the next step; the host copy is
              * what this rank forwards then. */
             cl_event w1 = NULL, w2 = NULL;
-            rc = clEnqueueWriteBuffer(g->queue, res->dev[(s + 1) % 2], CL_FALSE, 0,
-                                      (size_t)mi[M_KSPAN], in, g->last ? 1 : 0,
-                                      g->last ? &g->last : NULL, &w1);
+            rc = clEnqueueWriteBuffer(g->queue, res->dev, CL_FALSE, 0, (size_t)mi[M_KSPAN], in,
+                                      g->last ? 1 : 0, g->last ? &g->last : NULL, &w1);
             if (rc == CL_SUCCESS)
-                rc = clEnqueueWriteBuffer(g->queue, res->dev[(s + 1) % 2], CL_FALSE, v_at,
-                                          (size_t)mi[M_VSPAN], in + v_at, 1, &w1, &w2);
+                rc = clEnqueueWriteBuffer(g->queue, res->dev, CL_FALSE, v_at, (size_t)mi[M_VSPAN],
+                                          in + v_at, 1, &w1, &w2);
             clattn_mpi__release(&w1);
             if (rc != CL_SUCCESS)
                 st = rc;
@@ -330,18 +328,22 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
         st = CLATTN_ERROR_SIZE_OVERFLOW; /* one MPI message each; the same on every rank */
     const size_t B = Q->dims[0], Hq = Q->dims[1], nq = Q->dims[2], Dv = V->dims[3];
     if (st == CLATTN_SUCCESS) {
+        /* Two host buffers (one sent from while the other receives) but one device buffer:
+         * the next block is written to it only after the attention on the one it holds. */
         for (int i = 0; i < 2 && P > 1; i++) {
             res.host[i] = malloc(staged ? staged : 1);
-            res.dev[i] = buffer(ctx, staged, &st);
             if (!res.host[i] && st == CLATTN_SUCCESS)
                 st = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
         }
+        if (P > 1)
+            res.dev = buffer(ctx, staged, &st);
         res.acc = buffer(ctx, B * Hq * nq * Dv * sizeof(float), &st);
         res.part = buffer(ctx, B * Hq * nq * Dv * sizeof(float), &st);
         res.acc_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
         res.part_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
     }
-    g.stats.staging_bytes = (P > 1 ? 4 * staged : 0) + 2 * B * Hq * nq * (Dv + 1) * sizeof(float);
+    g.stats.host_bytes = P > 1 ? 2 * staged : 0;
+    g.stats.device_bytes = (P > 1 ? staged : 0) + 2 * B * Hq * nq * (Dv + 1) * sizeof(float);
     g.Q = *Q;
     g.acc = clattn_mpi__dense(res.acc, CLATTN_F32, B, Hq, nq, Dv);
     g.part = clattn_mpi__dense(res.part, CLATTN_F32, B, Hq, nq, Dv);

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 /* The setups every case of this file runs under (see harness.h). */
@@ -241,6 +242,15 @@ static bool variant_errors(void)
         r.mask.window_right = INT64_MIN;
         ok &= sdpa_fails("window_right INT64_MIN", &Q.t, &K.t, &V.t, &O.t, &r,
                          CLATTN_ERROR_INVALID_ARGUMENT);
+        /* a query offset past 2^38 either way (it could close an unbounded window side) */
+        r.mask.window_right = CLATTN_WINDOW_UNBOUNDED;
+        r.mask.query_offset = ((ptrdiff_t)1 << 38) + 1;
+        ok &= sdpa_fails("query_offset 2^38 + 1", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_INVALID_ARGUMENT);
+        r.mask.query_offset = -((ptrdiff_t)1 << 38) - 1;
+        ok &= sdpa_fails("query_offset -2^38 - 1", &Q.t, &K.t, &V.t, &O.t, &r,
+                         CLATTN_ERROR_INVALID_ARGUMENT);
+        r.mask.query_offset = 0;
         /* negative, NaN, infinite, a cap whose cap·log2(e) overflows, one whose inverse does */
         const float caps[] = {-1.0f, NAN, INFINITY, -0.0f - 1e-30f, 3e38f, 1e-39f};
         for (int c = 0; c < 6; c++) {
@@ -278,6 +288,11 @@ static bool variant_errors(void)
     clattn_mask_params mp = clattn_mask_params_default();
     mp.window_right = -7;
     cl_event ev = EVENT_SENTINEL;
+    EXPECT_STATUS(clattn_mask(E.cc, E.queue, &S.t, &mp, 0, NULL, &ev), CLATTN_ERROR_INVALID_ARGUMENT);
+    EXPECT(ev == EVENT_SENTINEL);
+    mp = clattn_mask_params_default();
+    mp.causal = CLATTN_CAUSAL_TOP_LEFT;
+    mp.query_offset = PTRDIFF_MIN;
     EXPECT_STATUS(clattn_mask(E.cc, E.queue, &S.t, &mp, 0, NULL, &ev), CLATTN_ERROR_INVALID_ARGUMENT);
     EXPECT(ev == EVENT_SENTINEL);
 

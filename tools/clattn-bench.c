@@ -6,6 +6,9 @@
 #include "clattn.h"
 #include "ref.h"
 #include "tool_common.h"
+#ifdef CLATTN_BENCH_MPI
+#include "bench_mpi.h"
+#endif
 
 #include <getopt.h>
 #include <math.h>
@@ -1240,6 +1243,13 @@ static void usage(void)
         "      --host-time        time each call only until it returns (its work enqueued):\n"
         "                         the host's cost per call, not the device's\n"
         "      --layer-scratch    mha forwards without a workspace (the layer's kept scratch)\n"
+        "");
+    printf("%s",
+        "      --mpi-ring[=LAYOUT] under mpirun: ring attention (clattn_mpi) over the ranks,\n"
+        "                         LAYOUT contiguous (default), zigzag or striped; -T (default\n"
+        "                         262144), -H (1), -d (64), --causal (on without a shape);\n"
+        "                         time, memory per rank against one process, bytes sent and\n"
+        "                         the share of time waiting on communication\n"
         "      --demo             show scores, mask and softmax for an 8-token sentence\n");
 }
 
@@ -1254,11 +1264,12 @@ int main(int argc, char **argv)
     clattn_dtype kv_dtype = CLATTN_F32;
     size_t page_size = 0;
     bool do_mixed = false;
+    const char *mpi_layout = NULL; /* --mpi-ring's layout: run under mpirun */
     const char *suite_name = "models";
     enum { O_KV = 1000, O_LQ, O_LK, O_CAUSAL, O_PATH, O_WARMUP, O_REPS, O_MAXS, O_CHECK, O_JSON,
            O_DEVICE, O_DEMO, O_OP, O_SUITE, O_PEAK, O_STARTUP, O_DECODE, O_VARLEN, O_HOST_TIME,
            O_LAYER_SCRATCH, O_WINDOW, O_SOFTCAP, O_ALIBI, O_SINKS, O_STARTUP_LLAMA, O_KV_DTYPE, O_PAGE_SIZE, O_MIXED,
-           O_BANDWIDTH };
+           O_BANDWIDTH, O_MPI_RING };
     static const struct option longopts[] = {
         {"op", required_argument, 0, O_OP},         {"batch", required_argument, 0, 'b'},
         {"heads", required_argument, 0, 'H'},       {"kv-heads", required_argument, 0, O_KV},
@@ -1280,6 +1291,7 @@ int main(int argc, char **argv)
         {"page-size", required_argument, 0, O_PAGE_SIZE},
         {"mixed", no_argument, 0, O_MIXED},
         {"bandwidth", no_argument, 0, O_BANDWIDTH},
+        {"mpi-ring", optional_argument, 0, O_MPI_RING},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:H:T:d:h", longopts, NULL)) != -1) {
@@ -1316,6 +1328,7 @@ int main(int argc, char **argv)
         case O_VARLEN: do_varlen = true; break;
         case O_PAGE_SIZE: page_size = (size_t)strtoull(optarg, NULL, 10); break;
         case O_MIXED: do_mixed = true; break;
+        case O_MPI_RING: mpi_layout = optarg ? optarg : "contiguous"; break;
         case O_KV_DTYPE:
             kv_dtype = strcmp(optarg, "f32") == 0    ? CLATTN_F32
                        : strcmp(optarg, "f16") == 0  ? CLATTN_F16
@@ -1346,6 +1359,16 @@ int main(int argc, char **argv)
         custom.Hkv = custom.H;
     if (do_startup_llama)
         return startup_llama(json);
+    if (mpi_layout) {
+#ifdef CLATTN_BENCH_MPI
+        return bench_mpi_ring(&argc, &argv, have_shape ? custom.Lq : 262144,
+                              have_shape ? custom.H : 1, have_shape ? custom.D : 64,
+                              custom.causal != 0 || !have_shape, mpi_layout, o.reps < 3 ? o.reps : 3);
+#else
+        fprintf(stderr, "clattn-bench: built without MPI (-Dmpi)\n");
+        return 2;
+#endif
+    }
 
     if (do_startup) {
         /* From nothing to every kernel ready: context, device queries, each kernel file built
