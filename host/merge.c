@@ -17,11 +17,11 @@ static clattn_status merge_plan(clattn_plan *p, const clattn_tensor *O1, const c
 {
     clattn_context *ctx = p->ctx;
     clattn_status st;
-    if ((st = clattn__view_check(ctx, O1, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+    if ((st = clattn__view_check_f16(ctx, O1, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, lse1, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, O2, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check_f16(ctx, O2, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, lse2, CLATTN_VIEW_INPUT)) != CL_SUCCESS ||
-        (st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
+        (st = clattn__view_check_f16(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
         (lse && (st = clattn__view_check(ctx, lse, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS))
         return st;
     const size_t B = O->dims[0], H = O->dims[1], Lq = O->dims[2], Dv = O->dims[3];
@@ -38,8 +38,10 @@ static clattn_status merge_plan(clattn_plan *p, const clattn_tensor *O1, const c
     clattn__arg_ulong(&args, H);
     clattn__arg_ulong(&args, Dv);
     const size_t global[2] = {Lq, B * H};
-    return clattn__plan_kernel(p, "merge", lse ? "-DHAS_LSE=1" : "-DHAS_LSE=0", "merge", &args, 2,
-                               global, NULL);
+    char opts[64];
+    snprintf(opts, sizeof opts, "-DHAS_LSE=%d -DO1_FMT=%d -DO2_FMT=%d -DO_FMT=%d", lse != NULL,
+             O1->dtype == CLATTN_F16, O2->dtype == CLATTN_F16, O->dtype == CLATTN_F16);
+    return clattn__plan_kernel(p, "merge", opts, "merge", &args, 2, global, NULL);
 }
 
 clattn_status clattn__merge_parts_plan(clattn_plan *p, const clattn_tensor *part,
@@ -81,7 +83,7 @@ static clattn_status add_sinks_plan(clattn_plan *p, const clattn_tensor *O,
 {
     clattn_context *ctx = p->ctx;
     clattn_status st;
-    if ((st = clattn__view_check(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
+    if ((st = clattn__view_check_f16(ctx, O, CLATTN_VIEW_OUTPUT)) != CL_SUCCESS ||
         (st = clattn__view_check(ctx, lse, CLATTN_VIEW_INPUT)) != CL_SUCCESS)
         return st;
     if (!clattn__view_empty(O) && (st = clattn__buffer_readable(O->buffer)) != CL_SUCCESS)
@@ -105,7 +107,9 @@ static clattn_status add_sinks_plan(clattn_plan *p, const clattn_tensor *O,
     clattn__arg_ulong(&args, O->dims[3]);
     clattn__arg_vector(&args, sinks, sinks_offset);
     const size_t global[2] = {Lq, B * H};
-    return clattn__plan_kernel(p, "merge", "-DHAS_LSE=0", "add_sinks", &args, 2, global, NULL);
+    return clattn__plan_kernel(p, "merge",
+                               O->dtype == CLATTN_F16 ? "-DHAS_LSE=0 -DO_FMT=1" : "-DHAS_LSE=0",
+                               "add_sinks", &args, 2, global, NULL);
 }
 
 clattn_status clattn_add_sinks(clattn_context *ctx, cl_command_queue queue, const clattn_tensor *O,

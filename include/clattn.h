@@ -650,6 +650,8 @@ CLATTN_API clattn_status clattn_sdpa_prepare(clattn_context *ctx, const clattn_t
  * This is what split-KV decoding and attention across several devices need. A part whose
  * lse is −inf (it saw no key) contributes nothing; if both are, O = 0 and lse = −inf.
  *   O1, O2, O [B, H, Lq, Dv]   lse1, lse2 [B, H, Lq, 1]   lse: [B, H, Lq, 1] or NULL
+ * O1, O2 and O are each CLATTN_F32 or CLATTN_F16 (e.g. fp16 parts merged into a float
+ * accumulator; merged in float); the lse views are CLATTN_F32.
  * O may be O1 or O2 and lse may be lse1 or lse2 (the same view: in-place accumulation); other
  * overlaps are not allowed.
  */
@@ -667,7 +669,8 @@ CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queu
  * own split) computes its parts without sinks, merges them with clattn_merge, then calls this.
  * In place on O; lse is read only (it still excludes the sink). A row with lse = −inf (no key)
  * keeps its 0.
- *   O [B, H, Lq, Dv]   lse [B, H, Lq, 1]   sinks: float [H] from element sinks_offset
+ *   O [B, H, Lq, Dv] CLATTN_F32 or CLATTN_F16   lse [B, H, Lq, 1]   sinks: float [H] from
+ *   element sinks_offset
  */
 CLATTN_API clattn_status clattn_add_sinks(clattn_context *ctx, cl_command_queue queue,
                                           const clattn_tensor *O, const clattn_tensor *lse,

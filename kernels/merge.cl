@@ -7,6 +7,18 @@
  * HAS_SINKS (merge_parts): head h's sink logit joins the merged denominator, once; the merged lse
  * excludes it. add_sinks (at the end) does the same for a result merged without them. */
 
+/* O1_FMT, O2_FMT, O_FMT (merge; add_sinks: O_FMT): each O view float (0) or half (1),
+ * loaded and stored as the prelude's FMT_* say; the merging is in float either way. */
+#ifndef O1_FMT
+#define O1_FMT 0
+#endif
+#ifndef O2_FMT
+#define O2_FMT 0
+#endif
+#ifndef O_FMT
+#define O_FMT 0
+#endif
+
 /* A part's weight exp(lse_s - mx) / sum, given the largest part lse mx and the sum of
  * exp(lse_t - mx) over all parts; 0 when no part saw a key. */
 inline float part_weight(float lse_s, float mx, float sum)
@@ -34,8 +46,9 @@ inline float merged_lse(float mx, float sum)
 
 /* Two parts in any two views (clattn_merge). Each work-item reads its row before writing it, so
  * O may be O1 or O2 and lse may be lse1 or lse2 (in-place accumulation). */
-__kernel void merge(VIEW(const float, o1), VIEW(const float, l1), VIEW(const float, o2),
-                    VIEW(const float, l2), VIEW(float, o), VIEW(float, l), ulong H, ulong Dv)
+__kernel void merge(VIEW(const FMT_TYPE(O1_FMT), o1), VIEW(const float, l1),
+                    VIEW(const FMT_TYPE(O2_FMT), o2), VIEW(const float, l2),
+                    VIEW(FMT_TYPE(O_FMT), o), VIEW(float, l), ulong H, ulong Dv)
 {
     const ulong i = get_global_id(0);
     const ulong z = get_global_id(1), b = z / H, h = z % H;
@@ -45,8 +58,9 @@ __kernel void merge(VIEW(const float, o1), VIEW(const float, l1), VIEW(const flo
     const float sum = exp(a - mx) + exp(c - mx);
     const float w1 = part_weight(a, mx, sum), w2 = part_weight(c, mx, sum);
     for (ulong d = 0; d < Dv; d++) {
-        const float x = WEIGHTED_ADD(float, 0.0f, w1, o1[AT(o1, b, h, i, d)]);
-        o[AT(o, b, h, i, d)] = WEIGHTED_ADD(float, x, w2, o2[AT(o2, b, h, i, d)]);
+        const float x = WEIGHTED_ADD(float, 0.0f, w1, FMT_LOAD(O1_FMT, o1, AT(o1, b, h, i, d)));
+        const float y = WEIGHTED_ADD(float, x, w2, FMT_LOAD(O2_FMT, o2, AT(o2, b, h, i, d)));
+        FMT_STORE(O_FMT, y, o, AT(o, b, h, i, d));
     }
 #if HAS_LSE
     l[AT(l, b, h, i, 0)] = merged_lse(mx, sum);
@@ -90,13 +104,15 @@ __kernel void merge_parts(VIEW(const float, part), VIEW(const float, part_lse), 
 
 /* Sinks added to a finished result (clattn_add_sinks): row (b, h, i) of O is scaled by
  * 1 / (1 + exp(sink_h - lse)), 0 where lse is -inf (its O is 0 already). NDRange (Lq, B * H). */
-__kernel void add_sinks(VIEW(float, o), VIEW(const float, l), ulong H, ulong Dv,
+__kernel void add_sinks(VIEW(FMT_TYPE(O_FMT), o), VIEW(const float, l), ulong H, ulong Dv,
                         __global const float *sinks, ulong sinks_off)
 {
     const ulong i = get_global_id(0);
     const ulong z = get_global_id(1), b = z / H, h = z % H;
     const float lse = l[AT(l, b, h, i, 0)];
     const float f = lse == -INFINITY ? 0.0f : 1.0f / (1.0f + exp(sinks[sinks_off + h] - lse));
-    for (ulong d = 0; d < Dv; d++)
-        o[AT(o, b, h, i, d)] = WEIGHTED_ADD(float, 0.0f, f, o[AT(o, b, h, i, d)]);
+    for (ulong d = 0; d < Dv; d++) {
+        const ulong at = AT(o, b, h, i, d);
+        FMT_STORE(O_FMT, WEIGHTED_ADD(float, 0.0f, f, FMT_LOAD(O_FMT, o, at)), o, at);
+    }
 }

@@ -172,8 +172,9 @@ clattn_status clattn_mpi__validate(clattn_context *ctx, cl_command_queue queue,
         return CLATTN_ERROR_INVALID_ARGUMENT;
     if (rp->layout == CLATTN_MPI_STRIPED && (ap->logits.alibi_slopes || ap->mask.window_keep_first))
         return CLATTN_ERROR_UNSUPPORTED_PATH;
-    if (Q->dtype != CLATTN_F32 || K->dtype != CLATTN_F32 || V->dtype != CLATTN_F32 ||
-        O->dtype != CLATTN_F32)
+    /* all float or all half (K/V then travel as half) */
+    if ((Q->dtype != CLATTN_F32 && Q->dtype != CLATTN_F16) || K->dtype != Q->dtype ||
+        V->dtype != Q->dtype || O->dtype != Q->dtype)
         return CLATTN_ERROR_UNSUPPORTED_DTYPE;
     if (lse && !dims_are(lse, O->dims[0], O->dims[1], O->dims[2], 1))
         return CLATTN_ERROR_INVALID_SHAPE;

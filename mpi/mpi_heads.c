@@ -57,6 +57,8 @@ clattn_status clattn_mpi_head_split_attention(clattn_context *ctx, cl_command_qu
     clattn_status st = clattn_mpi__validate(ctx, queue, Q, K, V, O, lse, params);
     if (st == CLATTN_SUCCESS && params->layout != CLATTN_MPI_CONTIGUOUS)
         st = CLATTN_ERROR_INVALID_ARGUMENT;
+    if (st == CLATTN_SUCCESS && Q->dtype != CLATTN_F32)
+        st = CLATTN_ERROR_UNSUPPORTED_DTYPE;
     if (st == CLATTN_SUCCESS && (num_wait > 0) != (wait_list != NULL))
         st = CLATTN_ERROR_INVALID_ARGUMENT;
     int64_t *meta = calloc((size_t)P * M_N, sizeof *meta);

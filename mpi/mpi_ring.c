@@ -338,15 +338,18 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
         if (P > 1)
             res.dev = buffer(ctx, staged, &st);
         res.acc = buffer(ctx, B * Hq * nq * Dv * sizeof(float), &st);
-        res.part = buffer(ctx, B * Hq * nq * Dv * sizeof(float), &st);
+        /* the parts in the call's type (clattn_sdpa writes O as Q is), the sums in float */
+        res.part = buffer(ctx, B * Hq * nq * Dv * clattn_dtype_size(Q->dtype), &st);
         res.acc_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
         res.part_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
     }
     g.stats.host_bytes = P > 1 ? 2 * staged : 0;
-    g.stats.device_bytes = (P > 1 ? staged : 0) + 2 * B * Hq * nq * (Dv + 1) * sizeof(float);
+    g.stats.device_bytes =
+        (P > 1 ? staged : 0) +
+        B * Hq * nq * (Dv * (sizeof(float) + clattn_dtype_size(Q->dtype)) + 2 * sizeof(float));
     g.Q = *Q;
     g.acc = clattn_mpi__dense(res.acc, CLATTN_F32, B, Hq, nq, Dv);
-    g.part = clattn_mpi__dense(res.part, CLATTN_F32, B, Hq, nq, Dv);
+    g.part = clattn_mpi__dense(res.part, Q->dtype, B, Hq, nq, Dv);
     g.acc_lse = clattn_mpi__dense(res.acc_lse, CLATTN_F32, B, Hq, nq, 1);
     g.part_lse = clattn_mpi__dense(res.part_lse, CLATTN_F32, B, Hq, nq, 1);
     /* The caller's wait list, then this rank's own block, read once into the host buffer it

@@ -32,12 +32,24 @@ typedef struct ring_case {
     bool alibi, sinks, lengths, bthd_odd; /* bthd_odd: odd ranks hold K/V as [B, T, H, D] */
     bool lse;
     bool heads; /* clattn_mpi_head_split_attention instead of the ring */
+    bool fp16;  /* Q, K, V, O stored as half */
 } ring_case;
 
 static ring_case base(clattn_mpi_layout layout, size_t T)
 {
-    ring_case c = {layout, 2, 4,    2,     T,     T,     16,   16,   1,    -1,
-                   -1,     0, 0.0f, false, false, false, true, true, false};
+    ring_case c = {.layout = layout,
+                   .B = 2,
+                   .Hq = 4,
+                   .Hkv = 2,
+                   .Tq = T,
+                   .Tk = T,
+                   .D = 16,
+                   .Dv = 16,
+                   .causal = 1,
+                   .wl = -1,
+                   .wr = -1,
+                   .bthd_odd = true,
+                   .lse = true};
     return c;
 }
 
@@ -86,20 +98,39 @@ static float *gather(const float *all, size_t B, size_t H, size_t T, size_t D, c
     return out;
 }
 
-/* A device buffer with `pad` floats of decoys before the data; the view of it. */
-static clattn_tensor upload(test_env *e, const float *x, size_t B, size_t H, size_t T, size_t D,
-                            bool bthd, size_t pad, cl_mem *buf)
+/* A device buffer with `pad` elements of decoys before the data (as half when `half`); the
+ * view of it. */
+static clattn_tensor upload_as(test_env *e, const float *x, size_t B, size_t H, size_t T, size_t D,
+                               bool bthd, size_t pad, cl_mem *buf, bool half)
 {
     const size_t n = B * H * T * D;
     float *all = malloc((n + pad + 1) * sizeof *all);
     for (size_t i = 0; i < pad; i++)
         all[i] = 1e4f;
     memcpy(all + pad, x, n * sizeof *x);
-    *buf = buf_new(e, (n + pad + 1) * sizeof *all);
-    buf_write(e, *buf, 0, all, (n + pad + 1) * sizeof *all);
+    all[n + pad] = 0.0f;
+    if (half) {
+        uint16_t *h = malloc((n + pad + 1) * sizeof *h);
+        for (size_t i = 0; i < n + pad + 1; i++)
+            h[i] = half_from_float(all[i]);
+        *buf = buf_new(e, (n + pad + 1) * sizeof *h);
+        buf_write(e, *buf, 0, h, (n + pad + 1) * sizeof *h);
+        free(h);
+    } else {
+        *buf = buf_new(e, (n + pad + 1) * sizeof *all);
+        buf_write(e, *buf, 0, all, (n + pad + 1) * sizeof *all);
+    }
     free(all);
-    return bthd ? clattn_tensor_bthd(*buf, pad, B, T, H, D)
-                : clattn_tensor_bhtd(*buf, pad, B, H, T, D);
+    clattn_tensor t = bthd ? clattn_tensor_bthd(*buf, pad, B, T, H, D)
+                           : clattn_tensor_bhtd(*buf, pad, B, H, T, D);
+    t.dtype = half ? CLATTN_F16 : CLATTN_F32;
+    return t;
+}
+
+static clattn_tensor upload(test_env *e, const float *x, size_t B, size_t H, size_t T, size_t D,
+                            bool bthd, size_t pad, cl_mem *buf)
+{
+    return upload_as(e, x, B, H, T, D, bthd, pad, buf, false);
 }
 
 static bool agreed(bool ok)
@@ -132,6 +163,14 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
     fill_uniform(q, B * Hq * Tq * D, &seed, -1.0f, 1.0f);
     fill_uniform(k, B * Hkv * Tk * D, &seed, -1.0f, 1.0f);
     fill_uniform(v, B * Hkv * Tk * Dv, &seed, -1.0f, 1.0f);
+    if (c->fp16) { /* the reference sees the values as stored */
+        for (size_t i = 0; i < B * Hq * Tq * D; i++)
+            q[i] = half_to_float(half_from_float(q[i]));
+        for (size_t i = 0; i < B * Hkv * Tk * D; i++)
+            k[i] = half_to_float(half_from_float(k[i]));
+        for (size_t i = 0; i < B * Hkv * Tk * Dv; i++)
+            v[i] = half_to_float(half_from_float(v[i]));
+    }
     double sinks[32], slopes[32];
     float fs[32];
     fill_uniform(fs, Hq, &seed, -1.0f, 2.0f);
@@ -170,11 +209,11 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
     float *kl = gather(k, B, Hkv, Tk, D, kpos, nk, bthd);
     float *vl = gather(v, B, Hkv, Tk, Dv, kpos, nk, bthd);
     cl_mem bq, bk, bv, bo, bl, blen = NULL, bslope = NULL, bsink = NULL;
-    clattn_tensor Q = upload(&e, ql, B, Hq, nq, D, false, 3, &bq);
-    clattn_tensor K = upload(&e, kl, B, Hkv, nk, D, bthd, 5 + (size_t)g_rank, &bk);
-    clattn_tensor V = upload(&e, vl, B, Hkv, nk, Dv, bthd, 1, &bv);
+    clattn_tensor Q = upload_as(&e, ql, B, Hq, nq, D, false, 3, &bq, c->fp16);
+    clattn_tensor K = upload_as(&e, kl, B, Hkv, nk, D, bthd, 5 + (size_t)g_rank, &bk, c->fp16);
+    clattn_tensor V = upload_as(&e, vl, B, Hkv, nk, Dv, bthd, 1, &bv, c->fp16);
     float *zeros = calloc(B * Hq * (nq + 1) * Dv + 1, sizeof *zeros);
-    clattn_tensor O = upload(&e, zeros, B, Hq, nq, Dv, false, 2, &bo);
+    clattn_tensor O = upload_as(&e, zeros, B, Hq, nq, Dv, false, 2, &bo, c->fp16);
     clattn_tensor L = upload(&e, zeros, B, Hq, nq, 1, false, 0, &bl);
     clattn_mpi_ring_params rp = clattn_mpi_ring_params_default();
     rp.layout = c->layout;
@@ -219,8 +258,17 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
     if (res.status == CLATTN_SUCCESS) {
         float *o = malloc((B * Hq * nq * Dv + 1) * sizeof *o),
               *l = malloc((B * Hq * nq + 1) * sizeof *l);
-        CL_OK(clEnqueueReadBuffer(e.queue, bo, CL_TRUE, 2 * sizeof(float),
-                                  B * Hq * nq * Dv * sizeof *o, o, 0, NULL, NULL));
+        if (c->fp16) {
+            uint16_t *h = malloc((B * Hq * nq * Dv + 1) * sizeof *h);
+            CL_OK(clEnqueueReadBuffer(e.queue, bo, CL_TRUE, 2 * sizeof *h,
+                                      B * Hq * nq * Dv * sizeof *h, h, 0, NULL, NULL));
+            for (size_t i = 0; i < B * Hq * nq * Dv; i++)
+                o[i] = half_to_float(h[i]);
+            free(h);
+        } else {
+            CL_OK(clEnqueueReadBuffer(e.queue, bo, CL_TRUE, 2 * sizeof(float),
+                                      B * Hq * nq * Dv * sizeof *o, o, 0, NULL, NULL));
+        }
         CL_OK(clEnqueueReadBuffer(e.queue, bl, CL_TRUE, 0, B * Hq * nq * sizeof *l, l, 0, NULL,
                                   NULL));
         double *got = malloc((B * Hq * nq * Dv + 1) * sizeof *got),
@@ -240,7 +288,8 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
                 }
         char what[64];
         snprintf(what, sizeof what, "rank %d O", g_rank);
-        res.ok = check_close(what, got, want, B * Hq * nq * Dv, TOL);
+        /* fp16: the output's own rounding (2^-11) and the fp16 partial results' */
+        res.ok = check_close(what, got, want, B * Hq * nq * Dv, c->fp16 ? 2e-3 : TOL);
         if (c->lse) {
             snprintf(what, sizeof what, "rank %d lse", g_rank);
             res.ok = check_close(what, gl, wl, B * Hq * nq, TOL) && res.ok;
@@ -281,6 +330,11 @@ static bool ring_ok(const ring_case *c)
 RING_CASE(contiguous_causal, CLATTN_MPI_CONTIGUOUS, 70, (void)0)
 RING_CASE(zigzag_causal, CLATTN_MPI_ZIGZAG, 83, (void)0)
 RING_CASE(striped_causal, CLATTN_MPI_STRIPED, 77, (void)0)
+/* fp16 storage: K/V travel as half, partial results merge into a float accumulator. */
+RING_CASE(zigzag_fp16_gqa, CLATTN_MPI_ZIGZAG, 75, c.fp16 = true; c.Hq = 8; c.Hkv = 2;
+          c.sinks = true)
+RING_CASE(striped_fp16_lengths, CLATTN_MPI_STRIPED, 66, c.fp16 = true; c.lengths = true;
+          c.causal = 2; c.Dv = 24)
 RING_CASE(contiguous_no_mask, CLATTN_MPI_CONTIGUOUS, 50, c.causal = 0; c.Dv = 8)
 /* Bottom-right with fewer queries than keys (a prompt's continuation), both alignments. */
 RING_CASE(contiguous_bottom_right, CLATTN_MPI_CONTIGUOUS, 0, c.Tq = 30; c.Tk = 90; c.causal = 2)
@@ -512,6 +566,8 @@ int main(int argc, char **argv)
         CASE(contiguous_causal),
         CASE(zigzag_causal),
         CASE(striped_causal),
+        CASE(zigzag_fp16_gqa),
+        CASE(striped_fp16_lengths),
         CASE(contiguous_no_mask),
         CASE(contiguous_bottom_right),
         CASE(zigzag_top_left_fewer_queries),

@@ -390,6 +390,92 @@ static bool merge_nan_and_empty_parts(void)
     return ok;
 }
 
+/* Merging and adding sinks with fp16 outputs: an fp16 part into a float accumulator, a float
+ * accumulator into an fp16 result, and sinks on an fp16 result, against the definitions in
+ * double on the values as stored (rows that saw no key included). */
+static bool merge_and_sinks_fp16(void)
+{
+    bool ok = true;
+    test_env e;
+    env_open(&e, false);
+    enum { R = 6, DV = 5 };
+    uint64_t seed = 77;
+    float o1[R * DV], o2[R * DV], l1[R], l2[R], sinks[1] = {0.7f};
+    fill_uniform(o1, R * DV, &seed, -2.0f, 2.0f);
+    fill_uniform(o2, R * DV, &seed, -2.0f, 2.0f);
+    fill_uniform(l1, R, &seed, -3.0f, 3.0f);
+    fill_uniform(l2, R, &seed, -3.0f, 3.0f);
+    l1[1] = -INFINITY, l2[2] = -INFINITY, l1[3] = l2[3] = -INFINITY;
+    uint16_t h2[R * DV];
+    for (int i = 0; i < R * DV; i++) {
+        h2[i] = half_from_float(o2[i]);
+        o2[i] = half_to_float(h2[i]); /* the values as stored */
+    }
+    cl_mem b1 = buf_new(&e, sizeof o1), b2 = buf_new(&e, sizeof h2), bl1 = buf_new(&e, sizeof l1);
+    cl_mem bl2 = buf_new(&e, sizeof l2), bo = buf_new(&e, sizeof h2), bl = buf_new(&e, sizeof l1);
+    cl_mem bs = buf_new(&e, sizeof sinks);
+    buf_write(&e, b1, 0, o1, sizeof o1), buf_write(&e, b2, 0, h2, sizeof h2);
+    buf_write(&e, bl1, 0, l1, sizeof l1), buf_write(&e, bl2, 0, l2, sizeof l2);
+    buf_write(&e, bs, 0, sinks, sizeof sinks);
+    clattn_tensor O1 = clattn_tensor_bhtd(b1, 0, 1, 1, R, DV), O2 = O1, O = O1;
+    O2.buffer = b2, O2.dtype = CLATTN_F16;
+    O.buffer = bo, O.dtype = CLATTN_F16;
+    const clattn_tensor L1 = clattn_tensor_bhtd(bl1, 0, 1, 1, R, 1);
+    const clattn_tensor L2 = clattn_tensor_bhtd(bl2, 0, 1, 1, R, 1);
+    const clattn_tensor L = clattn_tensor_bhtd(bl, 0, 1, 1, R, 1);
+    /* float + fp16 parts -> fp16 result; then the sink on it */
+    EXPECT_STATUS(clattn_merge(e.cc, e.queue, &O1, &L1, &O2, &L2, &O, &L, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    uint16_t got[R * DV];
+    float lse[R];
+    buf_read(&e, bo, 0, got, sizeof got);
+    buf_read(&e, bl, 0, lse, sizeof lse);
+    double want[R * DV], wl[R], g[R * DV];
+    for (int r = 0; r < R; r++) {
+        const double a = l1[r], c = l2[r], mx = a > c ? a : c;
+        const double w1 = a == -INFINITY ? 0 : exp(a - mx), w2 = c == -INFINITY ? 0 : exp(c - mx);
+        wl[r] = mx == -INFINITY ? -INFINITY : mx + log(w1 + w2);
+        for (int d = 0; d < DV; d++) {
+            want[r * DV + d] =
+                mx == -INFINITY ? 0.0 : (w1 * o1[r * DV + d] + w2 * o2[r * DV + d]) / (w1 + w2);
+            g[r * DV + d] = half_to_float(got[r * DV + d]);
+        }
+    }
+    ok &= check_close("merged into fp16", g, want, R * DV, 1e-3); /* fp16's rounding */
+    double gl[R];
+    for (int r = 0; r < R; r++)
+        gl[r] = lse[r];
+    ok &= check_close("merged lse", gl, wl, R, TOL);
+    EXPECT_STATUS(clattn_add_sinks(e.cc, e.queue, &O, &L, bs, 0, 0, NULL, NULL), CLATTN_SUCCESS);
+    buf_read(&e, bo, 0, got, sizeof got);
+    for (int r = 0; r < R; r++)
+        for (int d = 0; d < DV; d++) {
+            want[r * DV + d] *= wl[r] == -INFINITY ? 0.0 : 1.0 / (1.0 + exp(sinks[0] - wl[r]));
+            g[r * DV + d] = half_to_float(got[r * DV + d]);
+        }
+    ok &= check_close("fp16 with its sink", g, want, R * DV, 1e-3);
+    /* fp16 part into the float accumulator, in place */
+    EXPECT_STATUS(clattn_merge(e.cc, e.queue, &O1, &L1, &O2, &L2, &O1, &L1, 0, NULL, NULL),
+                  CLATTN_SUCCESS);
+    float acc[R * DV];
+    buf_read(&e, b1, 0, acc, sizeof acc);
+    for (int r = 0; r < R; r++) {
+        const double a = l1[r], c = l2[r], mx = a > c ? a : c;
+        const double w1 = a == -INFINITY ? 0 : exp(a - mx), w2 = c == -INFINITY ? 0 : exp(c - mx);
+        for (int d = 0; d < DV; d++) {
+            want[r * DV + d] =
+                mx == -INFINITY ? 0.0 : (w1 * o1[r * DV + d] + w2 * o2[r * DV + d]) / (w1 + w2);
+            g[r * DV + d] = acc[r * DV + d];
+        }
+    }
+    ok &= check_close("fp16 part into a float accumulator", g, want, R * DV, TOL);
+    cl_mem bufs[] = {b1, b2, bl1, bl2, bo, bl, bs};
+    for (int i = 0; i < 7; i++)
+        clReleaseMemObject(bufs[i]);
+    env_close(&e);
+    return ok;
+}
+
 static bool steps_equal_sdpa(void)
 {
     bool ok = true;
@@ -450,6 +536,7 @@ int main(int argc, char **argv)
         CASE(empty_views_huge_dims),
         CASE(steps_equal_sdpa),
         CASE(merge_nan_and_empty_parts),
+        CASE(merge_and_sinks_fp16),
     };
     env_open(&E, false);
     int rc = run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]);
