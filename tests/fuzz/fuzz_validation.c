@@ -264,6 +264,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mp.window_left = (int8_t)u8(&r);
         mp.window_right = (var & 2) ? (int8_t)u8(&r) : CLATTN_WINDOW_UNBOUNDED;
         mp.window_keep_first = u8(&r) % 40;
+        /* a query offset: small either way, or near the 2^38 bound on either side of it */
+        const uint8_t off = u8(&r);
+        mp.query_offset = (ptrdiff_t)(int8_t)u8(&r);
+        if (off & 1)
+            mp.query_offset += (off & 2) ? ((ptrdiff_t)1 << 38) : -((ptrdiff_t)1 << 38);
     }
     /* Soft-capping (negative, zero, NaN and infinite caps among them), ALiBi slopes and sinks
      * from any buffer (a short one, another context's) at any offset. */

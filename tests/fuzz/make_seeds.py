@@ -71,11 +71,11 @@ seeds = {
     + bhtd(60, 1, 1, 4, 4) + bhtd(0, 1, 1, 1, 1) + bytes([8 | 32, 0, 0, 0])
     + bytes([4, 2, 0, 0, 0]) + bhtd(0, 1, 1, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1)
     + bhtd(20, 1, 1, 3, 4, buf=2) + bhtd(0, 1, 1, 1, 1),
-    # sdpa with every variant: window (left 2, right unbounded, 1 kept key), soft-cap 2, ALiBi
-    # slopes and sinks from buffer 1 at offset 0
+    # sdpa with every variant: window (left 2, right unbounded, 1 kept key, query offset 5),
+    # soft-cap 2, ALiBi slopes and sinks from buffer 1 at offset 0
     'sdpa_variants': bytes([0]) + bhtd(0, 1, 2, 3, 4) + bhtd(30, 1, 2, 3, 4) + bhtd(60, 1, 2, 3, 4)
     + bhtd(2, 1, 2, 3, 4, buf=2) + bhtd(0, 1, 1, 3, 3, buf=4) + bhtd(9, 1, 2, 3, 1, buf=4)
-    + bytes([8, 1, 0, 1 | 4 | 8 | 16, 2, 1, 72, 1, 1, 2, 0]),
+    + bytes([8, 1, 0, 1 | 4 | 8 | 16, 2, 1, 0, 5, 72, 1, 1, 2, 0]),
     # rope: X [1,2,3,4] into Y [1,2,3,4]; then flags, causal, len offset, variants, layout 0,
     # rotary 0 (the head dim), theta 100 * 100, no table, no positions
     'rope': bytes([8]) + bhtd(0, 1, 2, 3, 4) + bhtd(0, 1, 2, 3, 4, buf=2)
