@@ -43,7 +43,8 @@ def workspace_view(workspace):
 def _sdpa_args(ctx, queue, keep, q, k, v, *, causal=False, mask=None, key_lengths=None,
                scale=None, lse=False, probs=False, out=None, path='auto', window=None,
                window_keep_first=0, softcap=0.0, alibi=None, sinks=None, num_heads=None,
-               num_kv_heads=None, workspace=None, cu_seqlens_q=None, cu_seqlens_k=None):
+               num_kv_heads=None, workspace=None, cu_seqlens_q=None, cu_seqlens_k=None,
+               query_offset=0):
     """The views and clattn_sdpa_params of a call, and the arrays it returns."""
     Q = tensor(q, num_heads)
     kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
@@ -55,7 +56,8 @@ def _sdpa_args(ctx, queue, keep, q, k, v, *, causal=False, mask=None, key_length
     p = _capi.lib.clattn_sdpa_params_default()
     p.scale = _NAN if scale is None else float(scale)
     p.mask = mask_params(ctx, keep, causal=causal, mask=mask, key_lengths=key_lengths,
-                         window=window, window_keep_first=window_keep_first)
+                         window=window, window_keep_first=window_keep_first,
+                         query_offset=query_offset)
     p.path = path_value(path)
     p.logits = logit_params(ctx, keep, Hq, softcap=softcap, alibi=alibi, sinks=sinks)
     p.workspace, p.workspace_offset = workspace_view(workspace)
@@ -86,6 +88,8 @@ def sdpa(ctx, q, k, v, *, wait_for=None, queue=None, **kw):
     key_lengths: valid keys per batch item (int32 device array, or host integers).
     scale: None for 1/sqrt(D). path: 'auto', 'fused' or 'unfused'.
     window: (left, right) sliding window, None for no limit on a side; window_keep_first.
+    query_offset: added to every query's position among the keys (the causal mask, window and
+    ALiBi measure from it): a block of a longer sequence. 0 by default.
     softcap: logit soft-capping (0 off). alibi: True for the standard slopes, or per-head slopes.
     sinks: per-head sink logits. Host values are copied into buffers of their own (no enqueue).
     lse: True (or an array [B, Hq, Lq, 1] float32) for the log-sum-exp of each row; probs: True

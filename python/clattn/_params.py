@@ -44,11 +44,12 @@ def _window_side(v, what):
 
 
 def mask_params(ctx, keep, *, causal=False, mask=None, key_lengths=None, window=None,
-                window_keep_first=0):
+                window_keep_first=0, query_offset=0):
     """clattn_mask_params: causal (False, True/'top_left', 'bottom_right'), an additive float
     mask (device array broadcasting to [B, H, Lq, Lk]; fewer dims are leading 1s), key_lengths
     (int32 device array [B], or host integers), window (left, right) with None for no limit on a
-    side, window_keep_first (keys always visible)."""
+    side, window_keep_first (keys always visible), query_offset (added to every query's position
+    among the keys: a block of a longer sequence)."""
     m = _capi.lib.clattn_mask_params_default()
     m.causal = causal_value(causal)
     if mask is not None:
@@ -62,6 +63,7 @@ def mask_params(ctx, keep, *, causal=False, mask=None, key_lengths=None, window=
         m.window_left = _window_side(left, 'window left')
         m.window_right = _window_side(right, 'window right')
     m.window_keep_first = int(window_keep_first)
+    m.query_offset = int(query_offset)
     return m
 
 

@@ -4,7 +4,7 @@ import numpy as np
 
 
 def sdpa(q, k, v, *, causal=False, mask=None, key_lengths=None, scale=None, window=None,
-         window_keep_first=0, softcap=0.0, alibi=None, sinks=None):
+         window_keep_first=0, softcap=0.0, alibi=None, sinks=None, query_offset=0):
     """q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] -> (out, lse, probs) in float64.
     A row that sees no key gives 0 and lse -inf."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
@@ -24,7 +24,7 @@ def sdpa(q, k, v, *, causal=False, mask=None, key_lengths=None, scale=None, wind
     for b in range(B):
         # where each query stands among the keys: its index (top-left), or aligned so that the
         # last query sits at the last valid key (bottom-right, and without a causal mask)
-        p = i if causal in (True, 'top_left') else i + lens[b] - Lq
+        p = (i if causal in (True, 'top_left') else i + lens[b] - Lq) + query_offset
         pos[b] = p
         h = (j >= lens[b])
         if causal:

@@ -55,6 +55,16 @@ def test_model_variants(ctx, queue, rng, path):
     np.testing.assert_allclose(clattn.alibi_slopes(6), ref.alibi_slopes(6), rtol=1e-6)
 
 
+@pytest.mark.parametrize('causal', [True, 'bottom_right'])
+def test_query_offset(ctx, queue, rng, causal):
+    # queries placed 30 positions on (a block of a longer sequence), with a window and ALiBi
+    q, k, v = qkv(rng, Hq=2, Hkv=2, Lq=16, Lk=48)
+    kw = dict(causal=causal, window=(20, None), query_offset=30 if causal is True else -9)
+    out, ev = ctx.sdpa(dev(queue, q), dev(queue, k), dev(queue, v), alibi=True, **kw)
+    ev.wait()
+    close(out.get(), ref.sdpa(q, k, v, alibi=ref.alibi_slopes(2), **kw)[0])
+
+
 def test_offset_view(ctx, queue, rng):
     B, H, T, D = 2, 3, 11, 8
     big = rng.standard_normal((B + 1, H, T + 5, D))
