@@ -315,7 +315,24 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
         resources_free(&res);
         return st;
     }
-    /* Staging: two host and two device buffers, each K at 0 and V at v_at, sized for the
+    if (P == 1) {
+        /* One rank holds the whole sequence, in order whatever the layout: clattn_sdpa itself,
+         * with no accumulator or staging. */
+        clattn_sdpa_params p = params->attention;
+        p.lse = lse;
+        cl_event done = NULL;
+        st = clattn_sdpa(ctx, queue, Q, K, V, O, &p, num_wait, wait_list, &done);
+        if (st == CLATTN_SUCCESS)
+            st = clWaitForEvents(1, &done);
+        clattn_mpi__release(&done);
+        g.stats.blocks_computed = st == CLATTN_SUCCESS;
+        g.stats.seconds = MPI_Wtime() - t0;
+        if (params->stats)
+            *params->stats = g.stats;
+        resources_free(&res);
+        return st;
+    }
+    /* Staging: two host buffers and one device buffer, each K at 0 and V at v_at, sized for the
      * largest block of any rank. */
     size_t kmax = 0, vmax = 0;
     for (int i = 0; i < P; i++) {
@@ -330,22 +347,21 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
     if (st == CLATTN_SUCCESS) {
         /* Two host buffers (one sent from while the other receives) but one device buffer:
          * the next block is written to it only after the attention on the one it holds. */
-        for (int i = 0; i < 2 && P > 1; i++) {
+        for (int i = 0; i < 2; i++) {
             res.host[i] = malloc(staged ? staged : 1);
             if (!res.host[i] && st == CLATTN_SUCCESS)
                 st = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
         }
-        if (P > 1)
-            res.dev = buffer(ctx, staged, &st);
+        res.dev = buffer(ctx, staged, &st);
         res.acc = buffer(ctx, B * Hq * nq * Dv * sizeof(float), &st);
         /* the parts in the call's type (clattn_sdpa writes O as Q is), the sums in float */
         res.part = buffer(ctx, B * Hq * nq * Dv * clattn_dtype_size(Q->dtype), &st);
         res.acc_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
         res.part_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
     }
-    g.stats.host_bytes = P > 1 ? 2 * staged : 0;
+    g.stats.host_bytes = 2 * staged;
     g.stats.device_bytes =
-        (P > 1 ? staged : 0) +
+        staged +
         B * Hq * nq * (Dv * (sizeof(float) + clattn_dtype_size(Q->dtype)) + 2 * sizeof(float));
     g.Q = *Q;
     g.acc = clattn_mpi__dense(res.acc, CLATTN_F32, B, Hq, nq, Dv);
@@ -368,7 +384,7 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
                                      mk->key_lengths_offset * sizeof(int), B * sizeof(int),
                                      g.lengths, 0, NULL, NULL);
     }
-    if (st == CLATTN_SUCCESS && P > 1) {
+    if (st == CLATTN_SUCCESS) {
         size_t kb, ke, vb, ve;
         clattn_mpi__span(K, &kb, &ke);
         clattn_mpi__span(V, &vb, &ve);
