@@ -31,7 +31,7 @@ fi
 
 if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
   echo "== AddressSanitizer + UBSan build"
-  if BUILD_DIR=$build-asan MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false -Dmpi=disabled -Dtest_pocl_cache=$PWD/$build/pocl-cache" bash ci/build.sh; then
+  if BUILD_DIR=$build-asan MESON_ARGS="-Db_sanitize=address,undefined -Db_lundef=false -Dmpi=enabled -Dtest_pocl_cache=$PWD/$build/pocl-cache" bash ci/build.sh; then
     # Leak checks on the create/destroy, error and cache paths. LeakSanitizer's exit-time
     # thread tracer now and then crashes ("Tracer caught signal 11") in processes where PoCL's
     # worker threads are busy, so the kernel-heavy suites run with ASan and UBSan but without
@@ -46,7 +46,7 @@ if [ $# -eq 0 ] && [ "${SANITIZE:-1}" != 0 ]; then
     logs+=("$build-asan/meson-logs/testlog-leaks.json")
     ASAN_OPTIONS=detect_leaks=0:strict_string_checks=1:detect_stack_use_after_return=1 \
       meson test -C "$build-asan" --print-errorlogs --suite ops --suite sdpa --suite mha \
-        --suite kv --suite kv_paged --suite events --suite varlen || rc=1
+        --suite kv --suite kv_paged --suite events --suite varlen --suite mpi || rc=1
     logs+=("$build-asan/meson-logs/testlog.json")
   else
     echo "sanitizer build failed"; rc=1
