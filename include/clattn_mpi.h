@@ -13,10 +13,10 @@
  * order as the ranks' other collectives on that communicator.
  *
  * Blocking: each call returns when its results are in the caller's buffers (or when it failed).
- * It enqueues its kernels on the caller's queue after wait_list, moves K/V blocks through host
- * staging buffers (OpenCL buffers cannot be handed to MPI portably) with non-blocking sends and
- * receives, and while the device computes it polls both: MPI_Testall (which drives MPI's
- * progress) between short sleeps, and the OpenCL event's status. No progress thread. It waits
+ * It waits (on the host) for wait_list, enqueues its kernels on the caller's queue, moves K/V
+ * blocks through host staging buffers (OpenCL buffers cannot be handed to MPI portably) with
+ * non-blocking sends and receives, and while the device computes it polls both: MPI_Testall
+ * (which drives MPI's progress) between short sleeps, and the OpenCL event's status. No progress thread. It waits
  * on its own events only, never clFinish on the caller's queue.
  *
  * Errors, agreed: arguments are validated on every rank and the verdict is agreed (an
@@ -57,8 +57,9 @@ typedef enum clattn_mpi_layout {
      * CLATTN_ERROR_INVALID_SHAPE). */
     CLATTN_MPI_ZIGZAG = 1,
     /* Rank r holds positions r, r + P, r + 2P, … (ceil((T − r)/P) of them): the same balance,
-     * in one block per rank. ALiBi is CLATTN_ERROR_UNSUPPORTED_PATH with it (its bias is not a
-     * whole-block shift of positions). */
+     * in one block per rank. ALiBi and window_keep_first are CLATTN_ERROR_UNSUPPORTED_PATH with
+     * it (ALiBi's bias is not a whole-block shift of positions at stride P; a kept key can be
+     * visible in a block the window hides). */
     CLATTN_MPI_STRIPED = 2,
 } clattn_mpi_layout;
 
@@ -98,7 +99,8 @@ CLATTN_API clattn_mpi_ring_params clattn_mpi_ring_params_default(void);
  * overlapping the attention of the block before; partial results merge by log-sum-exp
  * (clattn_merge), sinks are added once at the end (clattn_add_sinks); blocks the causal mask,
  * window or key lengths hide entirely are skipped. Memory per rank: its chunks, one received
- * K/V block and two partial outputs on the device, two K/V blocks on the host.
+ * K/V block and two partial outputs on the device, two K/V blocks on the host. On one rank it
+ * is clattn_sdpa itself.
  *   Q [B, Hq, n_q, D]   K [B, Hkv, n_k, D]   V [B, Hkv, n_k, Dv]   O [B, Hq, n_q, Dv]
  *   lse [B, Hq, n_q, 1] CLATTN_F32 or NULL (of the whole sequence's rows, sinks excluded).
  * Q, K, V, O all CLATTN_F32 or all CLATTN_F16 (K/V travel in their storage type); any strides.
