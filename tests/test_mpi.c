@@ -21,6 +21,17 @@ static int g_rank, g_size;
 /* The fault interposer's controls (tests/faults/interpose.c), when it is preloaded. */
 static void (*f_arm)(int, long);
 static long (*f_disarm)(void);
+static long (*f_balance)(int);
+static int g_fault_kinds = 1; /* what the interposer fails: 1 OpenCL calls, 2 allocations */
+
+/* The interposer's count of OpenCL objects libclattn and libclattn_mpi hold (7 types). */
+static long held_objects(void)
+{
+    long n = 0;
+    for (int t = 0; f_balance && t < 7; t++)
+        n += f_balance(t);
+    return n;
+}
 
 typedef struct ring_case {
     clattn_mpi_layout layout;
@@ -149,11 +160,15 @@ static int lengths_of(const ring_case *c, size_t b)
 typedef struct ring_run {
     clattn_status status;
     bool ok;
+    long calls;  /* on rank fault_rank: the calls the interposer counted */
+    long leaked; /* on rank fault_rank: objects the libraries held after than before */
 } ring_run;
 
-/* Runs one case; fault_at > 0 arms the interposer on rank `fault_rank` to fail that call. */
+/* Runs one case. On rank fault_rank the interposer is armed around the call alone: fault_at 0
+ * counts, fault_at > 0 fails that call (fault_at < 0: not armed). */
 static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long fault_at)
 {
+    const long held_before = held_objects();
     test_env e;
     env_open(&e, false);
     const size_t B = c->B, Hq = c->Hq, Hkv = c->Hkv, Tq = c->Tq, Tk = c->Tk, D = c->D, Dv = c->Dv;
@@ -243,8 +258,8 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
     clattn_tensor Qarg = Q;
     if (g_rank == bad_rank)
         Qarg.dims[3] = D + 1; /* a head dim the keys do not have */
-    if (fault_at > 0 && g_rank == fault_rank && f_arm)
-        f_arm(1, fault_at);
+    if (fault_at >= 0 && g_rank == fault_rank && f_arm)
+        f_arm(g_fault_kinds, fault_at);
     clattn_mpi_stats stats;
     rp.stats = &stats;
     ring_run res = {c->heads
@@ -252,9 +267,9 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
                                                           &V, &O, c->lse ? &L : NULL, &rp, 0, NULL)
                         : clattn_mpi_ring_attention(e.cc, e.queue, MPI_COMM_WORLD, &Qarg, &K, &V,
                                                     &O, c->lse ? &L : NULL, &rp, 0, NULL),
-                    true};
-    if (fault_at > 0 && g_rank == fault_rank && f_disarm)
-        f_disarm();
+                    true, 0, 0};
+    if (fault_at >= 0 && g_rank == fault_rank && f_disarm)
+        res.calls = f_disarm();
     if (res.status == CLATTN_SUCCESS) {
         float *o = malloc((B * Hq * nq * Dv + 1) * sizeof *o),
               *l = malloc((B * Hq * nq + 1) * sizeof *l);
@@ -307,12 +322,13 @@ static ring_run run_ring(const ring_case *c, int bad_rank, int fault_rank, long 
     free(q), free(k), free(v), free(qd), free(kd), free(vd), free(ref_o), free(ref_l);
     free(qpos), free(kpos), free(ql), free(kl), free(vl), free(zeros);
     env_close(&e);
+    res.leaked = held_objects() - held_before;
     return res;
 }
 
 static bool ring_ok(const ring_case *c)
 {
-    ring_run r = run_ring(c, -1, -1, 0);
+    ring_run r = run_ring(c, -1, -1, -1);
     if (r.status != CLATTN_SUCCESS)
         fprintf(stderr, "rank %d: %s\n", g_rank, clattn_status_name(r.status));
     return agreed(r.status == CLATTN_SUCCESS && r.ok);
@@ -364,7 +380,7 @@ static bool heads_not_divisible(void)
     ring_case c = base(CLATTN_MPI_CONTIGUOUS, 30);
     c.heads = true;
     c.Hq = c.Hkv = 5;
-    ring_run r = run_ring(&c, -1, -1, 0);
+    ring_run r = run_ring(&c, -1, -1, -1);
     const clattn_status want = g_size == 1 ? CLATTN_SUCCESS : CLATTN_ERROR_HEAD_MISMATCH;
     return agreed(r.status == want && r.ok);
 }
@@ -516,7 +532,7 @@ DECODE_CASE(decode_window_refused, c.window = 8)
 static bool bad_argument_one_rank(void)
 {
     ring_case c = base(CLATTN_MPI_CONTIGUOUS, 40);
-    ring_run r = run_ring(&c, g_size - 1, -1, 0);
+    ring_run r = run_ring(&c, g_size - 1, -1, -1);
     int st = r.status, lo = 0, hi = 0;
     MPI_Allreduce(&st, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     MPI_Allreduce(&st, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
@@ -538,10 +554,8 @@ static bool failure_mid_ring(void)
     ring_case c = base(CLATTN_MPI_CONTIGUOUS, 64);
     c.causal = 0; /* every block computed at every step */
     const int victim = g_size - 1;
-    if (g_rank == victim)
-        f_arm(1, 0); /* count only */
-    ring_run dry = run_ring(&c, -1, -1, 0);
-    long calls = g_rank == victim ? f_disarm() : 0;
+    ring_run dry = run_ring(&c, -1, victim, 0); /* counts */
+    long calls = dry.calls;
     MPI_Bcast(&calls, 1, MPI_LONG, victim, MPI_COMM_WORLD);
     if (!agreed(dry.status == CLATTN_SUCCESS && dry.ok) || calls < 2)
         return false;
@@ -555,6 +569,51 @@ static bool failure_mid_ring(void)
     return agreed(lo == hi && st != CLATTN_SUCCESS);
 }
 
+/* The fault sweep over the ring (tests/faults' checks, across ranks): on the last rank, each
+ * OpenCL call and host allocation libclattn and libclattn_mpi make in one ring call fails in
+ * turn; every rank must return the same status (or, where a failure is survivable, the right
+ * answer), nothing may hang, and the last rank must hold no object it did not hold before.
+ * A deterministic sample of at most 40 points; CLATTN_MPI_FAULT_EVERY=1 sweeps every one. */
+static bool fault_sweep_ring(void)
+{
+    if (!f_arm || !f_disarm || !f_balance) {
+        fprintf(stderr, "the fault interposer is not preloaded\n");
+        return false;
+    }
+    ring_case c = base(CLATTN_MPI_CONTIGUOUS, 24);
+    c.Hq = 2, c.Hkv = 1, c.D = c.Dv = 8, c.lengths = true, c.sinks = true;
+    const int victim = g_size - 1;
+    g_fault_kinds = 3;
+    ring_run dry = run_ring(&c, -1, victim, 0);
+    long calls = dry.calls;
+    MPI_Bcast(&calls, 1, MPI_LONG, victim, MPI_COMM_WORLD);
+    if (dry.leaked)
+        fprintf(stderr, "rank %d: %ld objects leaked without a fault\n", g_rank, dry.leaked);
+    bool ok = agreed(dry.status == CLATTN_SUCCESS && dry.ok && dry.leaked == 0);
+    const char *every = getenv("CLATTN_MPI_FAULT_EVERY");
+    const long step = every ? atol(every) : (calls + 39) / 40;
+    long points = 0, failed_everywhere = 0;
+    for (long k = 1; ok && k <= calls; k += step > 0 ? step : 1, points++) {
+        ring_run r = run_ring(&c, -1, victim, k);
+        int st = r.status, lo = 0, hi = 0;
+        MPI_Allreduce(&st, &lo, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        MPI_Allreduce(&st, &hi, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        const bool here = lo == hi && (st != CLATTN_SUCCESS || r.ok) && r.leaked == 0;
+        if (!here)
+            fprintf(stderr, "rank %d, point %ld: %s (everywhere %s .. %s), %ld objects leaked\n",
+                    g_rank, k, clattn_status_name(st), clattn_status_name(lo),
+                    clattn_status_name(hi), r.leaked);
+        ok = agreed(here);
+        failed_everywhere += st != CLATTN_SUCCESS;
+    }
+    g_fault_kinds = 1;
+    if (g_rank == 0)
+        printf("  %ld calls on rank %d, %ld points failed in turn, %ld returned an error on "
+               "every rank\n",
+               calls, victim, points, failed_everywhere);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -562,6 +621,7 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     *(void **)&f_arm = dlsym(RTLD_DEFAULT, "fault_arm");
     *(void **)&f_disarm = dlsym(RTLD_DEFAULT, "fault_disarm");
+    *(void **)&f_balance = dlsym(RTLD_DEFAULT, "fault_balance");
     static const test_case cases[] = {
         CASE(contiguous_causal),
         CASE(zigzag_causal),
@@ -586,6 +646,7 @@ int main(int argc, char **argv)
         CASE(decode_window_refused),
         CASE(bad_argument_one_rank),
         CASE(failure_mid_ring),
+        CASE(fault_sweep_ring),
     };
     int rc = run_cases(argc, argv, cases, sizeof cases / sizeof cases[0]), worst = 0;
     MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

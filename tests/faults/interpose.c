@@ -57,17 +57,18 @@ void fault_handed(int type) { atomic_fetch_sub(&balance[type], 1); }
 
 /* ---- Is the caller libclattn? ---------------------------------------------------------- */
 
-/* The executable ranges of libclattn ([0]) and of CLBlast ([1]), whose events libclattn takes
- * over and releases: the object balance counts both libraries' references together. */
-static uintptr_t lib_lo[2], lib_hi[2];
+/* The executable ranges of libclattn ([0]), of CLBlast ([1]), whose events libclattn takes
+ * over and releases (the object balance counts both libraries' references together), and of
+ * libclattn_mpi ([2], when a program links it: its calls count as libclattn's). */
+static uintptr_t lib_lo[3], lib_hi[3];
 static atomic_int lib_found;
 
 static int find_lib(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size, (void)data;
-    static const char *names[2] = {"libclattn.so", "libclblast.so"};
+    static const char *names[3] = {"libclattn.so", "libclblast.so", "libclattn_mpi.so"};
     int which = -1;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (info->dlpi_name && strstr(info->dlpi_name, names[i]))
             which = i;
     if (which < 0)
@@ -101,14 +102,14 @@ static bool from_lib(const void *ret, int which)
 
 static bool from_clattn(const void *ret)
 {
-    return from_lib(ret, 0);
+    return from_lib(ret, 0) || from_lib(ret, 2);
 }
 
 /* Counted in the object balance: libclattn's calls, and CLBlast's on events (its programs and
  * kernels live in a process-wide cache that clattn_context_destroy clears, whoever made them). */
 static bool counted_caller(const void *ret, int type)
 {
-    return from_lib(ret, 0) || (type == OBJ_EVENT && from_lib(ret, 1));
+    return from_clattn(ret) || (type == OBJ_EVENT && from_lib(ret, 1));
 }
 
 /* Whether this call, made by libclattn, is the one to fail. */
@@ -307,6 +308,19 @@ ENQUEUE_CALL(clEnqueueMarkerWithWaitList, false,
 ENQUEUE_CALL(clEnqueueBarrierWithWaitList, true,
              (cl_command_queue q, cl_uint nw, const cl_event *wl, cl_event *event),
              (q, nw, wl, event))
+/* Used by libclattn_mpi only (its staging and accumulators: none is a caller's buffer). */
+ENQUEUE_CALL(clEnqueueReadBuffer, false,
+             (cl_command_queue q, cl_mem b, cl_bool blocking, size_t off, size_t n, void *p,
+              cl_uint nw, const cl_event *wl, cl_event *event),
+             (q, b, blocking, off, n, p, nw, wl, event))
+ENQUEUE_CALL(clEnqueueWriteBuffer, false,
+             (cl_command_queue q, cl_mem b, cl_bool blocking, size_t off, size_t n, const void *p,
+              cl_uint nw, const cl_event *wl, cl_event *event),
+             (q, b, blocking, off, n, p, nw, wl, event))
+ENQUEUE_CALL(clEnqueueFillBuffer, false,
+             (cl_command_queue q, cl_mem b, const void *pat, size_t ps, size_t off, size_t n,
+              cl_uint nw, const cl_event *wl, cl_event *event),
+             (q, b, pat, ps, off, n, nw, wl, event))
 
 STATUS_CALL(clBuildProgram, CL_OUT_OF_HOST_MEMORY,
             (cl_program p, cl_uint n, const cl_device_id *d, const char *o,
