@@ -80,13 +80,18 @@ static clattn_status pair(ring *g, const clattn_mpi_piece *qp, const clattn_mpi_
     p.logits.sinks = NULL; /* added once, after the last merge */
     p.logits.sinks_offset = 0;
     p.mask.causal = m->causal == CLATTN_CAUSAL_NONE ? CLATTN_CAUSAL_NONE : CLATTN_CAUSAL_TOP_LEFT;
+    /* Window sides past 2^40 are unbounded to clattn too; capped so that no sum overflows. */
+    const int64_t open = (int64_t)1 << 40;
+    const int64_t left = m->window_left > open ? open : m->window_left;
+    const int64_t right = m->window_right > open ? open : m->window_right;
+    const int64_t kept = m->window_keep_first > (size_t)open ? open : (int64_t)m->window_keep_first;
     int64_t wl = -1, wr = -1, keep = 0;
     if (m->window_left != CLATTN_WINDOW_UNBOUNDED) {
-        wl = off - ceil_div(a - m->window_left, S);
-        keep = clamp64(ceil_div((int64_t)m->window_keep_first - kp->pos0, S), 0, lk);
+        wl = off - ceil_div(a - left, S);
+        keep = clamp64(ceil_div(kept - kp->pos0, S), 0, lk);
     }
     if (m->window_right != CLATTN_WINDOW_UNBOUNDED)
-        wr = floor_div(a + m->window_right, S) - off;
+        wr = floor_div(a + right, S) - off;
     /* Skip a pair whose every row is hidden (the kernels would give lse = −inf for each). */
     bool hidden = nq == 0 || lk == 0 || (m->window_left != CLATTN_WINDOW_UNBOUNDED && wl < 0);
     if (p.mask.causal != CLATTN_CAUSAL_NONE && nq - 1 + off < 0)
