@@ -7,6 +7,17 @@
 #include <string.h>
 #include <time.h>
 
+clattn_status clattn_mpi__open(MPI_Comm comm, MPI_Comm *own, int *rank, int *size)
+{
+    if (MPI_Comm_dup(comm, own) != MPI_SUCCESS)
+        return CLATTN_ERROR_COMMUNICATION;
+    if (MPI_Comm_rank(*own, rank) != MPI_SUCCESS || MPI_Comm_size(*own, size) != MPI_SUCCESS) {
+        MPI_Comm_free(own);
+        return CLATTN_ERROR_COMMUNICATION;
+    }
+    return CLATTN_SUCCESS;
+}
+
 clattn_status clattn_mpi__agree(MPI_Comm comm, clattn_status local)
 {
     int P = 0;

@@ -48,6 +48,10 @@ void clattn_mpi__describe(int64_t *meta, const clattn_tensor *Q, const clattn_te
 clattn_status clattn_mpi__consistent(const int64_t *meta, int P, const clattn_mpi_ring_params *rp,
                                      int64_t *nq, int64_t *nk, int64_t *Tq, int64_t *Tk);
 
+/* A communicator of the call's own (*own, a duplicate of comm, so that its messages never meet
+ * the caller's; MPI_Comm_free it), this rank's number and the ranks' count. */
+clattn_status clattn_mpi__open(MPI_Comm comm, MPI_Comm *own, int *rank, int *size);
+
 /* The first nonzero of every rank's `local`, in rank order (0 when all are 0), returned on every
  * rank. CLATTN_ERROR_COMMUNICATION when the all-gather itself fails. */
 clattn_status clattn_mpi__agree(MPI_Comm comm, clattn_status local);

@@ -83,11 +83,9 @@ clattn_status clattn_mpi_kv_attend(clattn_context *ctx, clattn_kv_cache *cache,
 {
     const double t0 = MPI_Wtime();
     MPI_Comm c;
-    if (MPI_Comm_dup(comm, &c) != MPI_SUCCESS)
-        return CLATTN_ERROR_COMMUNICATION;
     int r = 0, P = 1;
-    MPI_Comm_rank(c, &r);
-    MPI_Comm_size(c, &P);
+    if (clattn_mpi__open(comm, &c, &r, &P) != CLATTN_SUCCESS)
+        return CLATTN_ERROR_COMMUNICATION;
     clattn_status st = validate(ctx, cache, queue, Q, O, params, P);
     if (st == CLATTN_SUCCESS && (num_wait > 0) != (wait_list != NULL))
         st = CLATTN_ERROR_INVALID_ARGUMENT;

@@ -49,11 +49,9 @@ clattn_status clattn_mpi_head_split_attention(clattn_context *ctx, cl_command_qu
 {
     const double t0 = MPI_Wtime();
     MPI_Comm c;
-    if (MPI_Comm_dup(comm, &c) != MPI_SUCCESS)
-        return CLATTN_ERROR_COMMUNICATION;
     int r = 0, P = 1;
-    MPI_Comm_rank(c, &r);
-    MPI_Comm_size(c, &P);
+    if (clattn_mpi__open(comm, &c, &r, &P) != CLATTN_SUCCESS)
+        return CLATTN_ERROR_COMMUNICATION;
     clattn_status st = clattn_mpi__validate(ctx, queue, Q, K, V, O, lse, params);
     if (st == CLATTN_SUCCESS && params->layout != CLATTN_MPI_CONTIGUOUS)
         st = CLATTN_ERROR_INVALID_ARGUMENT;

@@ -174,16 +174,6 @@ static void resources_free(resources *res)
         MPI_Comm_free(&res->comm);
 }
 
-static cl_mem buffer(clattn_context *ctx, size_t bytes, clattn_status *st)
-{
-    cl_int rc = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, bytes ? bytes : 4,
-                              NULL, &rc);
-    if (rc != CL_SUCCESS && *st == CLATTN_SUCCESS)
-        *st = rc;
-    return m;
-}
-
 /* The steps, once everything is allocated and every rank agreed to go. */
 static clattn_status run(ring *g, resources *res, const clattn_tensor *K, const clattn_tensor *V,
                          size_t v_at, const clattn_tensor *O, const clattn_tensor *lse)
@@ -263,15 +253,11 @@ static clattn_status run(ring *g, resources *res, const clattn_tensor *K, const 
      * (lse −inf) is acc itself, exactly; then the sinks, once. */
     if (rows == 0)
         return CLATTN_SUCCESS;
-    rc = clEnqueueFillBuffer(g->queue, res->part_lse, &minus_inf, sizeof minus_inf, 0,
-                             rows * sizeof(float), g->last ? 1 : 0, g->last ? &g->last : NULL, &e1);
-    if (rc != CL_SUCCESS)
-        return rc;
-    clattn_mpi__release(&g->last);
-    g->last = e1;
     const clattn_tensor *lse_out = lse ? lse : &g->acc_lse;
-    CHAIN(g, clattn_merge(g->ctx, g->queue, &g->acc, &g->acc_lse, &g->part, &g->part_lse, O,
-                          lse_out, nw_, wl_, &ev_));
+    st = clattn_mpi__store(g->ctx, g->queue, &g->acc, &g->acc_lse, res->part_lse, O, lse_out,
+                           &g->last);
+    if (st != CLATTN_SUCCESS)
+        return st;
     const clattn_logit_params *lp = &g->rp->attention.logits;
     if (lp->sinks)
         CHAIN(g, clattn_add_sinks(g->ctx, g->queue, O, lse_out, lp->sinks, lp->sinks_offset, nw_,
@@ -289,12 +275,9 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
 {
     const double t0 = MPI_Wtime();
     resources res = {.comm = MPI_COMM_NULL};
-    /* A communicator of the call's own: its messages never match the caller's. */
-    if (MPI_Comm_dup(comm, &res.comm) != MPI_SUCCESS)
-        return CLATTN_ERROR_COMMUNICATION;
     int r = 0, P = 1;
-    MPI_Comm_rank(res.comm, &r);
-    MPI_Comm_size(res.comm, &P);
+    if (clattn_mpi__open(comm, &res.comm, &r, &P) != CLATTN_SUCCESS)
+        return CLATTN_ERROR_COMMUNICATION;
     clattn_status st = clattn_mpi__validate(ctx, queue, Q, K, V, O, lse, params);
     if (st == CLATTN_SUCCESS && (num_wait > 0) != (wait_list != NULL))
         st = CLATTN_ERROR_INVALID_ARGUMENT;
@@ -349,6 +332,7 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
     if (kmax > INT32_MAX || vmax > INT32_MAX)
         st = CLATTN_ERROR_SIZE_OVERFLOW; /* one MPI message each; the same on every rank */
     const size_t B = Q->dims[0], Hq = Q->dims[1], nq = Q->dims[2], Dv = V->dims[3];
+    cl_context cc = clattn_context_cl_context(ctx);
     if (st == CLATTN_SUCCESS) {
         /* Two host buffers (one sent from while the other receives) but one device buffer:
          * the next block is written to it only after the attention on the one it holds. */
@@ -357,12 +341,12 @@ clattn_status clattn_mpi_ring_attention(clattn_context *ctx, cl_command_queue qu
             if (!res.host[i] && st == CLATTN_SUCCESS)
                 st = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
         }
-        res.dev = buffer(ctx, staged, &st);
-        res.acc = buffer(ctx, B * Hq * nq * Dv * sizeof(float), &st);
+        res.dev = clattn_mpi__buffer(cc, staged, &st);
+        res.acc = clattn_mpi__buffer(cc, B * Hq * nq * Dv * sizeof(float), &st);
         /* the parts in the call's type (clattn_sdpa writes O as Q is), the sums in float */
-        res.part = buffer(ctx, B * Hq * nq * Dv * clattn_dtype_size(Q->dtype), &st);
-        res.acc_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
-        res.part_lse = buffer(ctx, B * Hq * nq * sizeof(float), &st);
+        res.part = clattn_mpi__buffer(cc, B * Hq * nq * Dv * clattn_dtype_size(Q->dtype), &st);
+        res.acc_lse = clattn_mpi__buffer(cc, B * Hq * nq * sizeof(float), &st);
+        res.part_lse = clattn_mpi__buffer(cc, B * Hq * nq * sizeof(float), &st);
     }
     g.stats.host_bytes = 2 * staged;
     g.stats.device_bytes =
